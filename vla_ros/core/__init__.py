@@ -1,0 +1,1 @@
+"""Pure core: numpy / scipy / pinocchio only. Never imports rclpy or torch."""

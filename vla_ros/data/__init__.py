@@ -1,0 +1,1 @@
+"""Dataset writing/reading (LeRobotDataset v3.0)."""

@@ -1,0 +1,1 @@
+"""Policies: torch and transformers live here and in nothing below it."""

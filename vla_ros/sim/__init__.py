@@ -1,0 +1,1 @@
+"""MuJoCo simulation of each embodiment, speaking the vendor drivers' ros2_control topics."""
