@@ -52,7 +52,12 @@ def register_policy(name: str, target: str, description: str) -> None:
 
 
 def available_policies() -> dict[str, str]:
+    _ensure_builtins()
     return {name: e.description for name, e in sorted(_REGISTRY.items())}
+
+
+def _ensure_builtins() -> None:
+    import vla_ros.policies.catalog  # noqa: F401  (registers the built-in policies)
 
 
 def make_policy(name: str, **kwargs: Any) -> Policy:
@@ -60,6 +65,7 @@ def make_policy(name: str, **kwargs: Any) -> Policy:
 
     Every factory accepts `embodiment` (an EmbodimentSpec) plus its own keyword arguments.
     """
+    _ensure_builtins()
     if name not in _REGISTRY:
         valid = ", ".join(sorted(_REGISTRY)) or "(none registered)"
         raise KeyError(f"unknown policy '{name}'; valid policies: {valid}")

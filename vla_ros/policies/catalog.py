@@ -1,0 +1,19 @@
+"""Built-in policies. Factories are imported only when a policy of that name is made."""
+
+from vla_ros.policies.base import register_policy
+
+register_policy(
+    "scripted",
+    "vla_ros.policies.scripted:make_scripted_policy",
+    "scripted expert using simulation ground truth (sim only)",
+)
+register_policy(
+    "replay",
+    "vla_ros.policies.replay:make_replay_policy",
+    "replays the actions of a recorded episode",
+)
+register_policy(
+    "vla",
+    "vla_ros.policies.vla.policy:make_vla_policy",
+    "the VLA model (vision encoder -> language backbone -> action head) from a checkpoint folder or preset",
+)
