@@ -1,0 +1,687 @@
+"""Forward kinematics, Jacobians and chunk-wise inverse kinematics on a Pinocchio model.
+
+One `RobotKinematics` holds one immutable Pinocchio model reduced to the embodiment's arm
+joints (gripper/finger joints are locked), so a configuration vector `q` is exactly
+`spec.joint_names` in that order, everywhere. The Pinocchio `data` workspace is per thread
+(created lazily), so one instance may be shared by the controller's threads.
+
+Frame conventions (Pinocchio's `oMdes` naming: the pose of `des` expressed in `o`):
+- `frame_pose(q, frame, base)` is `base_M_frame` as a 4x4 homogeneous matrix.
+- `frame_jacobian(q, frame, base)` maps dq to the twist [v; w] of `frame` relative to `base`,
+  v being the velocity of the frame's origin, both expressed in `base`'s axes.
+- IK targets are poses of the arm's tool frame expressed in the arm's base frame.
+
+IK is damped least squares on the 6-D error `log6(fMdes)` (Newton step with the exact
+derivative of log6, Levenberg-Marquardt damping that grows with the error), a secondary task
+projected into the Jacobian's null space (pull towards the arm's home posture, push away from
+joint limits), joint limits enforced by clamping. Every step of a chunk is warm-started from
+the previous step's solution. IK never fails silently: each step reports success and the
+remaining position/orientation error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pinocchio as pin
+from scipy.linalg.lapack import dposv as _dposv
+
+from vla_ros.core.embodiment import EmbodimentSpec
+
+_LOG = logging.getLogger(__name__)
+
+
+class KinematicsError(ValueError):
+    """A kinematics request that cannot be honoured (unknown frame, wrong q size, bad model)."""
+
+
+@dataclass(frozen=True)
+class IKOptions:
+    """Tuning of the damped-least-squares IK.
+
+    position_tolerance_m / orientation_tolerance_rad: a step succeeds when both errors are below.
+    max_iterations: hard bound per chunk step (and per restart).
+    damping_min: Levenberg-Marquardt damping floor (added to J J^T); keeps steps bounded near
+        singularities.
+    damping_error_gain: damping added per unit squared error, so far-away targets take
+        gradient-like steps and near-converged ones take Newton steps.
+    max_step_rad: the joint step of one iteration is scaled down to this infinity norm.
+    posture_gain: null-space pull towards the arm's home per iteration (fraction of the offset).
+    limit_margin_rad: joints closer than this to a limit are pushed back in the null space
+        (MoveIt Servo's default joint-limit margin is 0.1 rad).
+    limit_gain: strength of that push (rad per iteration at the limit itself, times margin).
+    stall_iterations: stop early when the error has not improved by 1 % for this many iterations.
+    """
+
+    position_tolerance_m: float = 1e-4
+    orientation_tolerance_rad: float = 1e-3
+    max_iterations: int = 100
+    damping_min: float = 1e-6
+    damping_error_gain: float = 0.5
+    max_step_rad: float = 0.5
+    posture_gain: float = 0.05
+    limit_margin_rad: float = 0.1
+    limit_gain: float = 0.5
+    stall_iterations: int = 8
+
+    def __post_init__(self) -> None:
+        positive = ("position_tolerance_m", "orientation_tolerance_rad", "damping_min", "max_step_rad")
+        for name in positive:
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0.0):
+                raise ValueError(f"IKOptions.{name} must be a positive finite number, got {value}")
+        non_negative = ("damping_error_gain", "posture_gain", "limit_margin_rad", "limit_gain")
+        for name in non_negative:
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0.0):
+                raise ValueError(f"IKOptions.{name} must be a non-negative finite number, got {value}")
+        for name in ("max_iterations", "stall_iterations"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise ValueError(f"IKOptions.{name} must be a positive integer, got {value}")
+
+
+@dataclass(frozen=True)
+class IKResult:
+    """Result of IK over a chunk of T target poses.
+
+    q:                     (T, n) joint positions in `RobotKinematics.joint_names` order (the best
+                           configuration found for each step, also when it failed).
+    success:               (T,) bool, both tolerances met.
+    position_error_m:      (T,) distance between reached and target tool position.
+    orientation_error_rad: (T,) angle of the rotation between reached and target orientation.
+    iterations:            (T,) IK iterations spent on each step (0 = the seed was already there).
+    """
+
+    q: np.ndarray
+    success: np.ndarray
+    position_error_m: np.ndarray
+    orientation_error_rad: np.ndarray
+    iterations: np.ndarray
+
+    def __post_init__(self) -> None:
+        q = np.array(self.q, dtype=np.float64, copy=True)
+        if q.ndim != 2:
+            raise ValueError(f"IKResult.q must be (T, n), got shape {q.shape}")
+        steps = q.shape[0]
+        arrays = {
+            "success": np.array(self.success, dtype=bool, copy=True),
+            "position_error_m": np.array(self.position_error_m, dtype=np.float64, copy=True),
+            "orientation_error_rad": np.array(self.orientation_error_rad, dtype=np.float64, copy=True),
+            "iterations": np.array(self.iterations, dtype=np.int64, copy=True),
+        }
+        for name, arr in arrays.items():
+            if arr.shape != (steps,):
+                raise ValueError(f"IKResult.{name} must have shape ({steps},), got {arr.shape}")
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        q.setflags(write=False)
+        object.__setattr__(self, "q", q)
+
+    @property
+    def all_success(self) -> bool:
+        return bool(np.all(self.success))
+
+
+@dataclass(frozen=True)
+class _ArmChain:
+    """Precomputed per-arm IK data, indices into the (spec-ordered) q vector."""
+
+    name: str
+    joint_index: np.ndarray  # (k,) int, positions of the arm's joints in q
+    base_frame: str
+    tool_frame: str
+    base_id: int
+    tool_id: int
+    oMbase: pin.SE3  # base pose in the world; constant (checked at construction)
+    lower_rad: np.ndarray
+    upper_rad: np.ndarray
+    home_rad: np.ndarray
+
+
+def _package_urdf_dirs(spec: EmbodimentSpec) -> list[Path]:
+    dirs = []
+    if spec.config_path:
+        # config/<name>.yaml next to urdf/ both in the source tree and in share/vla_ros/.
+        dirs.append(Path(spec.config_path).resolve().parent.parent / "urdf")
+    dirs.append(Path(__file__).resolve().parents[2] / "urdf")
+    return dirs
+
+
+def read_urdf(spec: EmbodimentSpec) -> str:
+    """The URDF text named by `spec.urdf` (a file or an installed description package).
+
+    A `topic` source cannot be read here (the core never touches ROS): the node fetches
+    robot_description and passes it as `urdf_xml`.
+    """
+    source = spec.urdf
+    if source.file:
+        path = Path(source.file)
+        candidates = [path] if path.is_absolute() else [d / path for d in _package_urdf_dirs(spec)]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate.read_text()
+        raise KinematicsError(
+            f"embodiment '{spec.name}': urdf file '{source.file}' not found; looked in "
+            f"{[str(c) for c in candidates]}"
+        )
+    if source.package_path:
+        package, _, relative = source.package_path.partition("/")
+        try:
+            from ament_index_python.packages import get_package_share_directory
+        except ImportError as exc:
+            raise KinematicsError(
+                f"embodiment '{spec.name}': urdf package_path '{source.package_path}' needs "
+                "ament_index_python (a ROS install); pass urdf_xml or use a urdf file instead"
+            ) from exc
+        path = Path(get_package_share_directory(package)) / relative
+        if not path.is_file():
+            raise KinematicsError(f"embodiment '{spec.name}': urdf '{path}' does not exist")
+        return path.read_text()
+    if source.topic:
+        raise KinematicsError(
+            f"embodiment '{spec.name}' takes its URDF from the topic '{source.topic}'; fetch "
+            "robot_description and pass it as urdf_xml"
+        )
+    raise KinematicsError(f"embodiment '{spec.name}' names no URDF source")
+
+
+def _check_poses(poses: np.ndarray, what: str) -> np.ndarray:
+    """Validate a (T, 4, 4) stack of homogeneous transforms; returns it as float64."""
+    m = np.asarray(poses, dtype=np.float64)
+    if m.ndim != 3 or m.shape[1:] != (4, 4) or m.shape[0] == 0:
+        raise KinematicsError(f"{what} must have shape (T, 4, 4) with T >= 1, got {m.shape}")
+    if not np.all(np.isfinite(m)):
+        bad = sorted({int(i) for i in np.argwhere(~np.isfinite(m))[:, 0]})
+        raise KinematicsError(f"{what} contains non-finite values at steps {bad}")
+    rot = m[:, :3, :3]
+    ortho = np.abs(np.einsum("tji,tjk->tik", rot, rot) - np.eye(3)).max(axis=(1, 2))
+    bad = np.flatnonzero((ortho > 1e-6) | (np.linalg.det(rot) < 0.0))
+    if bad.size:
+        raise KinematicsError(
+            f"{what}: the rotation block of steps {bad.tolist()} is not a rotation matrix (R^T R != I or det < 0)"
+        )
+    return m
+
+
+class RobotKinematics:
+    """FK, Jacobians and IK for one embodiment; q is `joint_names` order (spec.joint_names)."""
+
+    def __init__(
+        self,
+        model: pin.Model,
+        joint_names: tuple[str, ...],
+        arms: tuple[_ArmChain, ...],
+        world_frame: str,
+        ik_options: IKOptions,
+    ) -> None:
+        self._model = model
+        self._joint_names = tuple(joint_names)
+        self._arms = {arm.name: arm for arm in arms}
+        self._arm_order = tuple(arm.name for arm in arms)
+        self._world_frame = world_frame
+        self.ik_options = ik_options
+        self._local = threading.local()
+        n = len(joint_names)
+        # Pinocchio orders joints depth-first through the tree; q is in the spec's order.
+        pin_index = np.array([model.joints[model.getJointId(j)].idx_q for j in joint_names], dtype=np.int64)
+        self._to_pin = np.argsort(pin_index)  # q_pin = q[self._to_pin]
+        self._from_pin = pin_index  # q = q_pin[self._from_pin]
+        self._identity_order = bool(np.all(pin_index == np.arange(n)))
+        self._frame_names = tuple(f.name for f in model.frames)
+        self._frame_ids = {name: _lookup_frame(model, name, "frame") for name in set(self._frame_names)}
+
+    # ----------------------------------------------------------------------------- construction
+
+    @classmethod
+    def from_embodiment(
+        cls, spec: EmbodimentSpec, urdf_xml: str | None = None, ik_options: IKOptions | None = None
+    ) -> "RobotKinematics":
+        """Build from an embodiment spec; `urdf_xml` overrides the spec's URDF source."""
+        xml = urdf_xml if urdf_xml is not None else read_urdf(spec)
+        try:
+            full = pin.buildModelFromXML(xml)
+        except (RuntimeError, ValueError) as exc:
+            raise KinematicsError(f"embodiment '{spec.name}': Pinocchio cannot parse the URDF: {exc}") from exc
+        joint_names = spec.joint_names
+        known = [full.names[i] for i in range(1, full.njoints)]
+        missing = [j for j in joint_names if not full.existJointName(j)]
+        if missing:
+            raise KinematicsError(
+                f"embodiment '{spec.name}': URDF lacks arm joints {missing}; URDF joints: {known}"
+            )
+        for name in joint_names:
+            joint = full.joints[full.getJointId(name)]
+            if joint.nq != 1 or joint.nv != 1:
+                raise KinematicsError(
+                    f"embodiment '{spec.name}': joint '{name}' has {joint.nq} position coordinates "
+                    f"({joint.shortname()}); only 1-DoF revolute/prismatic arm joints are supported "
+                    "(a 'continuous' joint needs explicit revolute limits)"
+                )
+        keep = set(joint_names)
+        lock_ids = [i for i in range(1, full.njoints) if full.names[i] not in keep]
+        q_lock = pin.neutral(full)
+        # Locked joints (fingers, gripper) sit at the neutral value moved into their limits.
+        lower, upper = full.lowerPositionLimit, full.upperPositionLimit
+        finite = np.isfinite(lower) & np.isfinite(upper) & (upper >= lower)
+        q_lock[finite] = np.clip(q_lock[finite], lower[finite], upper[finite])
+        model = pin.buildReducedModel(full, lock_ids, q_lock) if lock_ids else full
+        data = model.createData()
+        pin.framesForwardKinematics(model, data, pin.neutral(model))
+
+        arms = []
+        offset = 0
+        for arm in spec.arms:
+            k = len(arm.joint_names)
+            index = np.arange(offset, offset + k)
+            offset += k
+            ids = {}
+            for role, frame in (("base", arm.base_frame), ("tool", arm.tool_frame)):
+                ids[role] = _lookup_frame(model, frame, f"embodiment '{spec.name}' arm '{arm.name}' {role}_frame")
+            # Targets are given in the arm's base frame; a base that moves with q would make them drift.
+            base_joint = model.frames[ids["base"]].parentJoint
+            if base_joint != 0:
+                raise KinematicsError(
+                    f"embodiment '{spec.name}' arm '{arm.name}': base frame '{arm.base_frame}' is moved by "
+                    f"joint '{model.names[base_joint]}'; arm bases must be fixed in the world"
+                )
+            lower_rad = np.asarray(arm.limits.lower_rad, dtype=np.float64).copy()
+            upper_rad = np.asarray(arm.limits.upper_rad, dtype=np.float64).copy()
+            home = np.asarray(arm.home_rad, dtype=np.float64).copy()
+            for name, arr in (("limits.lower_rad", lower_rad), ("limits.upper_rad", upper_rad), ("home_rad", home)):
+                if arr.shape != (k,):
+                    raise KinematicsError(
+                        f"embodiment '{spec.name}' arm '{arm.name}': {name} has shape {arr.shape}, expected ({k},)"
+                    )
+            if np.any(lower_rad >= upper_rad):
+                raise KinematicsError(f"embodiment '{spec.name}' arm '{arm.name}': lower limit >= upper limit")
+            for arr in (lower_rad, upper_rad, home):
+                arr.setflags(write=False)
+            arms.append(
+                _ArmChain(
+                    name=arm.name,
+                    joint_index=index,
+                    base_frame=arm.base_frame,
+                    tool_frame=arm.tool_frame,
+                    base_id=ids["base"],
+                    tool_id=ids["tool"],
+                    oMbase=data.oMf[ids["base"]].copy(),
+                    lower_rad=lower_rad,
+                    upper_rad=upper_rad,
+                    home_rad=home,
+                )
+            )
+        return cls(model, joint_names, tuple(arms), spec.world_frame, ik_options or IKOptions())
+
+    # ----------------------------------------------------------------------------- properties
+
+    @property
+    def model(self) -> pin.Model:
+        """The reduced Pinocchio model (treat as read-only: it is shared between threads)."""
+        return self._model
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return self._joint_names
+
+    @property
+    def num_joints(self) -> int:
+        return len(self._joint_names)
+
+    @property
+    def arm_names(self) -> tuple[str, ...]:
+        return self._arm_order
+
+    @property
+    def frame_names(self) -> tuple[str, ...]:
+        return self._frame_names
+
+    @property
+    def world_frame(self) -> str:
+        return self._world_frame
+
+    def arm_joint_index(self, arm: str) -> np.ndarray:
+        """Positions of `arm`'s joints in q."""
+        return self._arm(arm).joint_index.copy()
+
+    def arm_frames(self, arm: str) -> tuple[str, str]:
+        """(base_frame, tool_frame) of `arm`."""
+        chain = self._arm(arm)
+        return chain.base_frame, chain.tool_frame
+
+    @property
+    def lower_rad(self) -> np.ndarray:
+        return np.concatenate([self._arms[a].lower_rad for a in self._arm_order])
+
+    @property
+    def upper_rad(self) -> np.ndarray:
+        return np.concatenate([self._arms[a].upper_rad for a in self._arm_order])
+
+    @property
+    def home_rad(self) -> np.ndarray:
+        return np.concatenate([self._arms[a].home_rad for a in self._arm_order])
+
+    def random_configuration(self, rng: np.random.Generator, margin_rad: float = 0.0) -> np.ndarray:
+        """A uniform random q within the joint limits shrunk by `margin_rad` on each side."""
+        lower, upper = self.lower_rad + margin_rad, self.upper_rad - margin_rad
+        if np.any(lower > upper):
+            raise KinematicsError(f"margin_rad={margin_rad} leaves no room inside the joint limits")
+        return rng.uniform(lower, upper)
+
+    # ----------------------------------------------------------------------------- FK / Jacobian
+
+    def frame_id(self, frame: str) -> int:
+        """Pinocchio frame id of `frame`; KinematicsError with close matches if unknown."""
+        fid = self._frame_ids.get(frame) if isinstance(frame, str) else None
+        return fid if fid is not None else _lookup_frame(self._model, frame, "frame")
+
+    def frame_pose(self, q: np.ndarray, frame: str, base: str | None = None) -> np.ndarray:
+        """(4, 4) pose of `frame` expressed in `base` (default: the URDF root / world)."""
+        data = self._data()
+        q_pin = self._q_pin(q)
+        fid = self.frame_id(frame)
+        pin.forwardKinematics(self._model, data, q_pin)
+        oMf = pin.updateFramePlacement(self._model, data, fid)
+        if base is None:
+            return oMf.homogeneous
+        oMb = pin.updateFramePlacement(self._model, data, self.frame_id(base))
+        return oMb.actInv(oMf).homogeneous
+
+    def frame_jacobian(self, q: np.ndarray, frame: str, base: str | None = None) -> np.ndarray:
+        """(6, n) Jacobian [v; w] of `frame` relative to `base`, expressed in `base`'s axes.
+
+        Columns are in q order. v is the velocity of `frame`'s origin. When `base` itself moves
+        with q, the result is the derivative of `frame_pose(q, frame, base)`, i.e. the motion
+        relative to the moving base.
+        """
+        data = self._data()
+        q_pin = self._q_pin(q)
+        fid = self.frame_id(frame)
+        jac = pin.computeFrameJacobian(self._model, data, q_pin, fid, pin.LOCAL_WORLD_ALIGNED)
+        if base is None:
+            return jac[:, self._to_pin_columns()]
+        bid = self.frame_id(base)
+        oMf = data.oMf[fid]
+        oMb = pin.updateFramePlacement(self._model, data, bid)
+        if self._model.frames[bid].parentJoint != 0:
+            jac_base = pin.computeFrameJacobian(self._model, data, q_pin, bid, pin.LOCAL_WORLD_ALIGNED)
+            offset = oMf.translation - oMb.translation
+            # v_rel = v_f - v_b - w_b x r = v_f - v_b + [r]x w_b
+            jac = jac.copy()
+            jac[:3] -= jac_base[:3] - pin.skew(offset) @ jac_base[3:]
+            jac[3:] -= jac_base[3:]
+        rot_t = oMb.rotation.T
+        out = np.empty_like(jac)
+        out[:3] = rot_t @ jac[:3]
+        out[3:] = rot_t @ jac[3:]
+        return out[:, self._to_pin_columns()]
+
+    def arm_jacobian(self, q: np.ndarray, arm: str) -> np.ndarray:
+        """(6, k) Jacobian of `arm`'s tool in its base frame, columns = the arm's joints only."""
+        chain = self._arm(arm)
+        return self.frame_jacobian(q, chain.tool_frame, chain.base_frame)[:, chain.joint_index]
+
+    def singular_values(self, q: np.ndarray, arm: str) -> np.ndarray:
+        """Singular values (descending) of `arm_jacobian(q, arm)`."""
+        return np.linalg.svd(self.arm_jacobian(q, arm), compute_uv=False)
+
+    def manipulability(self, q: np.ndarray, arm: str) -> float:
+        """Yoshikawa manipulability sqrt(det(J J^T)) of the arm's tool Jacobian (0 at a singularity)."""
+        return float(np.prod(self.singular_values(q, arm)[:6]))
+
+    def condition_number(self, q: np.ndarray, arm: str) -> float:
+        """sigma_max / sigma_min of the arm's 6-D tool Jacobian (inf at a singularity).
+
+        MoveIt Servo decelerates at 17 and halts at 30 with the same quantity.
+        """
+        sigma = self.singular_values(q, arm)
+        if sigma.shape[0] < 6 or sigma[5] <= 0.0:
+            return float("inf")
+        return float(sigma[0] / sigma[5])
+
+    # ----------------------------------------------------------------------------- IK
+
+    def solve_ik_chunk(
+        self,
+        targets: np.ndarray,
+        arm: str,
+        q_seed: np.ndarray,
+        options: IKOptions | None = None,
+    ) -> IKResult:
+        """IK for T tool poses `targets` (T, 4, 4) in `arm`'s base frame.
+
+        Only `arm`'s joints move; the other joints keep their `q_seed` values. Step 0 starts from
+        `q_seed`, step t from step t-1's result (warm start along the chunk).
+        """
+        chain = self._arm(arm)
+        opts = options or self.ik_options
+        targets = _check_poses(targets, "targets")
+        q = self._check_q(q_seed, "q_seed").copy()
+        idx = chain.joint_index
+        # Start from inside the limits: a seed outside them would be clamped at the first step anyway.
+        q[idx] = np.clip(q[idx], chain.lower_rad, chain.upper_rad)
+        base_rot, base_pos = chain.oMbase.rotation, chain.oMbase.translation
+        rot_des = np.einsum("ij,tjk->tik", base_rot, targets[:, :3, :3])
+        pos_des = targets[:, :3, 3] @ base_rot.T + base_pos
+        steps = targets.shape[0]
+        q_out = np.empty((steps, self.num_joints))
+        success = np.empty(steps, dtype=bool)
+        pos_err = np.empty(steps)
+        ori_err = np.empty(steps)
+        iters = np.empty(steps, dtype=np.int64)
+        for t in range(steps):
+            start = q
+            if t >= 2 and success[t - 1] and success[t - 2]:
+                # Along a smooth path the previous joint velocity predicts the next solution far
+                # better than the previous solution alone; often no iteration is needed at all.
+                start = q.copy()
+                start[idx] = np.clip(2.0 * q[idx] - q_out[t - 2, idx], chain.lower_rad, chain.upper_rad)
+            q, ok, ep, eo, it = self._solve_one(chain, pos_des[t], rot_des[t], start, opts)
+            q_out[t], success[t], pos_err[t], ori_err[t], iters[t] = q, ok, ep, eo, it
+        return IKResult(q_out, success, pos_err, ori_err, iters)
+
+    def solve_ik_chunk_arms(
+        self,
+        targets_by_arm: dict[str, np.ndarray],
+        q_seed: np.ndarray,
+        options: IKOptions | None = None,
+    ) -> IKResult:
+        """IK for several arms at once (bimanual): {arm: (T, 4, 4)} -> one IKResult over all joints.
+
+        Arms are independent (disjoint joints), so each is solved with `solve_ik_chunk`; a step
+        succeeds when every arm's step succeeds, and its errors are the worst over the arms.
+        Joints of arms not in `targets_by_arm` keep their seed values.
+        """
+        if not targets_by_arm:
+            raise KinematicsError("targets_by_arm is empty; give at least one arm's targets")
+        seed = self._check_q(q_seed, "q_seed")
+        lengths = {arm: np.shape(t)[0] if np.ndim(t) == 3 else -1 for arm, t in targets_by_arm.items()}
+        if len(set(lengths.values())) != 1:
+            raise KinematicsError(f"every arm needs the same number of (4, 4) targets, got {lengths}")
+        steps = next(iter(lengths.values()))
+        q_out = np.tile(seed, (steps, 1))
+        success = np.ones(steps, dtype=bool)
+        pos_err = np.zeros(steps)
+        ori_err = np.zeros(steps)
+        iters = np.zeros(steps, dtype=np.int64)
+        for arm, targets in targets_by_arm.items():
+            result = self.solve_ik_chunk(targets, arm, seed, options)
+            idx = self._arm(arm).joint_index
+            q_out[:, idx] = result.q[:, idx]
+            success &= result.success
+            pos_err = np.maximum(pos_err, result.position_error_m)
+            ori_err = np.maximum(ori_err, result.orientation_error_rad)
+            iters += result.iterations
+        return IKResult(q_out, success, pos_err, ori_err, iters)
+
+    def solve_ik(
+        self,
+        target: np.ndarray,
+        arm: str,
+        q_seed: np.ndarray | None = None,
+        restarts: int = 0,
+        rng: np.random.Generator | None = None,
+        options: IKOptions | None = None,
+    ) -> IKResult:
+        """IK for one pose (4, 4) in `arm`'s base frame, cold start from `q_seed` (default: home).
+
+        If the first attempt fails, up to `restarts` more attempts start from random
+        configurations within the limits (`rng`, default seeded 0, so results are repeatable);
+        the best attempt (success first, then smallest error) is returned as a T = 1 result.
+        """
+        if restarts < 0:
+            raise KinematicsError(f"restarts must be >= 0, got {restarts}")
+        chain = self._arm(arm)
+        opts = options or self.ik_options
+        seed = self.home_rad if q_seed is None else self._check_q(q_seed, "q_seed")
+        oMdes = chain.oMbase * pin.SE3(_check_poses(np.asarray(target)[None], "target")[0])
+        rng = rng if rng is not None else np.random.default_rng(0)
+        best = None
+        total_iterations = 0
+        for attempt in range(restarts + 1):
+            q0 = seed.copy()
+            if attempt > 0:
+                q0[chain.joint_index] = rng.uniform(chain.lower_rad, chain.upper_rad)
+            q0[chain.joint_index] = np.clip(q0[chain.joint_index], chain.lower_rad, chain.upper_rad)
+            q, ok, ep, eo, it = self._solve_one(chain, oMdes.translation, oMdes.rotation, q0, opts)
+            total_iterations += it
+            score = (not ok, ep / opts.position_tolerance_m + eo / opts.orientation_tolerance_rad)
+            if best is None or score < best[0]:
+                best = (score, q, ok, ep, eo)
+            if ok:
+                break
+        _, q, ok, ep, eo = best
+        return IKResult(q[None], [ok], [ep], [eo], [total_iterations])
+
+    def _solve_one(
+        self, chain: _ArmChain, p_des: np.ndarray, rot_des: np.ndarray, q_start: np.ndarray, opts: IKOptions
+    ) -> tuple[np.ndarray, bool, float, float, int]:
+        """DLS iterations for one pose; returns (best q, success, pos err, ori err, iterations).
+
+        The error is e = [p_des - p; log3(R_des R^T)] in world axes at the tool origin, which the
+        world-aligned frame Jacobian maps to exactly (to first order): no extra Jacobian of log.
+        """
+        model, data = self._model, self._data()
+        idx = chain.joint_index
+        pin_cols = self._from_pin[idx]
+        lower, upper, home = chain.lower_rad, chain.upper_rad, chain.home_rad
+        tol_p, tol_o = opts.position_tolerance_m, opts.orientation_tolerance_rad
+        margin = opts.limit_margin_rad
+        q = q_start.copy()
+        q_pin = q[self._to_pin]
+        q_arm = q[idx]
+        best_q, best_cost = q_arm.copy(), np.inf
+        best_errors = (np.inf, np.inf)
+        stall = 0
+        iteration = 0
+        err = np.empty(6)
+        while True:
+            jac_full = pin.computeFrameJacobian(model, data, q_pin, chain.tool_id, pin.LOCAL_WORLD_ALIGNED)
+            oMf = data.oMf[chain.tool_id]  # refreshed by the LOCAL_WORLD_ALIGNED Jacobian
+            err[:3] = p_des - oMf.translation
+            err[3:] = pin.log3(rot_des @ oMf.rotation.T)
+            e_pos = float(np.sqrt(err[0] ** 2 + err[1] ** 2 + err[2] ** 2))
+            e_ori = float(np.sqrt(err[3] ** 2 + err[4] ** 2 + err[5] ** 2))
+            cost = e_pos / tol_p + e_ori / tol_o
+            stall = 0 if cost < best_cost * 0.995 else stall + 1
+            if cost < best_cost:
+                best_cost, best_q, best_errors = cost, q_arm.copy(), (e_pos, e_ori)
+            if (e_pos <= tol_p and e_ori <= tol_o) or iteration >= opts.max_iterations or stall >= opts.stall_iterations:
+                break
+            iteration += 1
+            jac = jac_full[:, pin_cols]
+            secondary = opts.posture_gain * (home - q_arm)
+            if opts.limit_gain > 0.0 and (
+                np.minimum.reduce(q_arm - lower) < margin or np.minimum.reduce(upper - q_arm) < margin
+            ):
+                push = np.clip((margin - (q_arm - lower)) / margin, 0.0, 1.0)
+                push -= np.clip((margin - (upper - q_arm)) / margin, 0.0, 1.0)
+                secondary += opts.limit_gain * margin * push
+            damping = opts.damping_min + opts.damping_error_gain * float(err @ err)
+            dq = _dls_step(jac, err, secondary, damping)
+            q_new = q_arm + dq
+            outside = (q_new < lower) | (q_new > upper)
+            if outside.any():
+                # Saturate the joints that would leave their range and let the others take over
+                # the task, instead of clamping after the fact (which stalls at a limit).
+                fixed = np.clip(q_new, lower, upper)[outside] - q_arm[outside]
+                free = ~outside
+                secondary[outside] = 0.0
+                jac_free = jac * free
+                dq = _dls_step(jac_free, err - jac[:, outside] @ fixed, secondary, damping)
+                dq[outside] = fixed
+            step = float(np.abs(dq).max())
+            if step > opts.max_step_rad:
+                dq *= opts.max_step_rad / step
+            q_arm = np.minimum(np.maximum(q_arm + dq, lower), upper)
+            q_pin[pin_cols] = q_arm
+        q[idx] = best_q
+        ok = best_errors[0] <= tol_p and best_errors[1] <= tol_o
+        return q, bool(ok), best_errors[0], best_errors[1], iteration
+
+    # ----------------------------------------------------------------------------- helpers
+
+    def _arm(self, arm: str) -> _ArmChain:
+        try:
+            return self._arms[arm]
+        except KeyError:
+            raise KinematicsError(f"unknown arm '{arm}'; arms: {list(self._arm_order)}") from None
+
+    def _data(self) -> pin.Data:
+        data = getattr(self._local, "data", None)
+        if data is None:
+            data = self._local.data = self._model.createData()
+        return data
+
+    def _check_q(self, q: np.ndarray, what: str = "q") -> np.ndarray:
+        arr = np.asarray(q, dtype=np.float64).reshape(-1) if np.ndim(q) <= 1 else np.asarray(q)
+        if arr.shape != (self.num_joints,):
+            raise KinematicsError(
+                f"{what} must have {self.num_joints} entries ({', '.join(self._joint_names)}), "
+                f"got shape {np.shape(q)}"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise KinematicsError(f"{what} contains non-finite values: {arr.tolist()}")
+        return np.array(arr, dtype=np.float64)
+
+    def _q_pin(self, q: np.ndarray) -> np.ndarray:
+        arr = self._check_q(q)
+        return arr if self._identity_order else arr[self._to_pin]
+
+    def _to_pin_columns(self) -> np.ndarray:
+        # Jacobian columns are in Pinocchio's v order; column j of the result is q's joint j.
+        return self._from_pin
+
+
+def _dls_step(jac: np.ndarray, err: np.ndarray, secondary: np.ndarray, damping: float) -> np.ndarray:
+    """Damped least-squares step for J dq = err plus `secondary` projected into J's null space.
+
+    dq = z + J^T (J J^T + damping I)^-1 (err - J z): the task part is the DLS solution and the
+    secondary part is (I - J^+ J) z with the same damped pseudo-inverse, in one 6x6 solve.
+    """
+    gram = jac @ jac.T
+    gram.flat[:: gram.shape[0] + 1] += damping
+    rhs = err - jac @ secondary
+    # LAPACK's Cholesky solve directly: numpy.linalg.solve costs 4x more on a 6x6 system.
+    _, x, info = _dposv(gram, rhs)
+    if info != 0:
+        x = np.linalg.lstsq(gram, rhs, rcond=None)[0]
+    return secondary + jac.T @ x
+
+
+def _lookup_frame(model: pin.Model, frame: str, what: str) -> int:
+    if not isinstance(frame, str) or not model.existFrame(frame):
+        names = sorted({f.name for f in model.frames})
+        close = difflib.get_close_matches(str(frame), names, n=3)
+        hint = f"; did you mean {close}?" if close else ""
+        raise KinematicsError(f"{what}: unknown frame '{frame}'{hint} (frames: {names})")
+    # Prefer the link (BODY) frame when a joint carries the same name.
+    for kind in (pin.FrameType.BODY, pin.FrameType.FIXED_JOINT):
+        if model.existFrame(frame, kind):
+            return model.getFrameId(frame, kind)
+    return model.getFrameId(frame)
