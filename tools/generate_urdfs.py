@@ -295,7 +295,9 @@ def ur(model: str, title: str) -> Robot:
     upper_off, fore_off = 0.135, 0.015
     geoms = [
         Geom("cylinder", (0.075, 0.6 * d[0]), (0.0, 0.0, 0.3 * d[0])),  # base_link_inertia
-        Geom("cylinder", (0.065, 0.12), (0.0, 0.0, 0.0)),  # shoulder housing, pan axis
+        # shoulder housing on the pan axis, kept clear of the base: the base is welded to the
+        # world, and MuJoCo does not filter contacts between a world-welded parent and its child
+        Geom("cylinder", (0.065, 0.06 + 0.3 * d[0]), (0.0, 0.0, (0.06 - 0.3 * d[0]) / 2)),
         Geom("cylinder", (0.055, upper_len - 0.14), (-upper_len / 2, 0.0, upper_off), (0.0, PI / 2, 0.0)),
         Geom("cylinder", (0.045, fore_len - 0.12), (-fore_len / 2, 0.0, fore_off), (0.0, PI / 2, 0.0)),
         Geom("cylinder", (0.045, 0.09), (0.0, 0.0, 0.0)),  # wrist 1 housing
@@ -388,7 +390,8 @@ def aloha() -> Robot:
         p = f"{arm}/"
         links = [
             Link(p + "base_link", 0.97, Geom("box", (0.12, 0.12, 0.06), (0.0, 0.0, 0.03)), "dark"),
-            Link(p + "shoulder_link", 0.8, Geom("cylinder", (0.045, 0.05), (0.0, 0.0, 0.0)), "dark"),
+            # clear of the base box (world-welded: MuJoCo would let the two collide)
+            Link(p + "shoulder_link", 0.8, Geom("cylinder", (0.045, 0.03), (0.0, 0.0, 0.01)), "dark"),
             Link(p + "upper_arm_link", 0.79, Geom("box", (0.05, 0.05, 0.22), (0.03, 0.0, 0.15)), "dark"),
             Link(p + "upper_forearm_link", 0.32, Geom("cylinder", (0.025, 0.13), (0.1, 0.0, 0.0), (0.0, PI / 2, 0.0)), "grey"),
             Link(p + "lower_forearm_link", 0.41, Geom("box", (0.05, 0.05, 0.05), (0.05, 0.0, 0.0)), "dark"),
