@@ -1,0 +1,310 @@
+"""Configuration of the VLA model: frozen dataclasses, validated at construction, JSON round-trip.
+
+One `VLAConfig` fully describes a model (vision encoder, projector, language backbone, action
+head, instruction tokenisation, normalisation rule). It is what `config.json` in a saved folder
+holds, so every field is plain data and `VLAConfig.from_dict` refuses unknown keys by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from vla_ros.core.normalization import NORM_RULES
+
+CONFIG_FORMAT = "vla_ros.vla_config/1"
+
+VISION_KINDS = ("siglip", "dino", "dinosiglip", "conv_film")
+BACKBONE_KINDS = ("llama", "gemma")
+HEAD_KINDS = ("discrete", "diffusion", "flow")
+DIFFUSION_SAMPLERS = ("ddpm", "ddim")
+TEXT_ENCODERS = ("bpe",)
+
+#: OpenVLA's action tokenizer uses the last 256 ids of the base vocabulary.
+N_ACTION_BINS = 256
+
+
+def _positive(owner: str, **values: int | float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{owner}.{name} must be > 0, got {value!r}")
+
+
+def _one_of(owner: str, name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{owner}.{name} is {value!r}; valid values: {', '.join(valid)}")
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """One transformer image encoder (SigLIP or DINOv2-with-registers), transformers-built."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+    patch_size: int = 16
+    num_register_tokens: int = 4  # DINOv2 only
+
+    def __post_init__(self) -> None:
+        _positive("ViTConfig", hidden_size=self.hidden_size, num_layers=self.num_layers,
+                  num_heads=self.num_heads, intermediate_size=self.intermediate_size,
+                  patch_size=self.patch_size)
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"ViTConfig.hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.num_register_tokens < 0:
+            raise ValueError(f"ViTConfig.num_register_tokens must be >= 0, got {self.num_register_tokens}")
+
+
+@dataclass(frozen=True)
+class ConvConfig:
+    """RT-1-style convolutional encoder: strided conv blocks with FiLM, then TokenLearner."""
+
+    channels: tuple[int, ...] = (16, 32, 64)
+    num_tokens: int = 8  # TokenLearner output tokens per image (RT-1: 8)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if not self.channels or any(c <= 0 for c in self.channels):
+            raise ValueError(f"ConvConfig.channels must be a non-empty tuple of positive ints, got {self.channels}")
+        _positive("ConvConfig", num_tokens=self.num_tokens)
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """Which encoder(s) turn each camera image into tokens.
+
+    kind "siglip" / "dino": one ViT; "dinosiglip": both, patch features concatenated along
+    channels (OpenVLA); "conv_film": the RT-1 conv encoder. `feature_layer` picks the hidden
+    state the ViT features come from (-2: second-to-last layer, as OpenVLA does).
+    """
+
+    kind: str = "siglip"
+    image_size: int = 112
+    siglip: ViTConfig | None = None
+    dino: ViTConfig | None = None
+    conv: ConvConfig | None = None
+    feature_layer: int = -2
+
+    def __post_init__(self) -> None:
+        _one_of("VisionConfig", "kind", self.kind, VISION_KINDS)
+        _positive("VisionConfig", image_size=self.image_size)
+        need = {"siglip": ("siglip",), "dino": ("dino",), "dinosiglip": ("dino", "siglip"), "conv_film": ("conv",)}
+        for part in ("siglip", "dino", "conv"):
+            present = getattr(self, part) is not None
+            if part in need[self.kind] and not present:
+                raise ValueError(f"VisionConfig kind {self.kind!r} needs the '{part}' sub-config")
+            if part not in need[self.kind] and present:
+                raise ValueError(f"VisionConfig kind {self.kind!r} does not use a '{part}' sub-config")
+        if self.dino is not None and self.dino.intermediate_size % self.dino.hidden_size:
+            # transformers' DINOv2 takes an integer mlp_ratio, not an intermediate size.
+            raise ValueError(f"VisionConfig.dino.intermediate_size {self.dino.intermediate_size} must be a multiple "
+                             f"of its hidden_size {self.dino.hidden_size}")
+        vits = [v for v in (self.siglip, self.dino) if v is not None]
+        for v in vits:
+            if self.image_size % v.patch_size:
+                raise ValueError(f"VisionConfig.image_size {self.image_size} is not a multiple of patch_size {v.patch_size}")
+            if not -v.num_layers <= self.feature_layer <= -1:
+                raise ValueError(f"VisionConfig.feature_layer must be in [-{v.num_layers}, -1], got {self.feature_layer}")
+        if len(vits) == 2 and vits[0].patch_size != vits[1].patch_size:
+            # The fused encoder concatenates patch features position by position.
+            raise ValueError("dinosiglip needs equal patch sizes for both encoders, got "
+                             f"siglip {vits[0].patch_size} and dino {vits[1].patch_size}")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Decoder-only language backbone (transformers Llama or Gemma), built from this config.
+
+    vocab_size is the *base* vocabulary (the tokenizer's); the action tokens are its last 256 ids.
+    The embedding matrix may be padded past it (OpenVLA: 32000 -> 32064) by pad_vocab_multiple.
+    """
+
+    kind: str = "llama"
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 32
+    intermediate_size: int = 256
+    vocab_size: int = 768
+    pad_vocab_multiple: int = 1
+    max_position_embeddings: int = 1024
+    rms_norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        _one_of("BackboneConfig", "kind", self.kind, BACKBONE_KINDS)
+        _positive("BackboneConfig", hidden_size=self.hidden_size, num_layers=self.num_layers,
+                  num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, head_dim=self.head_dim,
+                  intermediate_size=self.intermediate_size, vocab_size=self.vocab_size,
+                  pad_vocab_multiple=self.pad_vocab_multiple,
+                  max_position_embeddings=self.max_position_embeddings)
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"BackboneConfig.num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+        if self.vocab_size <= N_ACTION_BINS:
+            raise ValueError(f"BackboneConfig.vocab_size {self.vocab_size} must exceed the {N_ACTION_BINS} action tokens")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.pad_vocab_multiple
+        return -(-self.vocab_size // m) * m
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """The action head and its sampler settings.
+
+    discrete:  `parallel` False -> autoregressive decoding of chunk x dims tokens (RT-2/OpenVLA);
+               True -> one pass over learned action query tokens (OpenVLA-OFT, RT-1).
+    diffusion: Octo's noise-prediction MLP-ResNet on a readout embedding, cosine schedule,
+               `diffusion_steps` training steps, DDPM or DDIM (`ddim_steps`) sampling.
+    flow:      pi0's action expert (same depth/heads as the backbone, `expert_hidden_size` wide)
+               integrating the velocity field with `flow_steps` Euler steps.
+    """
+
+    kind: str = "flow"
+    parallel: bool = False
+    diffusion_steps: int = 20
+    sampler: str = "ddpm"
+    ddim_steps: int = 10
+    mlp_hidden_size: int = 256
+    mlp_blocks: int = 3
+    time_dim: int = 32
+    max_action: float = 5.0
+    flow_steps: int = 10
+    expert_hidden_size: int = 64
+    expert_intermediate_size: int = 128
+
+    def __post_init__(self) -> None:
+        _one_of("HeadConfig", "kind", self.kind, HEAD_KINDS)
+        _one_of("HeadConfig", "sampler", self.sampler, DIFFUSION_SAMPLERS)
+        _positive("HeadConfig", diffusion_steps=self.diffusion_steps, ddim_steps=self.ddim_steps,
+                  mlp_hidden_size=self.mlp_hidden_size, mlp_blocks=self.mlp_blocks, time_dim=self.time_dim,
+                  max_action=self.max_action, flow_steps=self.flow_steps,
+                  expert_hidden_size=self.expert_hidden_size,
+                  expert_intermediate_size=self.expert_intermediate_size)
+        if self.ddim_steps > self.diffusion_steps:
+            raise ValueError(f"HeadConfig.ddim_steps {self.ddim_steps} exceeds diffusion_steps {self.diffusion_steps}")
+        if self.time_dim % 2:
+            raise ValueError(f"HeadConfig.time_dim must be even (sin/cos pairs), got {self.time_dim}")
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Instruction encoding.
+
+    encoder "bpe": the model's own byte-level BPE tokenizer; the tokens go through the backbone's
+    embedding table (the only encoder so far).
+    prompt: template with "{instruction}" (OpenVLA: "In: What action should the robot take to
+    {instruction}?\\nOut:").
+    """
+
+    encoder: str = "bpe"
+    max_tokens: int = 32
+    prompt: str = "{instruction}"
+    lowercase: bool = True
+
+    def __post_init__(self) -> None:
+        _one_of("TextConfig", "encoder", self.encoder, TEXT_ENCODERS)
+        _positive("TextConfig", max_tokens=self.max_tokens)
+        if "{instruction}" not in self.prompt:
+            raise ValueError(f"TextConfig.prompt must contain '{{instruction}}', got {self.prompt!r}")
+
+
+@dataclass(frozen=True)
+class VLAConfig:
+    """A whole model.
+
+    camera_slots: the policy camera slots, in token order.
+    action_dim / chunk_size: one chunk is (chunk_size, action_dim).
+    state_dim: proprioceptive state length (0: no state token).
+    instruction_in_sequence: False for RT-1, where language only conditions the vision FiLM layers.
+    action_norm / state_norm: vla_ros.core.normalization rules.
+    """
+
+    preset: str
+    vision: VisionConfig
+    backbone: BackboneConfig
+    head: HeadConfig
+    text: TextConfig = field(default_factory=TextConfig)
+    camera_slots: tuple[str, ...] = ("front",)
+    action_dim: int = 7
+    chunk_size: int = 16
+    state_dim: int = 0
+    projector_layers: int = 2
+    camera_embedding: bool = True
+    instruction_in_sequence: bool = True
+    action_norm: str = "bounds_q99"
+    state_norm: str = "bounds_q99"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "camera_slots", tuple(str(s) for s in self.camera_slots))
+        if not self.camera_slots:
+            raise ValueError("VLAConfig.camera_slots must name at least one camera")
+        if len(set(self.camera_slots)) != len(self.camera_slots):
+            raise ValueError(f"VLAConfig.camera_slots must be unique, got {self.camera_slots}")
+        _positive("VLAConfig", action_dim=self.action_dim, chunk_size=self.chunk_size)
+        if self.state_dim < 0:
+            raise ValueError(f"VLAConfig.state_dim must be >= 0, got {self.state_dim}")
+        if self.projector_layers not in (2, 3):
+            raise ValueError(f"VLAConfig.projector_layers must be 2 (gelu-mlp) or 3 (OpenVLA fused-gelu-mlp), "
+                             f"got {self.projector_layers}")
+        _one_of("VLAConfig", "action_norm", self.action_norm, NORM_RULES)
+        _one_of("VLAConfig", "state_norm", self.state_norm, NORM_RULES)
+        if self.head.kind == "discrete" and self.action_norm not in ("bounds_q99", "bounds"):
+            # Discrete tokens cover [-1, 1]; an unbounded rule would clip real actions silently.
+            raise ValueError(f"the discrete head needs a bounded action_norm ('bounds_q99' or 'bounds'), "
+                             f"got {self.action_norm!r}")
+        if not self.instruction_in_sequence and self.vision.kind != "conv_film":
+            raise ValueError("instruction_in_sequence=False only makes sense with the FiLM conv encoder "
+                             "(otherwise the model never sees the instruction)")
+
+    @property
+    def num_action_tokens(self) -> int:
+        return self.action_dim * self.chunk_size
+
+    def replace(self, **changes: Any) -> "VLAConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["format"] = CONFIG_FORMAT
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "config.json") -> "VLAConfig":
+        if data.get("format") != CONFIG_FORMAT:
+            raise ValueError(f"{where}: 'format' is {data.get('format')!r}, expected {CONFIG_FORMAT!r}")
+        body = {k: v for k, v in data.items() if k != "format"}
+        sub = {"vision": VisionConfig, "backbone": BackboneConfig, "head": HeadConfig, "text": TextConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in body.items():
+            if key in sub:
+                kwargs[key] = _build(sub[key], value, f"{where}: {key}")
+            else:
+                kwargs[key] = value
+        return _build(cls, kwargs, where, already_built=True)
+
+
+_NESTED = {"siglip": ViTConfig, "dino": ViTConfig, "conv": ConvConfig}
+
+
+def _build(cls: type, data: Any, where: str, already_built: bool = False) -> Any:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be a JSON object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    kwargs = dict(data)
+    if not already_built:
+        for key, nested in _NESTED.items():
+            if key in kwargs and kwargs[key] is not None and key in names:
+                kwargs[key] = _build(nested, kwargs[key], f"{where}.{key}")
+    if "camera_slots" in kwargs:
+        kwargs["camera_slots"] = tuple(kwargs["camera_slots"])
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from None

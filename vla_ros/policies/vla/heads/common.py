@@ -1,0 +1,65 @@
+"""What every head receives from the model: the encoded prefix and access to the backbone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """The observation prefix [image tokens, instruction tokens, state token] of a batch.
+
+    embeds:    (B, P, H) backbone-width embeddings, LEFT-padded so the last position is real.
+    mask:      (B, P) bool, True on real tokens.
+    positions: (B, P) int64 rotary positions (0 at each sample's first real token).
+    """
+
+    embeds: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.embeds.ndim != 3:
+            raise ValueError(f"Prefix.embeds must be (B, P, H), got {tuple(self.embeds.shape)}")
+        bp = tuple(self.embeds.shape[:2])
+        if tuple(self.mask.shape) != bp or tuple(self.positions.shape) != bp:
+            raise ValueError(f"Prefix.mask {tuple(self.mask.shape)} and positions {tuple(self.positions.shape)} "
+                             f"must both be {bp}")
+        if self.mask.dtype != torch.bool:
+            raise ValueError(f"Prefix.mask must be bool, got {self.mask.dtype}")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.embeds.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.embeds.shape[1])
+
+    def next_positions(self, n: int) -> torch.Tensor:
+        """(B, n) positions of n tokens appended after the prefix."""
+        start = self.mask.sum(dim=1, keepdim=True)
+        return start + torch.arange(n, device=self.mask.device)[None, :]
+
+    def suffix_mask(self, n: int) -> torch.Tensor:
+        """(B, 1, n, P + n) bool: n appended tokens see every real prefix token and each other
+        (bidirectional), the attention pattern of pi0's action tokens and OFT's action queries."""
+        b = self.batch_size
+        prefix_part = self.mask[:, None, None, :].expand(b, 1, n, self.length)
+        suffix_part = torch.ones(b, 1, n, n, dtype=torch.bool, device=self.mask.device)
+        return torch.cat([prefix_part, suffix_part], dim=-1)
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, min_period: float, max_period: float) -> torch.Tensor:
+    """pi0's time embedding: sin/cos of t at periods geometrically spaced in [min_period, max_period].
+
+    t: (B,) -> (B, dim), computed in float64 for accuracy and returned in float32.
+    """
+    if dim % 2:
+        raise ValueError(f"sinusoidal embedding dim must be even, got {dim}")
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64, device=t.device)
+    period = min_period * (max_period / min_period) ** fraction
+    angle = t.to(torch.float64)[:, None] * (2.0 * torch.pi / period)[None, :]
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1).to(torch.float32)

@@ -1,0 +1,328 @@
+"""The VLA model: vision encoder -> projector -> language backbone -> action head.
+
+Module names are a contract (doc/INTERFACES.md, "VLA model"): the OpenVLA checkpoint adapter
+maps prismatic's keys onto `vision.dino`, `vision.siglip`, `projector.fc1..fc3`, `backbone.*`.
+
+Token layout of the prefix, per sample: [camera 0 patches, camera 1 patches, ..., instruction
+tokens (unless the instruction only conditions a FiLM encoder), state token (if state_dim > 0)].
+Each camera's projected patches get that camera's learned embedding. The prefix is left-padded
+so that every sample's last position is a real token (what the autoregressive head reads).
+
+One saved model is one folder: config.json, model.safetensors, tokenizer.json, norm_stats.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vla_ros.core.normalization import FeatureStats, NormStats
+from vla_ros.policies.vla.backbone import build_backbone
+from vla_ros.policies.vla.config import VLAConfig
+from vla_ros.policies.vla.heads import build_head
+from vla_ros.policies.vla.heads.common import Prefix
+from vla_ros.policies.vla.text import InstructionTokenizer
+from vla_ros.policies.vla.vision import build_vision
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = InstructionTokenizer.FILENAME
+NORM_STATS_FILE = "norm_stats.json"
+
+
+class MLPProjector(nn.Module):
+    """Prismatic's projectors: "gelu-mlp" (fc1, GELU, fc2: vision -> llm -> llm) and OpenVLA's
+    "fused-gelu-mlp" (fc1, GELU, fc2, GELU, fc3: vision -> 4 vision -> llm -> llm)."""
+
+    def __init__(self, vision_dim: int, llm_dim: int, layers: int) -> None:
+        super().__init__()
+        dims = [vision_dim, 4 * vision_dim, llm_dim, llm_dim] if layers == 3 else [vision_dim, llm_dim, llm_dim]
+        self.num_layers = len(dims) - 1
+        for i in range(self.num_layers):
+            setattr(self, f"fc{i + 1}", nn.Linear(dims[i], dims[i + 1]))
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i in range(self.num_layers):
+            x = getattr(self, f"fc{i + 1}")(x)
+            if i + 1 < self.num_layers:
+                x = self.act(x)
+        return x
+
+
+def identity_norm_stats(config: VLAConfig) -> NormStats:
+    """Statistics under which every rule is (numerically) the identity on [-1, 1].
+
+    An untrained model has no dataset; these keep its raw outputs as its actions.
+    """
+
+    def stats(dim: int) -> FeatureStats:
+        zeros, ones = np.zeros(dim), np.ones(dim)
+        return FeatureStats(mean=zeros, std=ones, min=-ones, max=ones, q01=-ones, q99=ones)
+
+    feats = {"action": stats(config.action_dim)}
+    if config.state_dim:
+        feats["state"] = stats(config.state_dim)
+    return NormStats(features=feats, source="identity")
+
+
+@dataclass(frozen=True)
+class VLAInputs:
+    """One batch of model inputs (already preprocessed and normalised).
+
+    pixels:      (B, C, 3, S, S) float in [0, 1], cameras in config.camera_slots order.
+    input_ids:   (B, L) int64 instruction tokens; text_mask (B, L) bool.
+    state:       (B, state_dim) normalised, or None when state_dim == 0.
+    """
+
+    pixels: torch.Tensor
+    input_ids: torch.Tensor
+    text_mask: torch.Tensor
+    state: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.pixels.ndim != 5 or self.pixels.shape[2] != 3:
+            raise ValueError(f"VLAInputs.pixels must be (B, cameras, 3, S, S), got {tuple(self.pixels.shape)}")
+        b = self.pixels.shape[0]
+        if self.input_ids.ndim != 2 or self.input_ids.shape[0] != b or self.text_mask.shape != self.input_ids.shape:
+            raise ValueError(f"VLAInputs.input_ids {tuple(self.input_ids.shape)} and text_mask "
+                             f"{tuple(self.text_mask.shape)} must both be (B={b}, L)")
+        if self.state is not None and (self.state.ndim != 2 or self.state.shape[0] != b):
+            raise ValueError(f"VLAInputs.state must be (B={b}, state_dim), got {tuple(self.state.shape)}")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> "VLAInputs":
+        return VLAInputs(
+            pixels=self.pixels.to(device=device, dtype=dtype),
+            input_ids=self.input_ids.to(device),
+            text_mask=self.text_mask.to(device),
+            state=None if self.state is None else self.state.to(device=device, dtype=dtype),
+        )
+
+
+class VLAModel(nn.Module):
+    """vision -> projector -> backbone -> head, plus the tokenizer and normalisation stats it was
+    trained with (plain attributes, saved beside the weights)."""
+
+    def __init__(self, config: VLAConfig, tokenizer: InstructionTokenizer | None = None,
+                 norm_stats: NormStats | None = None) -> None:
+        super().__init__()
+        self.config = config
+        hidden = config.backbone.hidden_size
+        self.backbone = build_backbone(config.backbone)
+        # FiLM (RT-1) is conditioned on the mean instruction-token embedding, so its width is the backbone's.
+        self.vision = build_vision(config.vision, cond_dim=hidden)
+        self.projector = MLPProjector(self.vision.out_dim, hidden, config.projector_layers)
+        n_cam = len(config.camera_slots)
+        self.camera_embed = nn.Parameter(torch.randn(n_cam, hidden) * 0.02) if config.camera_embedding else None
+        self.state_proj = nn.Linear(config.state_dim, hidden) if config.state_dim else None
+        self.head = build_head(config)
+        self.tokenizer = tokenizer if tokenizer is not None else InstructionTokenizer.build(config.text)
+        self.tokenizer.check_vocab(config.backbone.vocab_size)
+        self.norm_stats = norm_stats if norm_stats is not None else identity_norm_stats(config)
+        self._check_norm_stats(self.norm_stats, "norm_stats")
+
+    def _check_norm_stats(self, stats: NormStats, where: str) -> None:
+        dims = {"action": self.config.action_dim}
+        if self.config.state_dim:
+            dims["state"] = self.config.state_dim
+        for key, dim in dims.items():
+            if key not in stats:
+                raise ValueError(f"{where}: no '{key}' statistics; the model needs {sorted(dims)}")
+            if stats[key].dim != dim:
+                raise ValueError(f"{where}: '{key}' statistics are {stats[key].dim}-D, the model's {key} is {dim}-D")
+            rule = self.config.action_norm if key == "action" else self.config.state_norm
+            stats[key]._require(rule)
+
+    # ---- properties ----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        seen: set[int] = set()
+        total = 0
+        for p in self.parameters():
+            if id(p) in seen or (trainable_only and not p.requires_grad):
+                continue
+            seen.add(id(p))
+            total += p.numel()
+        return total
+
+    # ---- inputs ---------------------------------------------------------------------------------
+    def prepare_inputs(
+        self,
+        images: Sequence[dict[str, np.ndarray]],
+        instructions: Sequence[str],
+        states: np.ndarray | None = None,
+    ) -> VLAInputs:
+        """Raw observations -> VLAInputs on the model's device/dtype.
+
+        images: per sample, camera slot -> (H, W, 3) uint8 RGB. states: (B, state_dim) raw
+        (un-normalised) values, required iff config.state_dim > 0.
+        """
+        from vla_ros.policies.preprocess import ImagePreprocessor
+
+        cfg = self.config
+        if len(images) != len(instructions):
+            raise ValueError(f"prepare_inputs got {len(images)} image sets but {len(instructions)} instructions")
+        # The encoders normalise per family themselves (the fused one needs two normalisations).
+        pre = ImagePreprocessor(size_px=(cfg.vision.image_size, cfg.vision.image_size), normalization="none")
+        pixels = torch.stack([pre.cameras(cams, cfg.camera_slots) for cams in images])
+        enc = self.tokenizer.encode(list(instructions))
+        state = None
+        if cfg.state_dim:
+            if states is None:
+                raise ValueError(f"this model takes a {cfg.state_dim}-D state; prepare_inputs got states=None")
+            raw = np.asarray(states, dtype=np.float64).reshape(len(images), -1)
+            if raw.shape[1] != cfg.state_dim:
+                raise ValueError(f"states have {raw.shape[1]} dims per sample, the model expects {cfg.state_dim}")
+            state = torch.from_numpy(self.norm_stats.normalize("state", raw, cfg.state_norm))
+        inputs = VLAInputs(pixels, torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask), state)
+        return inputs.to(self.device, self.dtype)
+
+    def normalize_actions(self, actions: np.ndarray) -> torch.Tensor:
+        """(B, T, D) raw actions -> normalised float32 tensor on the model's device."""
+        arr = self.norm_stats.normalize("action", actions, self.config.action_norm)
+        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(self.device)
+
+    def unnormalize_actions(self, actions: torch.Tensor) -> np.ndarray:
+        """(B, T, D) normalised model output -> raw actions (float64 numpy)."""
+        arr = actions.detach().float().cpu().numpy().astype(np.float64)
+        return self.norm_stats.unnormalize("action", arr, self.config.action_norm)
+
+    # ---- forward --------------------------------------------------------------------------------
+    def encode_prefix(self, inputs: VLAInputs) -> Prefix:
+        cfg = self.config
+        b, n_cam = inputs.pixels.shape[:2]
+        if n_cam != len(cfg.camera_slots):
+            raise ValueError(f"inputs have {n_cam} cameras, the model was built for {cfg.camera_slots}")
+        if (inputs.state is None) != (cfg.state_dim == 0):
+            raise ValueError(f"state is {'missing' if inputs.state is None else 'given'} but config.state_dim is "
+                             f"{cfg.state_dim}")
+        text_emb = self.backbone.get_input_embeddings()(inputs.input_ids)
+        mask_f = inputs.text_mask.to(text_emb.dtype)[..., None]
+        text_pooled = (text_emb * mask_f).sum(1) / mask_f.sum(1).clamp(min=1.0)
+        feats = self.vision(inputs.pixels.flatten(0, 1), text_pooled.repeat_interleave(n_cam, dim=0))
+        tokens = self.projector(feats).unflatten(0, (b, n_cam))  # (B, C, N, H)
+        if self.camera_embed is not None:
+            tokens = tokens + self.camera_embed.to(tokens.dtype)[None, :, None, :]
+        parts = [tokens.flatten(1, 2)]
+        masks = [torch.ones(parts[0].shape[:2], dtype=torch.bool, device=tokens.device)]
+        if cfg.instruction_in_sequence:
+            parts.append(text_emb)
+            masks.append(inputs.text_mask)
+        if self.state_proj is not None:
+            parts.append(self.state_proj(inputs.state)[:, None])
+            masks.append(torch.ones((b, 1), dtype=torch.bool, device=tokens.device))
+        embeds = torch.cat(parts, dim=1)
+        mask = torch.cat(masks, dim=1)
+        # Left-pad: a stable sort on the mask moves padding first and keeps real tokens in order.
+        order = torch.sort(mask.to(torch.int8), dim=1, stable=True).indices
+        mask = torch.gather(mask, 1, order)
+        embeds = torch.gather(embeds, 1, order[..., None].expand_as(embeds))
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+        return Prefix(embeds=embeds, mask=mask, positions=positions)
+
+    def compute_loss(self, inputs: VLAInputs, actions: torch.Tensor, generator: torch.Generator | None = None
+                     ) -> torch.Tensor:
+        """Training loss of the head for normalised target actions (B, T, D)."""
+        expected = (inputs.batch_size, self.config.chunk_size, self.config.action_dim)
+        if tuple(actions.shape) != expected:
+            raise ValueError(f"target actions have shape {tuple(actions.shape)}, expected {expected}")
+        return self.head.loss(self.backbone, self.encode_prefix(inputs), actions, generator)
+
+    @torch.no_grad()
+    def predict_actions(self, inputs: VLAInputs, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Normalised action chunk (B, T, D), float32."""
+        return self.head.sample(self.backbone, self.encode_prefix(inputs), generator).float()
+
+    # ---- save / load ----------------------------------------------------------------------------
+    def _tied_duplicates(self) -> set[str]:
+        """State-dict keys that alias an earlier key's storage (e.g. Gemma's tied lm_head)."""
+        seen: dict[int, str] = {}
+        dupes = set()
+        for key, tensor in self.state_dict().items():
+            ptr = tensor.data_ptr()
+            if ptr in seen:
+                dupes.add(key)
+            else:
+                seen[ptr] = key
+        return dupes
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write config.json, model.safetensors, tokenizer.json and norm_stats.json into `folder`."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
+        dupes = self._tied_duplicates()
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if k not in dupes}
+        save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+        self.tokenizer.save(out)
+        self.norm_stats.to_json(out / NORM_STATS_FILE)
+        return out
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: torch.device | str = "cpu",
+                        dtype: torch.dtype = torch.float32) -> "VLAModel":
+        """Load a folder written by `save_pretrained`; any missing file, unknown/missing key or
+        shape mismatch raises with the file and key named."""
+        src = Path(folder)
+        if not src.is_dir():
+            raise FileNotFoundError(f"model folder not found: {src}")
+        for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, NORM_STATS_FILE):
+            if not (src / name).is_file():
+                raise FileNotFoundError(f"model folder {src} lacks {name}")
+        try:
+            raw = json.loads((src / CONFIG_FILE).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{src / CONFIG_FILE} is not valid JSON: {exc}") from None
+        config = VLAConfig.from_dict(raw, where=str(src / CONFIG_FILE))
+        tokenizer = InstructionTokenizer.load(src, config.text)
+        try:
+            stats = NormStats.from_json(src / NORM_STATS_FILE)
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"{src / NORM_STATS_FILE}: {exc}") from None
+        model = cls(config, tokenizer=tokenizer, norm_stats=None)
+        model._check_norm_stats(stats, str(src / NORM_STATS_FILE))
+        model.norm_stats = stats
+        model._load_weights(src / WEIGHTS_FILE)
+        return model.to(device=device, dtype=dtype).eval()
+
+    def _load_weights(self, path: Path) -> None:
+        try:
+            loaded = load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
+        expected = {k: v for k, v in self.state_dict().items() if k not in self._tied_duplicates()}
+        unknown = sorted(set(loaded) - set(expected))
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''} "
+                             f"not in a {self.config.preset!r} model built from config.json")
+        missing = sorted(set(expected) - set(loaded))
+        if missing:
+            raise ValueError(f"{path}: missing key(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        for key, tensor in loaded.items():
+            if tuple(tensor.shape) != tuple(expected[key].shape):
+                raise ValueError(f"{path}: key '{key}' has shape {tuple(tensor.shape)}, config.json builds "
+                                 f"{tuple(expected[key].shape)}")
+        # strict=False only because tied duplicates are absent from the file; both sets were checked above.
+        self.load_state_dict(loaded, strict=False)

@@ -1,0 +1,158 @@
+"""Vision encoders: transformers SigLIP / DINOv2 (alone or fused, OpenVLA-style) and RT-1's FiLM conv net.
+
+Every encoder takes pixels (B, 3, H, W) float in [0, 1] at `VisionConfig.image_size` and returns
+patch tokens (B, N, out_dim). Each ViT normalises its own input with the statistics it was
+trained with (SigLIP: mean = std = 0.5; DINOv2: ImageNet), so the fused encoder can feed both
+from one image as OpenVLA's prismatic backbone does.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import (
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+
+from vla_ros.policies.vla.config import ConvConfig, ViTConfig, VisionConfig
+
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_siglip(cfg: ViTConfig, image_size: int) -> SiglipVisionModel:
+    return SiglipVisionModel(SiglipVisionConfig(
+        hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+        image_size=image_size, patch_size=cfg.patch_size,
+        # The attention-pooling head is only for SigLIP's contrastive objective; VLAs use patches.
+        vision_use_head=False,
+    ))
+
+
+def build_dino(cfg: ViTConfig, image_size: int) -> Dinov2WithRegistersModel:
+    return Dinov2WithRegistersModel(Dinov2WithRegistersConfig(
+        hidden_size=cfg.hidden_size, mlp_ratio=cfg.intermediate_size // cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+        image_size=image_size, patch_size=cfg.patch_size,
+        num_register_tokens=cfg.num_register_tokens,
+    ))
+
+
+class _Normalize(nn.Module):
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        # Buffers so they follow .to(device/dtype); not persistent: they are constants, not weights.
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels - self.mean) / self.std
+
+
+class PatchVisionEncoder(nn.Module):
+    """SigLIP, DINOv2-with-registers, or both fused (`.siglip`, `.dino` are the transformers models).
+
+    Features come from hidden state `feature_layer` (default the second-to-last layer, OpenVLA's
+    choice), patch tokens only (DINOv2's CLS and register tokens are dropped). The fused encoder
+    concatenates [dino, siglip] features along channels, OpenVLA's order.
+    """
+
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        self.feature_layer = cfg.feature_layer
+        self.dino = build_dino(cfg.dino, cfg.image_size) if cfg.dino is not None else None
+        self.siglip = build_siglip(cfg.siglip, cfg.image_size) if cfg.siglip is not None else None
+        self.dino_norm = _Normalize(IMAGENET_MEAN, IMAGENET_STD) if self.dino is not None else None
+        self.siglip_norm = _Normalize(SIGLIP_MEAN, SIGLIP_STD) if self.siglip is not None else None
+        patch = (cfg.dino or cfg.siglip).patch_size
+        self.tokens_per_image = (cfg.image_size // patch) ** 2
+        self.out_dim = sum(c.hidden_size for c in (cfg.dino, cfg.siglip) if c is not None)
+        self._dino_prefix = 1 + cfg.dino.num_register_tokens if cfg.dino is not None else 0
+
+    def forward(self, pixels: torch.Tensor, text_embedding: torch.Tensor | None = None) -> torch.Tensor:
+        feats = []
+        if self.dino is not None:
+            out = self.dino(pixel_values=self.dino_norm(pixels), output_hidden_states=True)
+            feats.append(out.hidden_states[self.feature_layer][:, self._dino_prefix:])
+        if self.siglip is not None:
+            out = self.siglip(pixel_values=self.siglip_norm(pixels), output_hidden_states=True)
+            feats.append(out.hidden_states[self.feature_layer])
+        return torch.cat(feats, dim=-1) if len(feats) > 1 else feats[0]
+
+
+class FiLM(nn.Module):
+    """Feature-wise linear modulation: x * (1 + gamma(c)) + beta(c), identity at initialisation.
+
+    RT-1 initialises its FiLM layers to the identity so that the pretrained EfficientNet is not
+    disturbed at the start of training; zero-initialised projections do the same here.
+    """
+
+    def __init__(self, cond_dim: int, channels: int) -> None:
+        super().__init__()
+        self.gamma = nn.Linear(cond_dim, channels)
+        self.beta = nn.Linear(cond_dim, channels)
+        for layer in (self.gamma, self.beta):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return x * (1.0 + self.gamma(cond)[:, :, None, None]) + self.beta(cond)[:, :, None, None]
+
+
+class TokenLearner(nn.Module):
+    """RT-1's TokenLearner: S learned spatial attention maps pool a feature map into S tokens."""
+
+    def __init__(self, channels: int, num_tokens: int) -> None:
+        super().__init__()
+        self.attention = nn.Sequential(
+            nn.Conv2d(channels, channels, kernel_size=1), nn.GELU(), nn.Conv2d(channels, num_tokens, kernel_size=1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Sigmoid maps (not softmax), as in the TokenLearner paper; mean over space normalises them.
+        maps = torch.sigmoid(self.attention(x)).flatten(2)  # (B, S, HW)
+        feats = x.flatten(2)  # (B, C, HW)
+        return torch.einsum("bsn,bcn->bsc", maps, feats) / maps.shape[-1]
+
+
+class FiLMConvEncoder(nn.Module):
+    """RT-1 / BC-Z style: strided conv blocks, each FiLM-conditioned on the instruction embedding."""
+
+    def __init__(self, cfg: ConvConfig, cond_dim: int) -> None:
+        super().__init__()
+        self.norm = _Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        chans = (3,) + cfg.channels
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.films = nn.ModuleList()
+        for c_in, c_out in zip(chans[:-1], chans[1:]):
+            self.convs.append(nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1))
+            self.norms.append(nn.GroupNorm(min(8, c_out), c_out))
+            self.films.append(FiLM(cond_dim, c_out))
+        self.token_learner = TokenLearner(cfg.channels[-1], cfg.num_tokens)
+        self.tokens_per_image = cfg.num_tokens
+        self.out_dim = cfg.channels[-1]
+        self.cond_dim = cond_dim
+
+    def forward(self, pixels: torch.Tensor, text_embedding: torch.Tensor | None = None) -> torch.Tensor:
+        if text_embedding is None or text_embedding.shape != (pixels.shape[0], self.cond_dim):
+            got = None if text_embedding is None else tuple(text_embedding.shape)
+            raise ValueError(f"FiLMConvEncoder needs a text embedding of shape ({pixels.shape[0]}, {self.cond_dim}), "
+                             f"got {got}")
+        x = self.norm(pixels)
+        for conv, norm, film in zip(self.convs, self.norms, self.films):
+            x = film(nn.functional.silu(norm(conv(x))), text_embedding)
+        return self.token_learner(x)
+
+
+def build_vision(cfg: VisionConfig, cond_dim: int) -> nn.Module:
+    """The encoder `cfg.kind` names; `cond_dim` is the FiLM conditioning width (conv_film only)."""
+    if cfg.kind == "conv_film":
+        return FiLMConvEncoder(cfg.conv, cond_dim)
+    return PatchVisionEncoder(cfg)
