@@ -1,0 +1,210 @@
+"""ChunkScheduler / Plan: Hermite evaluation, tangents, dropping past steps, latency compensation,
+seam continuity, hold at the end, stopping, and the trajectory window a JTC accepts."""
+
+import math
+
+import numpy as np
+import pytest
+
+from vla_ros.core.jtc import TrajectoryCommand, TrajectoryPoint, validate_trajectory
+from vla_ros.core.scheduler import ChunkScheduler, Plan, merge_chunk, monotone_tangents, stopping_plan
+
+
+def test_hermite_segment_hand_computed():
+    # 0 -> 1 in 1 s from rest to rest: q(0.5) = 0.5, peak velocity 1.5, acceleration +-6 at the ends.
+    plan = Plan(np.array([0.0, 1.0]), np.array([[0.0], [1.0]]), np.zeros((2, 1)))
+    q, v = plan.sample(0.5)
+    assert q[0] == pytest.approx(0.5) and v[0] == pytest.approx(1.5)
+    assert plan.acceleration(0.0)[0] == pytest.approx(6.0) and plan.acceleration(1.0 - 1e-12)[0] == pytest.approx(-6.0)
+    q, v = plan.sample(0.25)  # 3 s^2 - 2 s^3 at s = 0.25
+    assert q[0] == pytest.approx(3 * 0.0625 - 2 * 0.015625)
+    peak_v, peak_a = plan.peak_rates()
+    assert peak_v[0] == pytest.approx(1.5) and peak_a[0] == pytest.approx(6.0)
+
+
+def test_plan_holds_before_and_after_its_knots():
+    plan = Plan(np.array([1.0, 2.0]), np.array([[0.0, 1.0], [2.0, 3.0]]), np.array([[1.0, 0.0], [0.0, 0.0]]))
+    q, v = plan.sample(np.array([0.0, 5.0, 100.0]))
+    assert q.tolist() == [[0.0, 1.0], [2.0, 3.0], [2.0, 3.0]]
+    assert np.all(v == 0.0)
+
+
+def test_plan_rejects_bad_shapes_and_moving_end():
+    with pytest.raises(ValueError, match="must end at rest"):
+        Plan(np.array([0.0, 1.0]), np.zeros((2, 1)), np.ones((2, 1)))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        Plan(np.array([0.0, 0.0]), np.zeros((2, 1)), np.zeros((2, 1)))
+    with pytest.raises(ValueError, match="shapes disagree"):
+        Plan(np.array([0.0, 1.0]), np.zeros((2, 2)), np.zeros((2, 1)))
+
+
+def test_monotone_tangents_hand_computed():
+    m = monotone_tangents(np.array([0.0, 1.0, 2.0, 3.0]), np.array([[0.0], [1.0], [1.0], [2.0]]))
+    assert m[:, 0].tolist() == [1.0, 0.0, 0.0, 0.0]  # flat secant next to knots 1, 2 -> zero tangent
+    m = monotone_tangents(np.array([0.0, 1.0, 2.0]), np.array([[0.0], [1.0], [3.0]]))
+    assert m[1, 0] == pytest.approx(1.5)  # Catmull-Rom (3 - 0) / 2, within 3 * min(1, 2)
+    m = monotone_tangents(np.array([0.0, 1.0, 2.0]), np.array([[0.0], [0.1], [3.0]]))
+    assert m[1, 0] == pytest.approx(0.3)  # Catmull-Rom 1.5 capped at 3 * 0.1
+
+
+def test_chunk_curve_never_overshoots_its_targets():
+    rng = np.random.default_rng(0)
+    t = np.arange(12) * 0.1
+    q = np.cumsum(rng.normal(size=(12, 3)) * 0.05, axis=0)
+    m = monotone_tangents(t, q)
+    m[-1] = 0.0
+    plan = Plan(t, q, m)
+    ts = np.linspace(0.0, t[-1], 2000)
+    qs, _ = plan.sample(ts)
+    k = np.clip(np.searchsorted(t, ts, side="right") - 1, 0, len(t) - 2)
+    lo = np.minimum(q[k], q[k + 1]) - 1e-12
+    hi = np.maximum(q[k], q[k + 1]) + 1e-12
+    assert np.all(qs >= lo) and np.all(qs <= hi)
+
+
+def _ramp(stamp, steps, period, slope, offset=0.0):
+    times = stamp + period * np.arange(steps)
+    return times, (offset + slope * (times - 0.0))[:, None]
+
+
+def test_past_steps_are_dropped_keeping_one():
+    hold = Plan.hold([0.0], 0.0)
+    times = np.arange(8) * 0.1
+    result = merge_chunk(hold, times, np.zeros((8, 1)), now_s=0.25, blend_s=0.1)
+    assert result.dropped_steps == 2 and result.first_step == 2  # steps 0, 1 dropped, 2 kept (t=0.2 < 0.25)
+    result = merge_chunk(hold, times, np.zeros((8, 1)), now_s=0.0 - 1e-3, blend_s=0.1)
+    assert result.dropped_steps == 0 and result.first_step == 0
+
+
+def test_latency_compensation_follows_the_chunk_at_absolute_times():
+    # A ramp q(t) = t (rad, t in s) stamped 0.25 s before now; the old plan already sits on it.
+    now = 10.0
+    stamp = now - 0.25
+    times = stamp + 0.1 * np.arange(10)
+    q = (times - stamp)[:, None] * 1.0
+    old = Plan(np.array([now - 1.0, now + 1.0]), np.array([[-0.75], [1.25]]), np.array([[1.0], [0.0]]))
+    result = merge_chunk(old, times, q, now_s=now, blend_s=0.1)
+    # After the blend the plan is the chunk's curve: the value due at each absolute time, not
+    # the chunk's first step at `now`.
+    for t in (now + 0.12, now + 0.3, now + 0.55):
+        assert result.plan.sample(t)[0][0] == pytest.approx(t - stamp, abs=1e-12)
+        assert result.plan.sample(t)[1][0] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_seam_is_continuous_in_position_and_velocity_with_hand_bounded_acceleration():
+    # Old plan: ramp at 1 rad/s.  New chunk: same ramp but 0.02 rad ahead (a slightly different
+    # prediction).  Smoothstep blend over B = 0.2 s adds at most 1.5 * 0.02 / 0.2 = 0.15 rad/s and
+    # 6 * 0.02 / 0.2^2 = 3 rad/s^2.
+    period, now, delta, blend = 0.1, 1.03, 0.02, 0.2
+    t1 = np.arange(20) * period
+    sched = ChunkScheduler(1, blend_s=blend)
+    sched.hold([0.0], -1.0)
+    first = sched.propose(t1, t1[:, None] * 1.0, now_s=0.0)
+    sched.commit(first.plan)
+    q_before, v_before = sched.sample(now)
+    t2 = 1.0 + np.arange(20) * period
+    merged = sched.propose(t2, t2[:, None] * 1.0 + delta, now_s=now)
+    q_after, v_after = merged.plan.sample(now)
+    assert q_after == pytest.approx(q_before, abs=1e-12) and v_after == pytest.approx(v_before, abs=1e-12)
+
+    dt = 0.002
+    ts = np.arange(now - 0.1, now + blend + 0.1, dt)
+    qs = np.where(ts[:, None] < now, sched.plan.sample(ts)[0], merged.plan.sample(ts)[0])[:, 0]
+    steps = np.diff(qs)
+    acc = np.diff(qs, 2) / dt**2
+    assert np.max(np.abs(steps)) <= (1.0 + 1.5 * delta / blend) * dt * 1.02
+    assert np.max(np.abs(acc)) <= 6 * delta / blend**2 * 1.05
+    # After the blend the plan is the new chunk exactly.
+    t = now + blend + 0.05
+    assert merged.plan.sample(t)[0][0] == pytest.approx(t + delta, abs=1e-12)
+
+
+def test_seam_between_consistent_chunks_is_no_rougher_than_a_chunk():
+    # Two chunks sampled from the same smooth motion, the second 0.3 s later: the seam's maximum
+    # step and acceleration are no worse than inside the first chunk.
+    f = lambda t: 0.3 * np.sin(2 * np.pi * 0.5 * t)  # noqa: E731
+    period, now = 0.1, 0.33
+    sched = ChunkScheduler(1, blend_s=0.1)
+    sched.hold([0.0], -1.0)
+    t1 = np.arange(16) * period
+    sched.commit(sched.propose(t1, f(t1)[:, None], now_s=0.0).plan)
+    inside = sched.plan
+    t2 = 0.3 + np.arange(16) * period
+    merged = sched.propose(t2, f(t2)[:, None], now_s=now).plan
+    dt = 0.002
+
+    def roughness(plan, t0, t1_):
+        ts = np.arange(t0, t1_, dt)
+        qs = plan.sample(ts)[0][:, 0]
+        return np.max(np.abs(np.diff(qs))), np.max(np.abs(np.diff(qs, 2))) / dt**2
+
+    step_in, acc_in = roughness(inside, 0.1, 1.2)
+    ts = np.arange(now - 0.05, now + 0.2, dt)
+    qs = np.where(ts < now, inside.sample(ts)[0][:, 0], merged.sample(ts)[0][:, 0])
+    assert np.max(np.abs(np.diff(qs))) <= step_in * 1.001
+    assert np.max(np.abs(np.diff(qs, 2))) / dt**2 <= acc_in * 1.001
+
+
+def test_plan_holds_last_target_at_rest_and_never_extrapolates():
+    sched = ChunkScheduler(2, blend_s=0.1, acceleration_limits=np.array([10.0, 10.0]))
+    sched.hold([0.0, 0.0], 0.0)
+    times = np.arange(6) * 0.1
+    q = np.stack([times * 1.0, -times * 0.5], axis=1)  # moving until the last step
+    plan = sched.propose(times, q, now_s=0.0).plan
+    sched.commit(plan)
+    late = plan.end_time_s + np.array([0.0, 0.5, 10.0])
+    qs, vs = plan.sample(late)
+    assert np.all(qs == q[-1]) and np.all(vs == 0.0)
+    # Stopping on the last target respects the acceleration limits: the last segment (1 rad/s to
+    # rest, which would need 4 * 1 / 0.1 = 40 rad/s^2 in 0.1 s) is stretched.
+    last = np.linspace(plan.times_s[-2], plan.end_time_s - 1e-9, 200)
+    assert np.max(np.abs(plan.acceleration(last))) <= 10.0 + 1e-6
+    assert plan.end_time_s > times[-1]
+    assert not sched.is_moving(plan.end_time_s + 0.01)
+
+
+def test_stopping_plan_hand_computed():
+    plan = stopping_plan([0.0, 1.0], [1.0, -0.5], now_s=2.0, acceleration_limits=np.array([10.0, 2.0]))
+    # Joint 2 needs 0.5 / 2 = 0.25 s; both stop together, at constant deceleration v / T.
+    assert plan.end_time_s == pytest.approx(2.25)
+    assert plan.final_position_rad.tolist() == pytest.approx([0.125, 1.0 - 0.0625])
+    assert plan.acceleration(2.1).tolist() == pytest.approx([-4.0, 2.0])
+    assert stopping_plan([0.3], [0.0], 1.0, np.array([1.0])).times_s.tolist() == [1.0]
+
+
+def test_window_is_accepted_by_a_default_jtc_and_matches_the_plan():
+    sched = ChunkScheduler(2, blend_s=0.1, acceleration_limits=np.array([10.0, 10.0]))
+    sched.hold([0.0, 0.0], 0.0)
+    times = np.arange(10) * 0.1
+    q = np.stack([0.3 * np.sin(times), 0.1 * times], axis=1)
+    sched.commit(sched.propose(times, q, now_s=0.0).plan)
+    now = 0.05
+    win = sched.plan.window(now, lead_s=0.01, horizon_s=0.35)
+    assert win.times_s[0] == pytest.approx(now + 0.01)
+    assert win.times_s[-1] >= now + 0.35 and win.times_s[-2] < now + 0.35
+    assert win.sample(now + 0.2)[0] == pytest.approx(sched.sample(now + 0.2)[0], abs=1e-12)
+    command = TrajectoryCommand(
+        joint_names=("j1", "j2"),
+        points=tuple(TrajectoryPoint(t - now, tuple(p), tuple(v))
+                     for t, p, v in zip(win.times_s, win.positions_rad, win.velocities_rad_s)),
+        stamp_s=now,
+    )
+    assert validate_trajectory(command, ("j1", "j2"), now_s=now + 0.001) is None
+
+
+def test_scheduler_needs_an_initial_hold():
+    sched = ChunkScheduler(1)
+    with pytest.raises(RuntimeError, match="call hold"):
+        sched.propose(np.array([0.0]), np.zeros((1, 1)), 0.0)
+    with pytest.raises(ValueError, match="chunk targets must be"):
+        sched.hold([0.0], 0.0)
+        sched.propose(np.array([0.0]), np.zeros((1, 2)), 0.0)
+
+
+def test_single_step_chunk_moves_to_it_and_holds():
+    sched = ChunkScheduler(1, blend_s=0.2)
+    sched.hold([0.0], 0.0)
+    plan = sched.propose(np.array([0.0]), np.array([[0.1]]), now_s=0.05).plan
+    assert plan.sample(0.05)[0][0] == pytest.approx(0.0)
+    assert plan.sample(0.25)[0][0] == pytest.approx(0.1) and plan.sample(0.25)[1][0] == 0.0
+    assert math.isclose(plan.sample(5.0)[0][0], 0.1)

@@ -1,0 +1,355 @@
+"""Chunk scheduler: turns a stream of overlapping joint-target chunks into one smooth plan.
+
+The executing plan is a piecewise cubic Hermite spline through knots (time, position, velocity),
+absolute times on the controller's clock. Positions + velocities at knots is exactly what a
+joint_trajectory_controller interpolates with its cubic splines, so a plan window sent as a
+JointTrajectory is executed as planned.
+
+Merging a new chunk (already joint targets, row i due at stamp + i * period):
+1. Steps already in the past are dropped, keeping the newest past one so that the new chunk's
+   own curve is defined at `now` (this is the latency compensation: a chunk that arrives late
+   starts at the step that is due now, not at its first step).
+2. The chunk's knots get monotone Catmull-Rom tangents (Fritsch-Carlson limited: no overshoot
+   between knots, so the curve never leaves the range of the targets it connects).
+3. Over a blend window [now, now + blend_s] the executing plan fades into the new curve with
+   smoothstep weights w = 3u^2 - 2u^3 (w' = 0 at both ends), so position and velocity are
+   continuous at the seam; the blend is sampled at a few knots with exact velocities.
+4. The plan ends on the chunk's last target with zero velocity and then HOLDS it; it never
+   extrapolates. The final segment is stretched, if needed, so that stopping on the last target
+   respects the acceleration limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=np.float64, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Piecewise cubic Hermite joint trajectory; before its first knot and after its last it holds
+    the first / last position with zero velocity.
+
+    times_s:          (K,) strictly increasing absolute times.
+    positions_rad:    (K, n).
+    velocities_rad_s: (K, n); the last row must be zero (a plan always ends at rest).
+    """
+
+    times_s: np.ndarray
+    positions_rad: np.ndarray
+    velocities_rad_s: np.ndarray
+
+    def __post_init__(self) -> None:
+        t = _frozen(np.reshape(self.times_s, -1))
+        q = _frozen(self.positions_rad)
+        v = _frozen(self.velocities_rad_s)
+        if t.shape[0] == 0:
+            raise ValueError("Plan needs at least one knot")
+        if q.ndim != 2 or q.shape[0] != t.shape[0] or v.shape != q.shape:
+            raise ValueError(
+                f"Plan shapes disagree: times {t.shape}, positions {q.shape}, velocities {v.shape}; "
+                "expected (K,), (K, n), (K, n)"
+            )
+        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q)) and np.all(np.isfinite(v))):
+            raise ValueError("Plan times, positions and velocities must be finite")
+        if np.any(np.diff(t) <= 0.0):
+            raise ValueError(f"Plan times must be strictly increasing, got {t.tolist()}")
+        if np.any(v[-1] != 0.0):
+            raise ValueError(f"Plan must end at rest; last velocities are {v[-1].tolist()}")
+        object.__setattr__(self, "times_s", t)
+        object.__setattr__(self, "positions_rad", q)
+        object.__setattr__(self, "velocities_rad_s", v)
+
+    @classmethod
+    def hold(cls, q: np.ndarray, t_s: float) -> "Plan":
+        q = np.asarray(q, dtype=np.float64).reshape(1, -1)
+        return cls(np.array([t_s]), q, np.zeros_like(q))
+
+    @property
+    def num_joints(self) -> int:
+        return int(self.positions_rad.shape[1])
+
+    @property
+    def start_time_s(self) -> float:
+        return float(self.times_s[0])
+
+    @property
+    def end_time_s(self) -> float:
+        return float(self.times_s[-1])
+
+    @property
+    def final_position_rad(self) -> np.ndarray:
+        return self.positions_rad[-1]
+
+    def _segment(self, t: np.ndarray):
+        k = np.clip(np.searchsorted(self.times_s, t, side="right") - 1, 0, max(len(self.times_s) - 2, 0))
+        return k
+
+    def sample(self, t_s) -> tuple[np.ndarray, np.ndarray]:
+        """Position and velocity at time(s) t_s: scalar -> ((n,), (n,)); (M,) -> ((M, n), (M, n))."""
+        q, v, _ = self._evaluate(t_s)
+        return q, v
+
+    def acceleration(self, t_s) -> np.ndarray:
+        return self._evaluate(t_s)[2]
+
+    def _evaluate(self, t_s):
+        scalar = np.ndim(t_s) == 0
+        t = np.atleast_1d(np.asarray(t_s, dtype=np.float64))
+        n = self.num_joints
+        q = np.empty((t.shape[0], n))
+        v = np.zeros((t.shape[0], n))
+        a = np.zeros((t.shape[0], n))
+        after = t >= self.times_s[-1]
+        before = (t < self.times_s[0]) & ~after
+        q[before] = self.positions_rad[0]
+        q[after] = self.positions_rad[-1]
+        inside = ~(before | after)
+        if np.any(inside):
+            ti = t[inside]
+            k = self._segment(ti)
+            h = (self.times_s[k + 1] - self.times_s[k])[:, None]
+            s = ((ti - self.times_s[k]) / h[:, 0])[:, None]
+            p0, p1 = self.positions_rad[k], self.positions_rad[k + 1]
+            m0, m1 = self.velocities_rad_s[k], self.velocities_rad_s[k + 1]
+            s2, s3 = s * s, s * s * s
+            q[inside] = ((2 * s3 - 3 * s2 + 1) * p0 + (s3 - 2 * s2 + s) * h * m0
+                         + (-2 * s3 + 3 * s2) * p1 + (s3 - s2) * h * m1)
+            v[inside] = ((6 * s2 - 6 * s) / h * (p0 - p1) + (3 * s2 - 4 * s + 1) * m0 + (3 * s2 - 2 * s) * m1)
+            a[inside] = ((12 * s - 6) / h**2 * (p0 - p1) + (6 * s - 4) / h * m0 + (6 * s - 2) / h * m1)
+        if scalar:
+            return q[0], v[0], a[0]
+        return q, v, a
+
+    def peak_rates(self) -> tuple[np.ndarray, np.ndarray]:
+        """Exact per-joint maximum |velocity| and |acceleration| over the whole plan.
+
+        On a cubic segment the acceleration is linear (extremes at the ends) and the velocity is
+        quadratic (extremes at the ends or where the acceleration crosses zero).
+        """
+        n = self.num_joints
+        if len(self.times_s) < 2:
+            return np.zeros(n), np.zeros(n)
+        t0, t1 = self.times_s[:-1], self.times_s[1:]
+        h = (t1 - t0)[:, None]
+        p0, p1 = self.positions_rad[:-1], self.positions_rad[1:]
+        m0, m1 = self.velocities_rad_s[:-1], self.velocities_rad_s[1:]
+        a_start = (-6 / h**2) * (p0 - p1) + (-4 / h) * m0 + (-2 / h) * m1
+        a_end = (6 / h**2) * (p0 - p1) + (2 / h) * m0 + (4 / h) * m1
+        peak_a = np.max(np.maximum(np.abs(a_start), np.abs(a_end)), axis=0)
+        peak_v = np.max(np.maximum(np.abs(m0), np.abs(m1)), axis=0)
+        # Zero of the linear acceleration inside the segment: s* = a_start / (a_start - a_end).
+        denom = a_start - a_end
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s_star = np.where(denom != 0.0, a_start / denom, -1.0)
+        ok = (s_star > 0.0) & (s_star < 1.0)
+        s = np.where(ok, s_star, 0.0)
+        v_star = (6 * s**2 - 6 * s) / h * (p0 - p1) + (3 * s**2 - 4 * s + 1) * m0 + (3 * s**2 - 2 * s) * m1
+        peak_v = np.maximum(peak_v, np.max(np.where(ok, np.abs(v_star), 0.0), axis=0))
+        return peak_v, peak_a
+
+    def window(self, start_s: float, lead_s: float, horizon_s: float) -> "Plan":
+        """The part of the plan a trajectory controller should get at `start_s`: a first knot at
+        start_s + lead_s (sampled), then the plan's knots up to the first one at or after
+        start_s + horizon_s. A window cut before the plan's end is given zero final velocity, so a
+        driver that hears nothing more brings the arm to rest there instead of running on."""
+        if lead_s <= 0.0 or horizon_s <= lead_s:
+            raise ValueError(f"need 0 < lead_s < horizon_s, got lead_s={lead_s}, horizon_s={horizon_s}")
+        t_first = start_s + lead_s
+        q_first, v_first = self.sample(t_first)
+        later = np.flatnonzero(self.times_s > t_first + 1e-9)
+        t_end = start_s + horizon_s
+        keep = []
+        for k in later:
+            keep.append(k)
+            if self.times_s[k] >= t_end:
+                break
+        times = np.concatenate([[t_first], self.times_s[keep]])
+        q = np.vstack([q_first[None, :], self.positions_rad[keep]])
+        v = np.vstack([v_first[None, :], self.velocities_rad_s[keep]])
+        v[-1] = 0.0
+        return Plan(times, q, v)
+
+
+def monotone_tangents(times_s: np.ndarray, positions: np.ndarray, start_velocity: np.ndarray | None = None) -> np.ndarray:
+    """Catmull-Rom tangents limited (Fritsch-Carlson) so each cubic segment stays between its two
+    knot values; zero at local extrema. The first knot gets `start_velocity` (limited the same way)
+    if given, else the one-sided secant; the caller decides the last one."""
+    t = np.asarray(times_s, dtype=np.float64)
+    q = np.asarray(positions, dtype=np.float64)
+    m = np.zeros_like(q)
+    if q.shape[0] < 2:
+        return m
+    h = np.diff(t)[:, None]
+    d = np.diff(q, axis=0) / h
+    if q.shape[0] > 2:
+        cr = (q[2:] - q[:-2]) / (t[2:] - t[:-2])[:, None]
+        same_sign = d[:-1] * d[1:] > 0.0
+        cap = 3.0 * np.minimum(np.abs(d[:-1]), np.abs(d[1:]))
+        m[1:-1] = np.where(same_sign, np.clip(cr, -cap, cap), 0.0)
+    if start_velocity is None:
+        m[0] = d[0]
+    else:
+        sv = np.asarray(start_velocity, dtype=np.float64).reshape(-1)
+        m[0] = np.where(sv * d[0] > 0.0, np.clip(sv, -3.0 * np.abs(d[0]), 3.0 * np.abs(d[0])), 0.0)
+    return m
+
+
+def _smoothstep(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    u = np.clip(u, 0.0, 1.0)
+    return 3 * u**2 - 2 * u**3, 6 * u - 6 * u**2
+
+
+def _stretch_final_segment(times: np.ndarray, q: np.ndarray, m: np.ndarray, accel: np.ndarray | None) -> np.ndarray:
+    """Lengthen the last segment (which stops on the last target) until its acceleration is
+    within `accel`; the path is unchanged, only its timing near the end."""
+    if accel is None or len(times) < 2:
+        return times
+    times = times.copy()
+    p0, p1, m0 = q[-2], q[-1], m[-2]
+    for _ in range(40):
+        h = times[-1] - times[-2]
+        a0 = (-6 / h**2) * (p0 - p1) + (-4 / h) * m0
+        a1 = (6 / h**2) * (p0 - p1) + (2 / h) * m0
+        if np.all(np.maximum(np.abs(a0), np.abs(a1)) <= accel * (1 + 1e-9)):
+            break
+        times[-1] = times[-2] + h * 1.25
+    return times
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """A proposed plan and what the merge did to the chunk."""
+
+    plan: Plan
+    dropped_steps: int  # chunk steps whose time had passed (not executed)
+    first_step: int  # the chunk step the new curve starts from (dropped_steps - 1, or 0)
+
+
+def merge_chunk(
+    current: Plan,
+    times_s: np.ndarray,
+    positions: np.ndarray,
+    now_s: float,
+    blend_s: float,
+    blend_knots: int = 6,
+    acceleration_limits: np.ndarray | None = None,
+) -> MergeResult:
+    """Blend joint targets (T, n) due at absolute `times_s` into the executing plan at `now_s`."""
+    t = np.asarray(times_s, dtype=np.float64).reshape(-1)
+    q = np.asarray(positions, dtype=np.float64)
+    if q.ndim != 2 or q.shape[0] != t.shape[0] or q.shape[1] != current.num_joints:
+        raise ValueError(
+            f"chunk targets must be (T, {current.num_joints}) with T = len(times_s); got {q.shape} and {t.shape}"
+        )
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))):
+        raise ValueError("chunk targets and times must be finite")
+    if np.any(np.diff(t) <= 0.0):
+        raise ValueError(f"chunk times must be strictly increasing, got {t.tolist()}")
+    if not (np.isfinite(blend_s) and blend_s > 0.0) or blend_knots < 2:
+        raise ValueError(f"need blend_s > 0 and blend_knots >= 2, got {blend_s}, {blend_knots}")
+
+    past = int(np.count_nonzero(t <= now_s))
+    first = max(past - 1, 0)
+    dropped = first
+    t_new, q_new = t[first:], q[first:]
+    # The first kept step is (usually) already past: give it the executing plan's velocity there,
+    # so two chunks that predict the same motion give the same curve and the blend has no work.
+    m_new = monotone_tangents(t_new, q_new, start_velocity=current.sample(t_new[0])[1])
+    m_new[-1] = 0.0
+    t_new = _stretch_final_segment(t_new, q_new, m_new, acceleration_limits)
+    new = Plan(t_new, q_new, m_new)
+
+    # Blend window: the executing plan at weight 1 - w, the new curve at w.
+    tb = now_s + blend_s * np.linspace(0.0, 1.0, blend_knots)
+    q_old, v_old = current.sample(tb)
+    q_nw, v_nw = new.sample(tb)
+    w, dw = _smoothstep((tb - now_s) / blend_s)
+    w, dw = w[:, None], dw[:, None] / blend_s
+    qb = (1 - w) * q_old + w * q_nw
+    vb = (1 - w) * v_old + w * v_nw + dw * (q_nw - q_old)
+
+    after = new.times_s > tb[-1] + 1e-9
+    times = np.concatenate([tb, new.times_s[after]])
+    qs = np.vstack([qb, new.positions_rad[after]])
+    vs = np.vstack([vb, new.velocities_rad_s[after]])
+    if not np.any(after):
+        # The new curve already rests on its last target at the end of the blend.
+        vs[-1] = 0.0
+    return MergeResult(Plan(times, qs, vs), dropped, first)
+
+
+def stopping_plan(q: np.ndarray, v: np.ndarray, now_s: float, acceleration_limits: np.ndarray) -> Plan:
+    """Decelerate from (q, v) to rest at constant deceleration, all joints stopping together, then
+    hold. The Hermite segment p0=q, m0=v, p1=q+v*T/2, m1=0 is exactly that parabola."""
+    q = np.asarray(q, dtype=np.float64).reshape(-1)
+    v = np.asarray(v, dtype=np.float64).reshape(-1)
+    acc = np.asarray(acceleration_limits, dtype=np.float64).reshape(-1)
+    stop_s = float(np.max(np.abs(v) / acc))
+    if stop_s <= 1e-9:
+        return Plan.hold(q, now_s)
+    return Plan(np.array([now_s, now_s + stop_s]), np.vstack([q, q + v * stop_s / 2.0]), np.vstack([v, np.zeros_like(v)]))
+
+
+class ChunkScheduler:
+    """Holds the executing plan; `propose` computes a merge without committing it so the caller
+    can check it against the safety limits first."""
+
+    def __init__(self, num_joints: int, blend_s: float = 0.1, blend_knots: int = 6,
+                 acceleration_limits: np.ndarray | None = None) -> None:
+        if num_joints <= 0:
+            raise ValueError(f"num_joints must be > 0, got {num_joints}")
+        if not (np.isfinite(blend_s) and blend_s > 0.0):
+            raise ValueError(f"blend_s must be > 0, got {blend_s}")
+        self.num_joints = int(num_joints)
+        self.blend_s = float(blend_s)
+        self.blend_knots = int(blend_knots)
+        self.acceleration_limits = None if acceleration_limits is None else np.asarray(acceleration_limits, float)
+        self._plan: Plan | None = None
+
+    @property
+    def plan(self) -> Plan | None:
+        return self._plan
+
+    def hold(self, q: np.ndarray, now_s: float) -> Plan:
+        """Replace the plan by a hold at q (no motion)."""
+        self._plan = Plan.hold(q, now_s)
+        return self._plan
+
+    def stop(self, now_s: float) -> Plan:
+        """Replace the plan by a stop from where it is commanded now (smooth when acceleration
+        limits are known, else an immediate hold)."""
+        if self._plan is None:
+            raise RuntimeError("ChunkScheduler.stop: no plan yet; call hold(q, now_s) first")
+        q, v = self._plan.sample(now_s)
+        if self.acceleration_limits is None:
+            self._plan = Plan.hold(q, now_s)
+        else:
+            self._plan = stopping_plan(q, v, now_s, self.acceleration_limits)
+        return self._plan
+
+    def propose(self, times_s: np.ndarray, positions: np.ndarray, now_s: float, blend_s: float | None = None) -> MergeResult:
+        if self._plan is None:
+            raise RuntimeError("ChunkScheduler.propose: no plan yet; call hold(q, now_s) with the measured position first")
+        return merge_chunk(self._plan, times_s, positions, now_s, self.blend_s if blend_s is None else blend_s,
+                           self.blend_knots, self.acceleration_limits)
+
+    def commit(self, plan: Plan) -> None:
+        if plan.num_joints != self.num_joints:
+            raise ValueError(f"plan has {plan.num_joints} joints, scheduler {self.num_joints}")
+        self._plan = plan
+
+    def sample(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
+        if self._plan is None:
+            raise RuntimeError("ChunkScheduler.sample: no plan yet")
+        return self._plan.sample(now_s)
+
+    def is_moving(self, now_s: float) -> bool:
+        return self._plan is not None and now_s < self._plan.end_time_s
