@@ -1,0 +1,159 @@
+"""`VLAPolicy`: the VLA model behind the Policy protocol, registered as "vla".
+
+Observation (camera images by slot, joint positions, instruction) -> preprocess -> model ->
+un-normalise -> ActionChunk named in the embodiment's action space, period = the embodiment's
+policy period, stamp = the observation's stamp.
+
+State convention (when the model takes a state): per arm, in config order, the arm's joint
+positions (rad) then its gripper normalised to [0, 1] (GripperSpec.from_joint) — the layout of
+the joint_position action space, so ALOHA's state is the usual 14-D vector. `Observation.state`
+of that length, when given, is used as is.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vla_ros.core.action_spaces import action_names
+from vla_ros.core.embodiment import EmbodimentSpec, load_embodiment
+from vla_ros.core.types import ActionChunk, Observation
+from vla_ros.policies.vla.model import VLAModel
+from vla_ros.policies.vla.presets import make_config
+
+log = logging.getLogger(__name__)
+
+
+def state_names(spec: EmbodimentSpec) -> tuple[str, ...]:
+    """Names of the state vector's entries: qualified arm joints, then the arm's gripper joint."""
+    names: list[str] = []
+    for arm in spec.arms:
+        names.extend(arm.qualified_joint_names)
+        if arm.gripper is not None:
+            names.append(arm.qualified(arm.gripper.joint_name))
+    return tuple(names)
+
+
+def observation_state(spec: EmbodimentSpec, observation: Observation) -> np.ndarray:
+    """The state vector (see module doc) from an observation's joint positions."""
+    expected = len(state_names(spec))
+    if observation.state is not None:
+        if observation.state.shape != (expected,):
+            raise ValueError(f"Observation.state has shape {observation.state.shape}; embodiment "
+                             f"'{spec.name}' uses a {expected}-D state {state_names(spec)}")
+        return np.asarray(observation.state, dtype=np.float64)
+    parts: list[np.ndarray] = []
+    for arm in spec.arms:
+        parts.append(observation.positions_for(arm.qualified_joint_names))
+        if arm.gripper is not None:
+            x = observation.positions_for((arm.qualified(arm.gripper.joint_name),))
+            parts.append(np.atleast_1d(arm.gripper.from_joint(x)))
+    return np.concatenate(parts)
+
+
+def select_device(device: str | torch.device | None) -> tuple[torch.device, torch.dtype]:
+    """None: CUDA with bf16 when available, else CPU float32. An explicit device gets bf16 on
+    CUDA and float32 elsewhere."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' requested but CUDA is not available")
+    return dev, (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+
+
+class VLAPolicy:
+    """A VLAModel as a Policy. Stateless between calls except for the sampling generator, which
+    `reset()` re-seeds so that an episode's noise sequence is reproducible."""
+
+    needs_privileged = False
+
+    def __init__(self, model: VLAModel, embodiment: EmbodimentSpec, seed: int = 0, warmup: bool = True) -> None:
+        cfg = model.config
+        self.spec = embodiment
+        self.model = model.eval()
+        self.action_names = action_names(embodiment, embodiment.action_space)
+        self.period_s = float(embodiment.policy_period_s)
+        if cfg.action_dim != len(self.action_names):
+            raise ValueError(f"the model predicts {cfg.action_dim}-D actions but embodiment '{embodiment.name}' "
+                             f"({embodiment.action_space}) has {len(self.action_names)}: {self.action_names}")
+        slots = {c.slot for c in embodiment.cameras}
+        missing = [s for s in cfg.camera_slots if s not in slots]
+        if missing:
+            raise ValueError(f"the model needs camera slots {missing} that embodiment '{embodiment.name}' lacks; "
+                             f"it has {sorted(slots)}")
+        n_state = len(state_names(embodiment))
+        if cfg.state_dim not in (0, n_state):
+            raise ValueError(f"the model takes a {cfg.state_dim}-D state but embodiment '{embodiment.name}' "
+                             f"provides {n_state}: {state_names(embodiment)}")
+        self._seed = int(seed)
+        self._generator = torch.Generator(device=model.device)
+        self.reset()
+        if warmup:
+            self._warmup()
+
+    def reset(self) -> None:
+        self._generator.manual_seed(self._seed)
+
+    def _warmup(self) -> None:
+        # The first call pays for lazy initialisation (kernels, allocator); do it before real traffic.
+        images = {c.slot: np.zeros((c.height, c.width, 3), dtype=np.uint8) for c in self.spec.cameras}
+        names = state_names(self.spec)
+        obs = Observation(stamp_s=0.0, images=images, joint_names=names, joint_positions=np.zeros(len(names)),
+                          instruction="warm up")
+        self.infer(obs)
+        self.reset()
+
+    @torch.inference_mode()
+    def infer(self, observation: Observation) -> ActionChunk:
+        cfg = self.model.config
+        state = observation_state(self.spec, observation)[None] if cfg.state_dim else None
+        inputs = self.model.prepare_inputs([dict(observation.images)], [observation.instruction], state)
+        normalised = self.model.predict_actions(inputs, generator=self._generator)
+        values = self.model.unnormalize_actions(normalised)[0]
+        if not np.all(np.isfinite(values)):
+            raise FloatingPointError(f"the VLA model produced non-finite actions for '{observation.instruction}'")
+        return ActionChunk(names=self.action_names, values=values, period_s=self.period_s,
+                           stamp_s=observation.stamp_s)
+
+
+def make_vla_policy(
+    embodiment: EmbodimentSpec | str,
+    checkpoint: str | Path | None = None,
+    preset: str = "default",
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    warmup: bool = True,
+    **overrides: Any,
+) -> VLAPolicy:
+    """Build the "vla" policy.
+
+    checkpoint: a folder written by VLAModel.save_pretrained; None builds an untrained model from
+                `preset` sized to the embodiment (its action space, camera slots and state).
+    overrides:  VLAConfig fields for the preset (e.g. head={"kind": "diffusion"}); not allowed
+                with a checkpoint, whose config.json is authoritative.
+    """
+    spec = load_embodiment(embodiment) if isinstance(embodiment, str) else embodiment
+    dev, dtype = select_device(device)
+    if checkpoint is not None:
+        if overrides:
+            raise ValueError(f"config overrides {sorted(overrides)} cannot be combined with a checkpoint "
+                             f"({checkpoint}); its config.json defines the model")
+        model = VLAModel.from_pretrained(checkpoint, device=dev, dtype=dtype)
+    else:
+        base = make_config(preset)
+        sized: dict[str, Any] = {
+            "action_dim": len(action_names(spec, spec.action_space)),
+            "camera_slots": tuple(c.slot for c in spec.cameras),
+            "state_dim": len(state_names(spec)) if base.state_dim else 0,
+        }
+        sized.update(overrides)
+        torch.manual_seed(seed)
+        model = VLAModel(make_config(preset, **sized)).to(device=dev, dtype=dtype)
+        log.info("built an untrained '%s' VLA (%d parameters) for '%s' on %s", preset, model.num_parameters(),
+                 spec.name, dev)
+    return VLAPolicy(model, spec, seed=seed, warmup=warmup)
