@@ -25,7 +25,6 @@ import difflib
 import logging
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pinocchio as pin
@@ -144,53 +143,6 @@ class _ArmChain:
     home_rad: np.ndarray
 
 
-def _package_urdf_dirs(spec: EmbodimentSpec) -> list[Path]:
-    dirs = []
-    if spec.config_path:
-        # config/<name>.yaml next to urdf/ both in the source tree and in share/vla_ros/.
-        dirs.append(Path(spec.config_path).resolve().parent.parent / "urdf")
-    dirs.append(Path(__file__).resolve().parents[2] / "urdf")
-    return dirs
-
-
-def read_urdf(spec: EmbodimentSpec) -> str:
-    """The URDF text named by `spec.urdf` (a file or an installed description package).
-
-    A `topic` source cannot be read here (the core never touches ROS): the node fetches
-    robot_description and passes it as `urdf_xml`.
-    """
-    source = spec.urdf
-    if source.file:
-        path = Path(source.file)
-        candidates = [path] if path.is_absolute() else [d / path for d in _package_urdf_dirs(spec)]
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate.read_text()
-        raise KinematicsError(
-            f"embodiment '{spec.name}': urdf file '{source.file}' not found; looked in "
-            f"{[str(c) for c in candidates]}"
-        )
-    if source.package_path:
-        package, _, relative = source.package_path.partition("/")
-        try:
-            from ament_index_python.packages import get_package_share_directory
-        except ImportError as exc:
-            raise KinematicsError(
-                f"embodiment '{spec.name}': urdf package_path '{source.package_path}' needs "
-                "ament_index_python (a ROS install); pass urdf_xml or use a urdf file instead"
-            ) from exc
-        path = Path(get_package_share_directory(package)) / relative
-        if not path.is_file():
-            raise KinematicsError(f"embodiment '{spec.name}': urdf '{path}' does not exist")
-        return path.read_text()
-    if source.topic:
-        raise KinematicsError(
-            f"embodiment '{spec.name}' takes its URDF from the topic '{source.topic}'; fetch "
-            "robot_description and pass it as urdf_xml"
-        )
-    raise KinematicsError(f"embodiment '{spec.name}' names no URDF source")
-
-
 def _check_poses(poses: np.ndarray, what: str) -> np.ndarray:
     """Validate a (T, 4, 4) stack of homogeneous transforms; returns it as float64."""
     m = np.asarray(poses, dtype=np.float64)
@@ -242,8 +194,15 @@ class RobotKinematics:
     def from_embodiment(
         cls, spec: EmbodimentSpec, urdf_xml: str | None = None, ik_options: IKOptions | None = None
     ) -> "RobotKinematics":
-        """Build from an embodiment spec; `urdf_xml` overrides the spec's URDF source."""
-        xml = urdf_xml if urdf_xml is not None else read_urdf(spec)
+        """Build from an embodiment spec; `urdf_xml` overrides the spec's URDF source.
+
+        `urdf_xml` is typically the running driver's robot_description; it is checked against the
+        config (joints, frames, limits) by `load_urdf_xml` just like a shipped file.
+        """
+        # Imported here: the loader lands with the config files and pulls in yaml.
+        from vla_ros.core.embodiment import load_urdf_xml
+
+        xml = load_urdf_xml(spec, urdf_xml)
         try:
             full = pin.buildModelFromXML(xml)
         except (RuntimeError, ValueError) as exc:
@@ -580,6 +539,11 @@ class RobotKinematics:
         stall = 0
         iteration = 0
         err = np.empty(6)
+        # The secondary task only has room to act on a redundant arm. Its damped projection leaks
+        # into the task (error floor ~ damping * |z| / sigma), so it is dropped near convergence and
+        # after a stall, letting the last iterations polish to tight tolerances.
+        use_secondary = idx.shape[0] > 6
+        zeros = np.zeros(idx.shape[0])
         while True:
             jac_full = pin.computeFrameJacobian(model, data, q_pin, chain.tool_id, pin.LOCAL_WORLD_ALIGNED)
             oMf = data.oMf[chain.tool_id]  # refreshed by the LOCAL_WORLD_ALIGNED Jacobian
@@ -591,17 +555,24 @@ class RobotKinematics:
             stall = 0 if cost < best_cost * 0.995 else stall + 1
             if cost < best_cost:
                 best_cost, best_q, best_errors = cost, q_arm.copy(), (e_pos, e_ori)
-            if (e_pos <= tol_p and e_ori <= tol_o) or iteration >= opts.max_iterations or stall >= opts.stall_iterations:
+            if (e_pos <= tol_p and e_ori <= tol_o) or iteration >= opts.max_iterations:
                 break
+            if stall >= opts.stall_iterations:
+                if not use_secondary:
+                    break
+                use_secondary, stall = False, 0
             iteration += 1
             jac = jac_full[:, pin_cols]
-            secondary = opts.posture_gain * (home - q_arm)
-            if opts.limit_gain > 0.0 and (
-                np.minimum.reduce(q_arm - lower) < margin or np.minimum.reduce(upper - q_arm) < margin
-            ):
-                push = np.clip((margin - (q_arm - lower)) / margin, 0.0, 1.0)
-                push -= np.clip((margin - (upper - q_arm)) / margin, 0.0, 1.0)
-                secondary += opts.limit_gain * margin * push
+            if use_secondary and cost > 20.0:
+                secondary = opts.posture_gain * (home - q_arm)
+                if opts.limit_gain > 0.0 and (
+                    np.minimum.reduce(q_arm - lower) < margin or np.minimum.reduce(upper - q_arm) < margin
+                ):
+                    push = np.clip((margin - (q_arm - lower)) / margin, 0.0, 1.0)
+                    push -= np.clip((margin - (upper - q_arm)) / margin, 0.0, 1.0)
+                    secondary += opts.limit_gain * margin * push
+            else:
+                secondary = zeros.copy()
             damping = opts.damping_min + opts.damping_error_gain * float(err @ err)
             dq = _dls_step(jac, err, secondary, damping)
             q_new = q_arm + dq
