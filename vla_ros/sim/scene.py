@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from vla_ros.core.embodiment import ArmSpec, EmbodimentSpec
-from vla_ros.core.kinematics import read_urdf
+from vla_ros.core.embodiment import ArmSpec, EmbodimentSpec, load_urdf_xml
 
 TIMESTEP_S = 0.002
 TABLE_TOP_Z_M = 0.0  # arms stand on the table top; the floor is below it
@@ -135,7 +134,7 @@ def _subtree_bodies(spec_body) -> list:
 
 def build_scene(spec: EmbodimentSpec, urdf_xml: str | None = None) -> SimScene:
     """Compile the simulation of `spec`; `urdf_xml` overrides the URDF named by the config."""
-    urdf_xml = read_urdf(spec) if urdf_xml is None else urdf_xml  # same resolution as the kinematics
+    urdf_xml = load_urdf_xml(spec, urdf_xml)  # same resolution and checks as the kinematics
     try:
         mj = mujoco.MjSpec.from_string(_with_compiler_block(urdf_xml))
     except ValueError as e:

@@ -1,0 +1,323 @@
+"""The scripted expert: a closed-loop pick (single arm) and hand-over (bimanual) from simulation
+ground truth, as an ordinary `Policy` that emits `ee_delta` chunks.
+
+Every call re-plans from the observation: the tool pose comes from the measured joints through
+`RobotKinematics`, the cube pose from `Observation.privileged["objects"]` (world frame). A small
+phase machine (approach -> descend -> close -> lift -> hold; for the hand-over: left picks and
+presents, right approaches and closes, left opens, right retreats) picks the goal pose; the chunk
+moves the tool toward it at a bounded speed. Phases fall back when the world disagrees (the cube
+slipped out, was pushed away), so the expert recovers instead of replaying a script.
+
+No torch: it must run wherever the simulation runs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from vla_ros.core.action_spaces import action_names, matrix_to_rpy
+from vla_ros.core.embodiment import ArmSpec, EmbodimentSpec
+from vla_ros.core.kinematics import RobotKinematics
+from vla_ros.core.types import GRIPPER_CLOSED, GRIPPER_OPEN, ActionChunk, Observation
+
+_AXES = {"x": 0, "y": 1, "z": 2}
+
+
+@dataclass(frozen=True)
+class ExpertParams:
+    """Speeds and distances of the expert (m, m/s, rad/s, s)."""
+
+    horizon_steps: int = 8
+    fast_speed_m_s: float = 0.30
+    slow_speed_m_s: float = 0.10
+    turn_speed_rad_s: float = 1.2
+    pregrasp_height_m: float = 0.10
+    lift_height_m: float = 0.12
+    grasp_depth_m: float = 0.0  # tool frame below the cube centre (+ = deeper)
+    position_tolerance_m: float = 0.012
+    orientation_tolerance_rad: float = 0.08
+    close_time_s: float = 0.6
+    release_time_s: float = 0.5
+    lost_distance_m: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("fast_speed_m_s", "slow_speed_m_s", "turn_speed_rad_s", "close_time_s", "lost_distance_m"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"ExpertParams.{name} must be positive, got {getattr(self, name)}")
+        if self.horizon_steps < 1:
+            raise ValueError(f"ExpertParams.horizon_steps must be >= 1, got {self.horizon_steps}")
+
+
+@dataclass(frozen=True)
+class GraspAxes:
+    """Which tool-frame axes point along the approach (towards the object) and the finger
+    closing direction. Franka hand and the UR gripper: approach z, closing y; ViperX: x, y."""
+
+    approach: str = "z"
+    closing: str = "y"
+
+    def __post_init__(self) -> None:
+        if self.approach not in _AXES or self.closing not in _AXES or self.approach == self.closing:
+            raise ValueError(f"GraspAxes needs two different axes of x/y/z, got {self.approach}, {self.closing}")
+
+
+def _default_axes(arm: ArmSpec) -> GraspAxes:
+    # Interbotix (ViperX) tool frames point along x; Franka and UR tool frames along z.
+    if "waist" in arm.joint_names:
+        return GraspAxes("x", "y")
+    return GraspAxes("z", "y")
+
+
+def _rotation_from_axes(approach_world: np.ndarray, closing_world: np.ndarray, axes: GraspAxes) -> np.ndarray:
+    """Rotation whose `axes.approach` column is approach_world and `axes.closing` column is closing_world."""
+    a = approach_world / np.linalg.norm(approach_world)
+    c = closing_world - a * float(a @ closing_world)
+    c /= np.linalg.norm(c)
+    R = np.zeros((3, 3))
+    ia, ic = _AXES[axes.approach], _AXES[axes.closing]
+    third = 3 - ia - ic
+    R[:, ia], R[:, ic] = a, c
+    # right-handed: e_third = e_{third+1} x e_{third+2}
+    R[:, third] = np.cross(R[:, (third + 1) % 3], R[:, (third + 2) % 3])
+    return R
+
+
+def _rotation_angle(R: np.ndarray) -> float:
+    return float(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1.0) / 2.0))))
+
+
+def _rotvec(R: np.ndarray) -> np.ndarray:
+    """Axis-angle vector of a rotation matrix."""
+    angle = _rotation_angle(R)
+    if angle < 1e-9:
+        return np.zeros(3)
+    if angle > math.pi - 1e-6:
+        # axis from the symmetric part near pi
+        M = (R + np.eye(3)) / 2.0
+        axis = M[:, int(np.argmax(np.diag(M)))]
+        return axis / np.linalg.norm(axis) * angle
+    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / (2.0 * math.sin(angle))
+    return w * angle
+
+
+def _exp(rotvec: np.ndarray) -> np.ndarray:
+    angle = float(np.linalg.norm(rotvec))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = rotvec / angle
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + math.sin(angle) * K + (1.0 - math.cos(angle)) * (K @ K)
+
+
+def plan_ee_delta_rows(
+    position: np.ndarray,
+    rotation: np.ndarray,
+    goal_position: np.ndarray,
+    goal_rotation: np.ndarray,
+    speed_m_s: float,
+    turn_speed_rad_s: float,
+    period_s: float,
+    steps: int,
+) -> np.ndarray:
+    """(steps, 6) ee_delta rows moving from (position, rotation) straight to the goal at bounded
+    linear and angular speed, then staying. Rotations follow the geodesic; row deltas compose as
+    R_i = R_delta_i R_{i-1} (base frame), the action-space convention."""
+    offset = goal_position - position
+    distance = float(np.linalg.norm(offset))
+    err = _rotvec(goal_rotation @ rotation.T)
+    angle = float(np.linalg.norm(err))
+    # One shared progress so position and orientation arrive together (straight-line motion
+    # of the tool, not a curve).
+    duration = max(distance / speed_m_s, angle / turn_speed_rad_s, 1e-9)
+    rows = np.zeros((steps, 6))
+    prev_p, prev_R = position, rotation
+    for i in range(steps):
+        s = min(1.0, (i + 1) * period_s / duration)
+        p = position + s * offset
+        R = _exp(s * err) @ rotation
+        rows[i, :3] = p - prev_p
+        rows[i, 3:] = matrix_to_rpy(R @ prev_R.T)
+        prev_p, prev_R = p, R
+    return rows
+
+
+class ScriptedExpert:
+    """Closed-loop scripted expert over ee_delta chunks (see the module docstring)."""
+
+    needs_privileged = True
+
+    def __init__(
+        self,
+        embodiment: EmbodimentSpec,
+        kinematics: RobotKinematics | None = None,
+        params: ExpertParams | None = None,
+        grasp_axes: dict[str, GraspAxes] | None = None,
+    ) -> None:
+        self.spec = embodiment
+        self.kin = kinematics if kinematics is not None else RobotKinematics.from_embodiment(embodiment)
+        self.params = params if params is not None else ExpertParams()
+        self.period_s = float(embodiment.policy_period_s)
+        self.action_names = action_names(embodiment, "ee_delta")
+        self.axes = {arm.name: (grasp_axes or {}).get(arm.name, _default_axes(arm)) for arm in embodiment.arms}
+        if len(embodiment.arms) not in (1, 2):
+            raise ValueError(f"the scripted expert handles one or two arms, '{embodiment.name}' has {len(embodiment.arms)}")
+        for arm in embodiment.arms:
+            if arm.gripper is None:
+                raise ValueError(f"the scripted expert needs a gripper on arm '{arm.name}' of '{embodiment.name}'")
+        self.reset()
+
+    def reset(self) -> None:
+        self.phase = "approach"
+        self._phase_since_s: float | None = None
+        self._grasp_rotation: dict[str, np.ndarray] = {}
+        self._grasp_position: np.ndarray | None = None
+        self._handover_point: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def _set_phase(self, phase: str, stamp_s: float) -> None:
+        if phase != self.phase:
+            self.phase = phase
+            self._phase_since_s = stamp_s
+
+    def _elapsed(self, stamp_s: float) -> float:
+        if self._phase_since_s is None:
+            self._phase_since_s = stamp_s
+        return stamp_s - self._phase_since_s
+
+    def _target_cube(self, observation: Observation) -> str:
+        objects = observation.privileged.get("objects")
+        if not objects:
+            raise ValueError(
+                "scripted expert needs Observation.privileged['objects'] (the sim/objects ground truth); got none"
+            )
+        if len(self.spec.arms) == 2:
+            names = sorted(objects)
+            # The hand-over cube is the one nearest the left arm's home workspace: the sim names it
+            # first; fall back to red if present.
+            return "red_cube" if "red_cube" in objects else names[0]
+        match = re.search(r"\b(red|green|blue)\b", observation.instruction.lower())
+        if match is None:
+            raise ValueError(
+                f"scripted expert cannot find a cube colour (red/green/blue) in instruction {observation.instruction!r}"
+            )
+        name = f"{match.group(1)}_cube"
+        if name not in objects:
+            raise ValueError(f"instruction asks for '{name}' but the objects are {sorted(objects)}")
+        return name
+
+    def _arm_state(self, q: np.ndarray, arm: ArmSpec) -> tuple[np.ndarray, np.ndarray]:
+        """(T_world_base, T_base_tool) of `arm` at joints q."""
+        return self.kin.frame_pose(q, arm.base_frame), self.kin.frame_pose(q, arm.tool_frame, arm.base_frame)
+
+    def _grasp_rotation_for(self, arm: ArmSpec, cube_in_base: np.ndarray, current: np.ndarray, up_in_base: np.ndarray) -> np.ndarray:
+        """Top-down grasp with the fingers closing across the cube faces, the cube-face pair and
+        finger sign chosen nearest the current tool orientation (least wrist rotation)."""
+        axes = self.axes[arm.name]
+        best, best_angle = None, float("inf")
+        cube_x = cube_in_base[:3, 0]
+        cube_y = cube_in_base[:3, 1]
+        for candidate in (cube_x, cube_y, -cube_x, -cube_y):
+            horizontal = candidate - up_in_base * float(up_in_base @ candidate)
+            if np.linalg.norm(horizontal) < 1e-6:
+                continue
+            R = _rotation_from_axes(-up_in_base, horizontal, axes)
+            angle = _rotation_angle(R @ current.T)
+            if angle < best_angle:
+                best, best_angle = R, angle
+        if best is None:
+            raise ValueError("the cube is tipped over (no horizontal face normal); the top-down expert cannot grasp it")
+        return best
+
+    def _rows(self, T_tool: np.ndarray, goal_p: np.ndarray, goal_R: np.ndarray, speed: float) -> np.ndarray:
+        p = self.params
+        return plan_ee_delta_rows(
+            T_tool[:3, 3], T_tool[:3, :3], goal_p, goal_R, speed, p.turn_speed_rad_s, self.period_s, p.horizon_steps
+        )
+
+    def _gripper_opening(self, observation: Observation, arm: ArmSpec) -> float | None:
+        g = arm.gripper
+        for name in (arm.qualified(g.joint_name), g.joint_name):
+            if name in observation.joint_names:
+                return float(g.from_joint(observation.joint_positions[observation.joint_names.index(name)]))
+        return None
+
+    # ------------------------------------------------------------------ policy
+    def infer(self, observation: Observation) -> ActionChunk:
+        q = observation.positions_for(self.spec.joint_names)
+        cube = self._target_cube(observation)
+        T_world_cube = np.asarray(observation.privileged["objects"][cube], dtype=float)
+        if T_world_cube.shape != (4, 4):
+            raise ValueError(f"privileged object pose '{cube}' must be (4, 4), got {T_world_cube.shape}")
+        if len(self.spec.arms) == 1:
+            rows = self._pick(observation, q, T_world_cube)
+        else:
+            rows = self._handover(observation, q, T_world_cube)
+        return ActionChunk(self.action_names, rows, self.period_s, observation.stamp_s)
+
+    def _pick(self, obs: Observation, q: np.ndarray, T_world_cube: np.ndarray) -> np.ndarray:
+        arm = self.spec.arms[0]
+        p = self.params
+        T_wb, T_bt = self._arm_state(q, arm)
+        cube = np.linalg.inv(T_wb) @ T_world_cube
+        up = np.linalg.inv(T_wb)[:3, :3] @ np.array([0.0, 0.0, 1.0])
+        tool_p, tool_R = T_bt[:3, 3], T_bt[:3, :3]
+        c = cube[:3, 3]
+        R_grasp = self._grasp_rotation_for(arm, cube, tool_R, up)
+        grasp_p = c - up * p.grasp_depth_m
+        pre_p = c + up * p.pregrasp_height_m
+        horizontal_err = float(np.linalg.norm((tool_p - c) - up * float(up @ (tool_p - c))))
+        ori_err = _rotation_angle(R_grasp @ tool_R.T)
+        stamp = obs.stamp_s
+        gripper = GRIPPER_OPEN
+        # Transitions (checked in order so one observation can advance several phases).
+        if self.phase == "approach":
+            if np.linalg.norm(tool_p - pre_p) < p.position_tolerance_m and ori_err < p.orientation_tolerance_rad:
+                self._set_phase("descend", stamp)
+        if self.phase == "descend":
+            if horizontal_err > 2.5 * p.position_tolerance_m:
+                self._set_phase("approach", stamp)  # cube moved: re-align above it
+            elif np.linalg.norm(tool_p - grasp_p) < 0.6 * p.position_tolerance_m:
+                self._grasp_position = grasp_p.copy()
+                self._grasp_rotation[arm.name] = R_grasp
+                self._set_phase("close", stamp)
+        if self.phase == "close" and self._elapsed(stamp) >= p.close_time_s:
+            self._set_phase("lift", stamp)
+        if self.phase in ("lift", "hold") and float(np.linalg.norm(c - tool_p)) > p.lost_distance_m:
+            self._set_phase("approach", stamp)  # dropped or missed it: start over
+        if self.phase in ("close", "lift", "hold"):
+            gripper = GRIPPER_CLOSED
+        if self.phase == "approach":
+            # Above the cube first; descend only once aligned, so the fingers never sweep it.
+            goal_p, goal_R, speed = pre_p, R_grasp, p.fast_speed_m_s
+            if float(up @ (tool_p - c)) < 0.5 * p.pregrasp_height_m and horizontal_err > p.position_tolerance_m:
+                goal_p = tool_p + up * (p.pregrasp_height_m - float(up @ (tool_p - c)))  # straight up first
+        elif self.phase == "descend":
+            goal_p, goal_R, speed = grasp_p, R_grasp, p.slow_speed_m_s
+        elif self.phase == "close":
+            goal_p, goal_R, speed = self._grasp_position, self._grasp_rotation[arm.name], p.slow_speed_m_s
+        else:
+            goal_p = self._grasp_position + up * p.lift_height_m
+            goal_R, speed = self._grasp_rotation[arm.name], p.slow_speed_m_s
+            if np.linalg.norm(tool_p - goal_p) < p.position_tolerance_m:
+                self._set_phase("hold", stamp)
+        rows = self._rows(T_bt, goal_p, goal_R, speed)
+        return np.column_stack([rows, np.full(p.horizon_steps, gripper)])
+
+    def _handover(self, obs: Observation, q: np.ndarray, T_world_cube: np.ndarray) -> np.ndarray:
+        raise NotImplementedError("bimanual hand-over expert")
+
+
+def make_scripted_policy(embodiment: EmbodimentSpec, **kwargs) -> ScriptedExpert:
+    """Factory registered as "scripted". kwargs: `kinematics`, `params` (ExpertParams or a dict),
+    `grasp_axes` ({arm: GraspAxes})."""
+    params = kwargs.pop("params", None)
+    if isinstance(params, dict):
+        params = ExpertParams(**params)
+    unknown = set(kwargs) - {"kinematics", "grasp_axes"}
+    if unknown:
+        raise TypeError(f"make_scripted_policy got unknown arguments {sorted(unknown)}; valid: kinematics, params, grasp_axes")
+    return ScriptedExpert(embodiment, params=params, **kwargs)
