@@ -154,9 +154,12 @@ class Robot:
 
 
 def _f(x: float) -> str:
-    # 12 significant digits: exact for every published parameter, stable across runs.
-    s = f"{float(x):.12g}"
-    return "0" if s == "-0" else s
+    # Shortest repr that round-trips: pi and the published parameters survive the text exactly.
+    # Round-off residue of rotated inertias (~1e-20) is written as 0.
+    x = float(x)
+    if abs(x) < 1e-15:
+        return "0"
+    return str(int(x)) if x.is_integer() and abs(x) < 1e9 else repr(x)
 
 
 def _v(values) -> str:

@@ -363,8 +363,13 @@ def available_embodiments() -> list[str]:
 
 
 def _did_you_mean(word: str, options: Any) -> str:
-    match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f"; did you mean '{match[0]}'?" if match else ""
+    word, options = str(word), [str(o) for o in options]
+    # a bare name whose qualified form exists ('waist' -> 'follower_left/waist') is the common slip
+    qualified = [o for o in options if o.endswith("/" + word)]
+    match = qualified or difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not match:
+        return ""
+    return "; did you mean " + " or ".join(f"'{m}'" for m in match) + "?"
 
 
 # ---------------------------------------------------------------------------------- YAML reading
