@@ -12,7 +12,6 @@ renderers belongs to the thread that created it.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -25,7 +24,8 @@ from vla_ros.core.jtc import JointTrajectoryController, TrajectoryCommand
 from vla_ros.sim.scene import TABLE_TOP_Z_M, SimScene, build_scene
 from vla_ros.sim.tasks import Task, make_task
 
-_log = logging.getLogger(__name__)
+
+GRIPPER_FULL_STROKE_S = 0.4  # time to go from open to closed (Franka hand: 2 x 40 mm at ~0.1 m/s)
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class SimulatedHardware:
         self._jtc = {a.name: JointTrajectoryController(a.driver_joint_names) for a in self.scene.arms}
         self._mode = {a.name: "trajectory" for a in self.scene.arms}
         self._forward = {a.name: a.home_rad.copy() for a in self.scene.arms}
+        self._gripper_goal = {a.name: a.gripper.open_position for a in self.scene.arms if a.gripper is not None}
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._render_times_s: dict[str, list[float]] = {}
         self.task: Task = make_task(self.scene, seed=0)
@@ -81,6 +82,7 @@ class SimulatedHardware:
             if arm.gripper is not None:
                 self.data.qpos[arm.gripper.qpos_adr] = arm.gripper.open_position
                 self.data.ctrl[arm.gripper.actuator_id] = arm.gripper.open_position
+                self._gripper_goal[arm.name] = arm.gripper.open_position
         # Coupled finger joints follow the driver joint through equality constraints; start them
         # consistent so the first steps do not snap.
         self._match_coupled_joints()
@@ -114,7 +116,16 @@ class SimulatedHardware:
 
     def _update_controllers(self) -> None:
         t = self.time_s
+        dt = self.model.opt.timestep
         for arm in self.scene.arms:
+            g = arm.gripper
+            if g is not None:
+                # Real grippers move their fingers slowly (Franka hand ~0.1 m/s per finger); a
+                # finger slamming shut at servo speed launches the cube instead of grasping it.
+                step = abs(g.open_position - g.closed_position) / GRIPPER_FULL_STROKE_S * dt
+                current = self.data.ctrl[g.actuator_id]
+                goal = self._gripper_goal[arm.name]
+                self.data.ctrl[g.actuator_id] = current + float(np.clip(goal - current, -step, step))
             if self._mode[arm.name] == "forward":
                 self.data.ctrl[arm.actuator_ids] = self._forward[arm.name]
                 continue
@@ -157,7 +168,7 @@ class SimulatedHardware:
             raise ValueError(f"gripper command for arm '{arm}' is not finite: {joint_position}")
         g = binding.gripper
         lo, hi = sorted((g.open_position, g.closed_position))
-        self.data.ctrl[g.actuator_id] = min(max(x, lo), hi)
+        self._gripper_goal[binding.name] = min(max(x, lo), hi)
 
     # ------------------------------------------------------------------ state
     def joint_state(self, arm: str) -> JointStateReading:
