@@ -17,3 +17,8 @@ register_policy(
     "vla_ros.policies.vla.policy:make_vla_policy",
     "the VLA model (vision encoder -> language backbone -> action head) from a checkpoint folder or preset",
 )
+register_policy(
+    "openvla",
+    "vla_ros.policies.checkpoints.openvla:make_openvla_policy",
+    "a released OpenVLA checkpoint folder (HF layout): checkpoint:=PATH unnorm_key:=DATASET",
+)

@@ -1,0 +1,123 @@
+"""What the checkpoint adapters share: errors that name the file and key, safetensors folders,
+device/dtype choice, and the action names of an embodiment."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vla_ros.core.embodiment import EmbodimentSpec
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is incomplete or malformed; the message names the file and key."""
+
+
+def read_json(folder: Path, name: str) -> dict[str, Any]:
+    path = folder / name
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint folder {folder} lacks {name}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def require_field(data: dict[str, Any], key: str, file: str) -> Any:
+    if key not in data:
+        raise CheckpointError(f"{file} lacks the field '{key}'")
+    return data[key]
+
+
+@dataclass(frozen=True)
+class TensorFolder:
+    """The tensors of a (sharded) safetensors checkpoint, by key, with the file each came from."""
+
+    tensors: dict[str, torch.Tensor]
+    files: dict[str, str]
+
+    def file_of(self, key: str) -> str:
+        return self.files.get(key, "?")
+
+
+def load_safetensors_folder(folder: Path) -> TensorFolder:
+    """Read `model.safetensors.index.json` + its shards, or a single `model.safetensors`.
+
+    Every shard the index lists must exist and hold exactly the keys the index assigns to it.
+    """
+    from safetensors import safe_open
+
+    index_path = folder / "model.safetensors.index.json"
+    if index_path.is_file():
+        index = read_json(folder, "model.safetensors.index.json")
+        weight_map = require_field(index, "weight_map", "model.safetensors.index.json")
+        by_file: dict[str, list[str]] = {}
+        for key, fname in weight_map.items():
+            by_file.setdefault(fname, []).append(key)
+    elif (folder / "model.safetensors").is_file():
+        by_file = {"model.safetensors": []}
+    else:
+        raise CheckpointError(
+            f"checkpoint folder {folder} has neither model.safetensors.index.json nor model.safetensors"
+        )
+    tensors: dict[str, torch.Tensor] = {}
+    files: dict[str, str] = {}
+    for fname, keys in sorted(by_file.items()):
+        shard = folder / fname
+        if not shard.is_file():
+            raise CheckpointError(
+                f"missing shard {fname} in {folder}: model.safetensors.index.json assigns "
+                f"{len(keys)} tensors to it (e.g. '{keys[0]}')"
+            )
+        with safe_open(str(shard), framework="pt") as f:
+            present = set(f.keys())
+            wanted = keys or sorted(present)
+            absent = [k for k in wanted if k not in present]
+            if absent:
+                raise CheckpointError(f"{fname} lacks tensor '{absent[0]}' that the index assigns to it")
+            for key in wanted:
+                tensors[key] = f.get_tensor(key)
+                files[key] = fname
+    return TensorFolder(tensors, files)
+
+
+def pick_device_dtype(device: str | torch.device | None, dtype: torch.dtype | str | None) -> tuple[torch.device, torch.dtype]:
+    """CUDA + bf16 when a GPU is present, else CPU + float32, unless told otherwise."""
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(dtype, str):
+        if not hasattr(torch, dtype) or not isinstance(getattr(torch, dtype), torch.dtype):
+            raise ValueError(f"unknown dtype '{dtype}'; use e.g. 'float32' or 'bfloat16'")
+        dtype = getattr(torch, dtype)
+    if dtype is None:
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    return dev, dtype
+
+
+def joint_position_names(spec: EmbodimentSpec) -> tuple[str, ...]:
+    """Per arm, in config order: its qualified joints, then `<prefix>gripper` if it has one."""
+    names: list[str] = []
+    for arm in spec.arms:
+        names.extend(arm.qualified_joint_names)
+        if arm.gripper is not None:
+            names.append(arm.qualified("gripper"))
+    return tuple(names)
+
+
+EE_DELTA_AXES = ("x", "y", "z", "roll", "pitch", "yaw")
+
+
+def ee_delta_names(spec: EmbodimentSpec) -> tuple[str, ...]:
+    """Per arm: `<prefix>ee_delta/{x,y,z,roll,pitch,yaw}`, then `<prefix>gripper` if it has one."""
+    names: list[str] = []
+    for arm in spec.arms:
+        names.extend(arm.qualified(f"ee_delta/{a}") for a in EE_DELTA_AXES)
+        if arm.gripper is not None:
+            names.append(arm.qualified("gripper"))
+    return tuple(names)
