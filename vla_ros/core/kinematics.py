@@ -186,7 +186,7 @@ class RobotKinematics:
         self._from_pin = pin_index  # q = q_pin[self._from_pin]
         self._identity_order = bool(np.all(pin_index == np.arange(n)))
         self._frame_names = tuple(f.name for f in model.frames)
-        self._frame_ids = {name: _lookup_frame(model, name, "frame") for name in set(self._frame_names)}
+        self._frame_ids = {name: _lookup_frame(model, name, "") for name in set(self._frame_names)}
 
     # ----------------------------------------------------------------------------- construction
 
@@ -337,7 +337,7 @@ class RobotKinematics:
     def frame_id(self, frame: str) -> int:
         """Pinocchio frame id of `frame`; KinematicsError with close matches if unknown."""
         fid = self._frame_ids.get(frame) if isinstance(frame, str) else None
-        return fid if fid is not None else _lookup_frame(self._model, frame, "frame")
+        return fid if fid is not None else _lookup_frame(self._model, frame, "")
 
     def frame_pose(self, q: np.ndarray, frame: str, base: str | None = None) -> np.ndarray:
         """(4, 4) pose of `frame` expressed in `base` (default: the URDF root / world)."""
@@ -650,7 +650,8 @@ def _lookup_frame(model: pin.Model, frame: str, what: str) -> int:
         names = sorted({f.name for f in model.frames})
         close = difflib.get_close_matches(str(frame), names, n=3)
         hint = f"; did you mean {close}?" if close else ""
-        raise KinematicsError(f"{what}: unknown frame '{frame}'{hint} (frames: {names})")
+        context = f"{what}: " if what else ""
+        raise KinematicsError(f"{context}unknown frame '{frame}'{hint} (frames: {names})")
     # Prefer the link (BODY) frame when a joint carries the same name.
     for kind in (pin.FrameType.BODY, pin.FrameType.FIXED_JOINT):
         if model.existFrame(frame, kind):
