@@ -485,3 +485,32 @@ def test_dataclasses_check_shapes_when_built_directly():
     limits = JointLimits([-1.0], [1.0], [1.0], [1.0])
     with pytest.raises(ValueError):
         limits.lower_rad[0] = 5.0  # frozen arrays: nobody edits a loaded spec in place
+
+
+def test_apply_tf_prefix_renames_links_joints_and_their_references():
+    xml = (
+        '<robot name="r"><link name="a"/><link name="b"/><link name="c"/>'
+        '<joint name="j1" type="revolute"><parent link="a"/><child link="b"/><limit lower="-1" upper="1" velocity="1" effort="1"/></joint>'
+        '<joint name="j2" type="revolute"><parent link="b"/><child link="c"/><mimic joint="j1"/>'
+        '<limit lower="-1" upper="1" velocity="1" effort="1"/></joint>'
+        '<ros2_control name="hw" type="system"><joint name="j1"><command_interface name="position"/></joint></ros2_control>'
+        "</robot>"
+    )
+    out = emb.apply_tf_prefix(xml, "left_")
+    info = emb.parse_urdf(out)
+    assert info.links == ("left_a", "left_b", "left_c") and set(info.joints) == {"left_j1", "left_j2"}
+    assert info.joints["left_j2"].parent == "left_b" and info.root_links == ("left_a",)
+    assert 'mimic joint="left_j1"' in out and '<joint name="left_j1"><command_interface' in out
+    # the hardware block's name and the interface names are not frame names: unchanged
+    assert 'ros2_control name="hw"' in out and 'command_interface name="position"' in out
+    assert emb.apply_tf_prefix(xml, "") == xml
+
+
+def test_parse_urdf_refuses_bad_xml_naming_the_source():
+    with pytest.raises(EmbodimentConfigError, match="robot_description: URDF is not well-formed XML"):
+        emb.parse_urdf("<robot><link name='a'></robot>", "robot_description")
+    with pytest.raises(EmbodimentConfigError, match="root element must be <robot>"):
+        emb.parse_urdf("<sdf/>", "x.urdf")
+    with pytest.raises(EmbodimentConfigError, match="joint 'j' has a non-numeric <limit>"):
+        emb.parse_urdf('<robot><joint name="j" type="revolute"><parent link="a"/><child link="b"/>'
+                       '<limit lower="-pi" upper="1" velocity="1"/></joint></robot>', "x.urdf")

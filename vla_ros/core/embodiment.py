@@ -450,10 +450,14 @@ def parse_urdf(xml: str, source: str = "<urdf>") -> UrdfInfo:
         kind = el.get("type", "")
         lower = upper = velocity = None
         if limit is not None:
-            velocity = float(limit.get("velocity")) if limit.get("velocity") is not None else None
-            if kind in ("revolute", "prismatic"):
-                lower = float(limit.get("lower", 0.0))
-                upper = float(limit.get("upper", 0.0))
+            try:
+                velocity = float(limit.get("velocity")) if limit.get("velocity") is not None else None
+                if kind in ("revolute", "prismatic"):
+                    # URDF defaults: a missing lower/upper is 0
+                    lower = float(limit.get("lower", 0.0))
+                    upper = float(limit.get("upper", 0.0))
+            except ValueError as exc:
+                raise EmbodimentConfigError(f"{source}: joint '{name}' has a non-numeric <limit>: {exc}") from exc
         joints[name] = UrdfJoint(name, kind, parent.get("link", ""), child.get("link", ""), lower, upper, velocity)
     return UrdfInfo(root.get("name", ""), links, joints)
 
@@ -466,17 +470,17 @@ def apply_tf_prefix(xml: str, prefix: str) -> str:
     if not prefix:
         return xml
     root = ET.fromstring(xml)
-    for el in root.iter():
-        if el.tag in ("link", "joint") and el.get("name") is not None and el in list(root):
+    # top-level <link>/<joint> and the <joint> entries of <ros2_control> blocks carry names
+    named = [el for el in root if el.tag in ("link", "joint")]
+    named += [el for block in root.iter("ros2_control") for el in block.iter("joint")]
+    for el in named:
+        if el.get("name") is not None:
             el.set("name", prefix + el.get("name"))
-        elif el.tag in ("parent", "child") and el.get("link") is not None:
+    for el in root.iter():
+        if el.tag in ("parent", "child") and el.get("link") is not None:
             el.set("link", prefix + el.get("link"))
         elif el.tag == "mimic" and el.get("joint") is not None:
             el.set("joint", prefix + el.get("joint"))
-    # ros2_control tags name joints as well
-    for el in root.iter("ros2_control"):
-        for joint in el.iter("joint"):
-            joint.set("name", prefix + joint.get("name", ""))
     return ET.tostring(root, encoding="unicode")
 
 
@@ -737,7 +741,8 @@ def _command(raw: Any, ctx: _Ctx, key: str, namespace: str, default_joints: tupl
     return ctx.build(key, CommandInterface, kind, topic, joints)
 
 
-def _urdf_limit(ctx: _Ctx, info: UrdfInfo | None, key: str, qualified: tuple[str, ...], attr: str) -> np.ndarray | None:
+def _urdf_limit(info: UrdfInfo | None, qualified: tuple[str, ...], attr: str) -> np.ndarray | None:
+    """The URDF's limit `attr` for every joint, or None when the URDF lacks it for any joint."""
     if info is None:
         return None
     values = []
@@ -755,7 +760,7 @@ def _limits(raw: Any, ctx: _Ctx, key: str, joints: tuple[str, ...], qualified: t
     n = len(joints)
     resolved: dict[str, np.ndarray] = {}
     for attr, urdf_attr in (("lower_rad", "lower"), ("upper_rad", "upper"), ("velocity_rad_s", "velocity")):
-        from_urdf = _urdf_limit(ctx, info, key, qualified, urdf_attr)
+        from_urdf = _urdf_limit(info, qualified, urdf_attr)
         if raw.get(attr) is not None:
             value = ctx.numbers(raw[attr], f"{key}.{attr}", n)
             if from_urdf is not None:
