@@ -1,0 +1,297 @@
+"""policy_node in-process with rclpy: real topics, a fake policy registered like a real one."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from vla_ros.core.embodiment import load_embodiment
+from vla_ros.core.types import ActionChunk, Observation
+from vla_ros.nodes import conversions as cv
+from vla_ros.nodes.policy_node import INSTRUCTION_QOS, PolicyNode, parse_policy_kwargs
+from vla_ros.policies.base import register_policy
+
+SPEC = load_embodiment("fr3")
+JOINTS = list(SPEC.arms[0].joint_names) + [SPEC.arms[0].gripper.joint_name]
+
+
+class FakePolicy:
+    """Column 0 of every row = len(instruction), column 1 = joint 1 of the observation.
+    Sleeps `latency_s` inside infer, like a slow model."""
+
+    needs_privileged = False
+
+    def __init__(self, embodiment, latency_s: float = 0.0, steps: int = 5, period_s: float = 0.05):
+        self.action_names = tuple(embodiment.joint_names) + ("gripper",)
+        self.period_s = float(period_s)
+        self.steps = int(steps)
+        self.latency_s = float(latency_s)
+        self.observations: list[Observation] = []
+        self.started = threading.Event()
+        self.finished = threading.Event()
+        self.closed = False
+        self.resets = 0
+        FakePolicy.last = self
+
+    def infer(self, observation: Observation) -> ActionChunk:
+        self.finished.clear()
+        self.started.set()
+        time.sleep(self.latency_s)
+        self.observations.append(observation)
+        values = np.zeros((self.steps, len(self.action_names)))
+        values[:, 0] = len(observation.instruction)
+        values[:, 1] = observation.joint_positions[0]
+        self.finished.set()
+        self.started.clear()
+        return ActionChunk(self.action_names, values, self.period_s, observation.stamp_s)
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def make_fake_policy(embodiment, **kwargs) -> FakePolicy:
+    return FakePolicy(embodiment, **kwargs)
+
+
+register_policy("test_fake", f"{__name__}:make_fake_policy", "test double for policy_node")
+
+_ns = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+class Harness:
+    """The node under test, a peer node with publishers/subscribers, and a spinning executor."""
+
+    def __init__(self, **params):
+        self.ns = f"/pn{next(_ns)}"
+        defaults = dict(embodiment="fr3", policy="test_fake", policy_kwargs="{}", diagnostics_period_s=0.1,
+                        max_observation_age_s=0.3)  # fmt: skip
+        defaults.update(params)
+        self.node = PolicyNode(namespace=self.ns, parameter_overrides=[Parameter(k, value=v) for k, v in defaults.items()])
+        self.peer = Node("peer", namespace=self.ns)
+        self.chunks: list[tuple[float, JointTrajectory]] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.peer.create_subscription(JointTrajectory, "action_chunk", lambda m: self.chunks.append((time.time(), m)), 10)
+        self.peer.create_subscription(DiagnosticArray, "diagnostics", self.diagnostics.append, 10)
+        self.pub_front = self.peer.create_publisher(Image, "cameras/front/image_raw", 10)
+        self.pub_wrist = self.peer.create_publisher(Image, "cameras/wrist/image_raw", 10)
+        self.pub_js = self.peer.create_publisher(JointState, "joint_states", 10)
+        self.pub_instr = self.peer.create_publisher(String, "instruction", INSTRUCTION_QOS)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.peer)
+        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinner.start()
+        self._stream_stop = threading.Event()
+        self._streamer: threading.Thread | None = None
+        self.image = np.zeros((24, 32, 3), np.uint8)
+
+    def start(self):
+        assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert self.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    def publish_set(self, stamp_s: float, q0: float = 0.1, wrist: bool = True, wrist_stamp_s: float | None = None):
+        self.pub_front.publish(cv.array_to_image(self.image, "rgb8", stamp_s=stamp_s))
+        if wrist:
+            ws = stamp_s + 0.004 if wrist_stamp_s is None else wrist_stamp_s
+            self.pub_wrist.publish(cv.array_to_image(self.image, "rgb8", stamp_s=ws))
+        q = np.full(len(JOINTS), q0)
+        self.pub_js.publish(cv.make_joint_state(JOINTS, q, stamp_s=stamp_s + 0.002))
+
+    def stream(self, rate_hz: float = 30.0, **kw):
+        def run():
+            while not self._stream_stop.is_set():
+                self.publish_set(time.time(), **kw)
+                time.sleep(1.0 / rate_hz)
+
+        self._stream_stop.clear()
+        self._streamer = threading.Thread(target=run, daemon=True)
+        self._streamer.start()
+
+    def stop_stream(self):
+        self._stream_stop.set()
+        if self._streamer is not None:
+            self._streamer.join()
+
+    def instruct(self, text: str):
+        self.pub_instr.publish(String(data=text))
+
+    def wait_for(self, predicate, timeout_s: float = 3.0) -> bool:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.005)
+        return predicate()
+
+    def close(self):
+        self.stop_stream()
+        self.executor.shutdown()
+        self.spinner.join(timeout=5)
+        self.node.destroy_node()
+        self.peer.destroy_node()
+
+
+@pytest.fixture
+def harness(ros):
+    made = []
+
+    def make(**params):
+        h = Harness(**params)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def test_parse_policy_kwargs():
+    assert parse_policy_kwargs('{"latency_s": 0.5, "steps": 3}') == {"latency_s": 0.5, "steps": 3}
+    assert parse_policy_kwargs("latency_s: 0.5") == {"latency_s": 0.5}
+    assert parse_policy_kwargs("") == {}
+    with pytest.raises(ValueError, match="policy_kwargs must be a mapping"):
+        parse_policy_kwargs("[1, 2]")
+
+
+def test_chunk_is_stamped_with_observation_capture_time(harness):
+    h = harness()
+    h.start()
+    stamp = time.time()
+    h.instruct("ab")
+    assert h.wait_for(lambda: h.node._sync.instruction == "ab")
+    h.publish_set(stamp, q0=0.25)
+    assert h.wait_for(lambda: len(h.chunks) >= 1)
+    msg = h.chunks[0][1]
+    # newest reading of the set: the wrist frame at stamp + 4 ms
+    expected = cv.s_to_time(stamp + 0.004)
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (expected.sec, expected.nanosec)
+    chunk = cv.msg_to_chunk(msg)
+    assert chunk.names == FakePolicy.last.action_names
+    assert chunk.period_s == pytest.approx(0.05) and chunk.num_steps == 5
+    np.testing.assert_allclose(chunk.values[:, 0], 2.0)  # len("ab")
+    np.testing.assert_allclose(chunk.values[:, 1], 0.25)  # the published joint state
+    obs = FakePolicy.last.observations[-1]
+    assert set(obs.images) == {"front", "wrist"} and obs.joint_names == tuple(JOINTS)
+
+
+def test_missing_then_stale_camera_gives_no_chunk_and_says_why(harness):
+    h = harness()
+    h.start()
+    h.stream(wrist=False)
+    assert h.wait_for(lambda: any("camera 'wrist' has sent nothing yet" in d.status[0].message for d in h.diagnostics))
+    assert h.node.stats.refusals.get("missing", 0) > 0
+    h.stop_stream()
+    # a wrist frame arrives but is 1 s old while front keeps streaming: stale, still no chunk
+    h.publish_set(time.time(), wrist_stamp_s=time.time() - 1.0)
+    h.stream(wrist=False)
+    assert h.wait_for(lambda: any("camera 'wrist' is stale" in d.status[0].message for d in h.diagnostics))
+    assert h.chunks == [] and [o for o in FakePolicy.last.observations if o.stamp_s > 0] == []  # only warm-up
+    warn = [d.status[0] for d in h.diagnostics if "stale" in d.status[0].message][-1]
+    assert warn.level == cv.DIAGNOSTIC_LEVELS["warn"]
+
+
+def test_changed_instruction_is_used_by_the_next_chunk(harness):
+    h = harness()
+    h.start()
+    h.instruct("ab")
+    h.stream()
+    assert h.wait_for(lambda: any(cv.msg_to_chunk(m).values[0, 0] == 2.0 for _, m in h.chunks))
+    h.instruct("pick up the cube")
+    t_changed = time.time()
+    assert h.wait_for(lambda: cv.msg_to_chunk(h.chunks[-1][1]).values[0, 0] == len("pick up the cube"))
+    # chunks published more than one chunk (0.25 s) after the change never use the old one
+    late = [m for t, m in h.chunks if t > t_changed + 0.3]
+    assert all(cv.msg_to_chunk(m).values[0, 0] == 16.0 for m in late)
+
+
+def test_slow_policy_does_not_block_the_executor(harness):
+    h = harness(policy_kwargs='{"latency_s": 0.6}', warmup=False)
+    h.start()
+    h.publish_set(time.time())
+    assert h.wait_for(lambda: FakePolicy.last.started.is_set())
+    before = h.node.stats.joint_state_messages
+    t0 = time.time()
+    for k in range(20):
+        h.pub_js.publish(cv.make_joint_state(JOINTS, np.zeros(len(JOINTS)), stamp_s=time.time()))
+        time.sleep(0.01)
+    # all 20 joint states were processed while the 0.6 s inference was still running
+    assert h.wait_for(lambda: h.node.stats.joint_state_messages >= before + 20, timeout_s=0.3)
+    assert not FakePolicy.last.finished.is_set() and time.time() - t0 < 0.6
+    assert h.wait_for(lambda: len(h.chunks) >= 1)
+
+
+def test_async_chunks_arrive_before_the_executing_one_runs_out(harness):
+    # chunk 10 x 0.05 s = 0.5 s, inference 0.1 s
+    h = harness(policy_kwargs='{"latency_s": 0.1, "steps": 10}', mode="async")
+    h.start()
+    h.stream()
+    assert h.wait_for(lambda: len(h.chunks) >= 5, timeout_s=5)
+    h.stop_stream()
+    for (_, prev), (arrived, _) in zip(h.chunks, h.chunks[1:]):
+        end = cv.time_to_s(prev.header.stamp) + 10 * 0.05
+        assert arrived <= end + 0.02  # no wait between chunks (20 ms slack for a loaded 2-core CI box)
+    # ...and not far earlier than needed: the start is end - latency estimate - margin
+    stamps = [cv.time_to_s(m.header.stamp) for _, m in h.chunks]
+    assert np.median(np.diff(stamps)) > 0.25
+
+
+def test_sync_mode_waits_for_the_chunk_to_end(harness):
+    h = harness(policy_kwargs='{"latency_s": 0.05, "steps": 6}', mode="sync")
+    h.start()
+    h.stream()
+    assert h.wait_for(lambda: len(h.chunks) >= 3, timeout_s=5)
+    h.stop_stream()
+    stamps = [cv.time_to_s(m.header.stamp) for _, m in h.chunks]
+    # the next observation is taken once the 0.3 s chunk has run out (newest frame <= 1/30 s older)
+    assert min(np.diff(stamps)) >= 0.3 - 1 / 30 - 0.005
+
+
+def test_lifecycle_round_trip(harness):
+    h = harness()
+    h.start()
+    h.stream()
+    assert h.wait_for(lambda: len(h.chunks) >= 2)
+    first = FakePolicy.last
+    assert first.resets >= 2  # after warm-up and on activate
+    assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    time.sleep(0.1)
+    n = len(h.chunks)
+    time.sleep(0.4)
+    assert len(h.chunks) == n  # inactive: nothing published
+    assert h.node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert first.closed and h.node.policy is None
+    assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert FakePolicy.last is not first
+    assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert h.wait_for(lambda: len(h.chunks) > n)
+
+
+def test_configure_fails_clearly_on_unknown_policy(harness, caplog):
+    h = harness(policy="no_such_policy")
+    assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert h.node.policy is None
+    h2 = harness(mode="eager")
+    assert h2.node.trigger_configure() == TransitionCallbackReturn.FAILURE
