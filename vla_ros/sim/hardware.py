@@ -57,6 +57,7 @@ class SimulatedHardware:
         self._render_times_s: dict[str, list[float]] = {}
         self.task: Task = make_task(self.scene, seed=0)
         self.episode_seed = 0
+        self.episode_start_s = 0.0
         self.reset(0)
 
     # ------------------------------------------------------------------ episode
@@ -69,8 +70,14 @@ class SimulatedHardware:
         return self.task.instruction
 
     def reset(self, seed: int) -> None:
-        """Arms at home with grippers open, cubes re-placed from `seed`, a new task; time restarts at 0."""
+        """Arms at home with grippers open, cubes re-placed from `seed`, a new task.
+
+        Time keeps running (a robot's clock never goes back; /clock must stay monotonic):
+        `episode_start_s` marks the reset."""
+        now_s = float(self.data.time)
         mujoco.mj_resetData(self.model, self.data)
+        self.data.time = now_s
+        self.episode_start_s = now_s
         self.episode_seed = int(seed)
         self.task = make_task(self.scene, seed=int(seed))
         for arm in self.scene.arms:

@@ -79,7 +79,8 @@ def run_episode(
     adapter: ActionAdapter | None = None
     chunks = 0
     success_since: float | None = None
-    while hw.time_s < timeout_s:
+    deadline_s = hw.time_s + timeout_s
+    while hw.time_s < deadline_s:
         obs = observe(hw, with_images, policy.needs_privileged)
         chunk = policy.infer(obs)
         if adapter is None:
@@ -97,7 +98,7 @@ def run_episode(
             if hw.is_success():
                 success_since = hw.time_s if success_since is None else success_since
                 if hw.time_s - success_since >= hold_success_s:
-                    return EpisodeResult(seed, True, success_since, hw.instruction, chunks)
+                    return EpisodeResult(seed, True, success_since - hw.episode_start_s, hw.instruction, chunks)
             else:
                 success_since = None
-    return EpisodeResult(seed, False, hw.time_s, hw.instruction, chunks)
+    return EpisodeResult(seed, False, hw.time_s - hw.episode_start_s, hw.instruction, chunks)
