@@ -400,6 +400,7 @@ def test_several_arms_need_namespaces(tmp_path):
         first["limits"]["acceleration_rad_s2"] = [10.0] * 3
         second["limits"]["acceleration_rad_s2"] = [10.0] * 4
         second["gripper"] = None
+        first["tool_frame"] = second["base_frame"] = "fr3_link3"
         d["arms"] = {"upper": first, "lower": second}
 
     message = refusal(tmp_path, split_in_two)
@@ -514,3 +515,18 @@ def test_parse_urdf_refuses_bad_xml_naming_the_source():
     with pytest.raises(EmbodimentConfigError, match="joint 'j' has a non-numeric <limit>"):
         emb.parse_urdf('<robot><joint name="j" type="revolute"><parent link="a"/><child link="b"/>'
                        '<limit lower="-pi" upper="1" velocity="1"/></joint></robot>', "x.urdf")
+
+
+def test_tool_frame_must_hang_below_the_base_frame(tmp_path):
+    message = refusal(
+        tmp_path, lambda d: d["arms"]["follower_left"].update(tool_frame="follower_right/ee_gripper_link"), base="aloha"
+    )
+    assert "arms.follower_left.tool_frame" in message and "does not hang below base_frame 'follower_left/base_link'" in message
+
+
+def test_arm_joints_must_be_the_chain_between_base_and_tool(tmp_path):
+    # a tool frame on the hand's finger would put a finger joint into the arm chain
+    message = refusal(tmp_path, lambda d: d["arms"]["arm"].update(tool_frame="fr3_leftfinger"))
+    assert "arms.arm.joint_names" in message and "'fr3_finger_joint1'" in message
+    message = refusal(tmp_path, lambda d: d["arms"]["arm"].update(base_frame="fr3_link1"))
+    assert "arms.arm.joint_names" in message and "between 'fr3_link1' and 'fr3_hand_tcp'" in message

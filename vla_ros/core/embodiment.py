@@ -431,6 +431,20 @@ class UrdfInfo:
     def movable_joints(self) -> tuple[str, ...]:
         return tuple(n for n, j in self.joints.items() if j.kind not in ("fixed",))
 
+    def chain(self, base: str, tip: str) -> tuple[str, ...] | None:
+        """Joints from link `base` down to link `tip` (root-to-tip order), None if `tip` does
+        not hang below `base`."""
+        parent_joint = {j.child: j for j in self.joints.values()}
+        joints: list[str] = []
+        link = tip
+        while link != base:
+            joint = parent_joint.get(link)
+            if joint is None:
+                return None
+            joints.append(joint.name)
+            link = joint.parent
+        return tuple(reversed(joints))
+
 
 def parse_urdf(xml: str, source: str = "<urdf>") -> UrdfInfo:
     """Links, joints and limits of a URDF string; EmbodimentConfigError names `source` on bad XML."""
@@ -827,6 +841,20 @@ def _arm(name: Any, raw: Any, ctx: _Ctx, prefix: str, info: UrdfInfo | None) -> 
         frame = prefix + ctx.name(raw[fkey], f"{key}.{fkey}")
         _check_urdf_name(ctx, info, f"{key}.{fkey}", frame, "link")
         frames[fkey] = frame
+    if info is not None:
+        # the arm joints must be exactly the movable joints between base and tool, or IK and the
+        # workspace box would silently work on another chain
+        chain = info.chain(frames["base_frame"], frames["tool_frame"])
+        if chain is None:
+            raise ctx.error(
+                f"{key}.tool_frame", f"'{frames['tool_frame']}' does not hang below base_frame '{frames['base_frame']}' in the URDF"
+            )
+        movable = [j for j in chain if info.joints[j].kind != "fixed"]
+        if sorted(movable) != sorted(qualified):
+            raise ctx.error(
+                f"{key}.joint_names", f"the joints between '{frames['base_frame']}' and '{frames['tool_frame']}' are "
+                f"{movable}, but the arm lists {list(qualified)}"
+            )
     limits = _limits(raw["limits"], ctx, f"{key}.limits", joints, qualified, info)
     home = ctx.numbers(raw["home_rad"], f"{key}.home_rad", len(joints))
     outside = np.flatnonzero((home < limits.lower_rad) | (home > limits.upper_rad))
