@@ -128,8 +128,9 @@ class Plan:
             return q[0], v[0], a[0]
         return q, v, a
 
-    def peak_rates(self) -> tuple[np.ndarray, np.ndarray]:
-        """Exact per-joint maximum |velocity| and |acceleration| over the whole plan.
+    def peak_rates(self, from_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact per-joint maximum |velocity| and |acceleration| over the plan (from `from_s` on,
+        if given: what happens before is already history).
 
         On a cubic segment the acceleration is linear (extremes at the ends) and the velocity is
         quadratic (extremes at the ends or where the acceleration crosses zero).
@@ -138,20 +139,31 @@ class Plan:
         if len(self.times_s) < 2:
             return np.zeros(n), np.zeros(n)
         t0, t1 = self.times_s[:-1], self.times_s[1:]
+        live = np.ones(t0.shape, dtype=bool) if from_s is None else t1 > from_s
+        if not np.any(live):
+            return np.zeros(n), np.zeros(n)
+        t0, t1 = t0[live], t1[live]
         h = (t1 - t0)[:, None]
-        p0, p1 = self.positions_rad[:-1], self.positions_rad[1:]
-        m0, m1 = self.velocities_rad_s[:-1], self.velocities_rad_s[1:]
-        a_start = (-6 / h**2) * (p0 - p1) + (-4 / h) * m0 + (-2 / h) * m1
-        a_end = (6 / h**2) * (p0 - p1) + (2 / h) * m0 + (4 / h) * m1
-        peak_a = np.max(np.maximum(np.abs(a_start), np.abs(a_end)), axis=0)
-        peak_v = np.max(np.maximum(np.abs(m0), np.abs(m1)), axis=0)
-        # Zero of the linear acceleration inside the segment: s* = a_start / (a_start - a_end).
-        denom = a_start - a_end
+        p0, p1 = self.positions_rad[:-1][live], self.positions_rad[1:][live]
+        m0, m1 = self.velocities_rad_s[:-1][live], self.velocities_rad_s[1:][live]
+        s_lo = np.zeros_like(h) if from_s is None else np.clip((from_s - t0)[:, None] / h, 0.0, 1.0)
+
+        def vel(s):
+            return (6 * s**2 - 6 * s) / h * (p0 - p1) + (3 * s**2 - 4 * s + 1) * m0 + (3 * s**2 - 2 * s) * m1
+
+        def acc(s):
+            return (12 * s - 6) / h**2 * (p0 - p1) + (6 * s - 4) / h * m0 + (6 * s - 2) / h * m1
+
+        a_lo, a_hi = acc(s_lo), acc(np.ones_like(h))
+        peak_a = np.max(np.maximum(np.abs(a_lo), np.abs(a_hi)), axis=0)
+        peak_v = np.max(np.maximum(np.abs(vel(s_lo)), np.abs(m1)), axis=0)
+        # Zero of the linear acceleration inside [s_lo, 1] is where the velocity may peak.
+        a0, a1 = acc(np.zeros_like(h)), a_hi
+        denom = a0 - a1
         with np.errstate(divide="ignore", invalid="ignore"):
-            s_star = np.where(denom != 0.0, a_start / denom, -1.0)
-        ok = (s_star > 0.0) & (s_star < 1.0)
-        s = np.where(ok, s_star, 0.0)
-        v_star = (6 * s**2 - 6 * s) / h * (p0 - p1) + (3 * s**2 - 4 * s + 1) * m0 + (3 * s**2 - 2 * s) * m1
+            s_star = np.where(denom != 0.0, a0 / denom, -1.0)
+        ok = (s_star > s_lo) & (s_star < 1.0)
+        v_star = vel(np.where(ok, s_star, 0.0))
         peak_v = np.maximum(peak_v, np.max(np.where(ok, np.abs(v_star), 0.0), axis=0))
         return peak_v, peak_a
 
@@ -224,6 +236,23 @@ def _stretch_final_segment(times: np.ndarray, q: np.ndarray, m: np.ndarray, acce
     return times
 
 
+def chunk_curve(current: Plan, times_s: np.ndarray, positions: np.ndarray, now_s: float,
+                acceleration_limits: np.ndarray | None = None) -> tuple[Plan, int]:
+    """The new chunk's own curve (before blending) and the index of its first kept step: steps
+    due at or before now_s are dropped except the newest of them."""
+    t = np.asarray(times_s, dtype=np.float64).reshape(-1)
+    q = np.asarray(positions, dtype=np.float64)
+    past = int(np.count_nonzero(t <= now_s))
+    first = max(past - 1, 0)
+    t_new, q_new = t[first:], q[first:]
+    # The first kept step is (usually) already past: give it the executing plan's velocity there,
+    # so two chunks that predict the same motion give the same curve and the blend has no work.
+    m_new = monotone_tangents(t_new, q_new, start_velocity=current.sample(t_new[0])[1])
+    m_new[-1] = 0.0
+    t_new = _stretch_final_segment(t_new, q_new, m_new, acceleration_limits)
+    return Plan(t_new, q_new, m_new), first
+
+
 @dataclass(frozen=True)
 class MergeResult:
     """A proposed plan and what the merge did to the chunk."""
@@ -256,16 +285,8 @@ def merge_chunk(
     if not (np.isfinite(blend_s) and blend_s > 0.0) or blend_knots < 2:
         raise ValueError(f"need blend_s > 0 and blend_knots >= 2, got {blend_s}, {blend_knots}")
 
-    past = int(np.count_nonzero(t <= now_s))
-    first = max(past - 1, 0)
+    new, first = chunk_curve(current, t, q, now_s, acceleration_limits)
     dropped = first
-    t_new, q_new = t[first:], q[first:]
-    # The first kept step is (usually) already past: give it the executing plan's velocity there,
-    # so two chunks that predict the same motion give the same curve and the blend has no work.
-    m_new = monotone_tangents(t_new, q_new, start_velocity=current.sample(t_new[0])[1])
-    m_new[-1] = 0.0
-    t_new = _stretch_final_segment(t_new, q_new, m_new, acceleration_limits)
-    new = Plan(t_new, q_new, m_new)
 
     # Blend window: the executing plan at weight 1 - w, the new curve at w.
     tb = now_s + blend_s * np.linspace(0.0, 1.0, blend_knots)
@@ -323,12 +344,14 @@ class ChunkScheduler:
         self._plan = Plan.hold(q, now_s)
         return self._plan
 
-    def stop(self, now_s: float) -> Plan:
-        """Replace the plan by a stop from where it is commanded now (smooth when acceleration
-        limits are known, else an immediate hold)."""
+    def stop(self, now_s: float, q: np.ndarray | None = None, v: np.ndarray | None = None) -> Plan:
+        """Replace the plan by a stop from where it is commanded now (or from (q, v) when the
+        caller knows the commanded state better, e.g. a rate-limited stream); smooth when
+        acceleration limits are known, else an immediate hold."""
         if self._plan is None:
             raise RuntimeError("ChunkScheduler.stop: no plan yet; call hold(q, now_s) first")
-        q, v = self._plan.sample(now_s)
+        if q is None or v is None:
+            q, v = self._plan.sample(now_s)
         if self.acceleration_limits is None:
             self._plan = Plan.hold(q, now_s)
         else:
@@ -340,6 +363,12 @@ class ChunkScheduler:
             raise RuntimeError("ChunkScheduler.propose: no plan yet; call hold(q, now_s) with the measured position first")
         return merge_chunk(self._plan, times_s, positions, now_s, self.blend_s if blend_s is None else blend_s,
                            self.blend_knots, self.acceleration_limits)
+
+    def curve(self, times_s: np.ndarray, positions: np.ndarray, now_s: float) -> tuple[Plan, int]:
+        """The chunk's own curve as `propose` would build it (see `chunk_curve`)."""
+        if self._plan is None:
+            raise RuntimeError("ChunkScheduler.curve: no plan yet; call hold(q, now_s) first")
+        return chunk_curve(self._plan, times_s, positions, now_s, self.acceleration_limits)
 
     def commit(self, plan: Plan) -> None:
         if plan.num_joints != self.num_joints:

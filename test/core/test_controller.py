@@ -1,0 +1,343 @@
+"""ControllerCore on the real FR3 / ALOHA configs: acceptance, refusals + hold, watchdogs, e-stop,
+lifecycle, JTC-valid output (checked with core/jtc.py), forward streaming within limits."""
+
+import math
+
+import numpy as np
+import pytest
+
+from vla_ros.core.action_spaces import action_names
+from vla_ros.core.controller import (
+    ESTOP,
+    EXECUTING,
+    FAULT,
+    HOLDING,
+    INACTIVE,
+    WAITING_FOR_STATE,
+    ControllerConfig,
+    ControllerCore,
+    PositionOut,
+    TrajectoryOut,
+)
+from vla_ros.core.embodiment import load_embodiment
+from vla_ros.core.jtc import TrajectoryCommand, TrajectoryPoint, validate_trajectory
+from vla_ros.core.kinematics import RobotKinematics
+from vla_ros.core.types import ActionChunk
+
+HOME = np.array([0.0, -math.pi / 4, 0.0, -3 * math.pi / 4, 0.0, math.pi / 2, math.pi / 4])
+BARE = tuple(f"fr3_joint{i}" for i in range(1, 8))
+
+
+@pytest.fixture(scope="module")
+def fr3():
+    spec = load_embodiment("fr3")
+    return spec, RobotKinematics.from_embodiment(spec)
+
+
+@pytest.fixture(scope="module")
+def fr3_forward():
+    spec = load_embodiment("fr3", {"arms.arm.command.kind": "forward_position",
+                                   "arms.arm.command.topic": "forward_position_controller/commands"})
+    return spec, RobotKinematics.from_embodiment(spec)
+
+
+def _core(spec_kin, now=100.0, q=HOME, **config):
+    spec, kin = spec_kin
+    core = ControllerCore(spec, kin, ControllerConfig(**config))
+    core.update_joint_state("arm", BARE + ("fr3_finger_joint1",), list(q) + [0.04], now)
+    core.activate(now)
+    return core
+
+
+def _joint_chunk(stamp, q_rows, gripper=1.0, period=0.1):
+    names = BARE + ("gripper",)
+    values = np.hstack([np.asarray(q_rows), np.full((len(q_rows), 1), gripper)])
+    return ActionChunk(names, values, period, stamp)
+
+
+def _ramp(start, joint, rate_rad_s, steps=10, period=0.1):
+    rows = np.tile(start, (steps, 1))
+    rows[:, joint] += rate_rad_s * period * np.arange(steps)
+    return rows
+
+
+def _as_jtc(out: TrajectoryOut) -> TrajectoryCommand:
+    points = tuple(TrajectoryPoint(t, tuple(p), tuple(v))
+                   for t, p, v in zip(out.time_from_start_s, out.positions_rad, out.velocities_rad_s))
+    return TrajectoryCommand(out.joint_names, points, out.stamp_s)
+
+
+def _trajectories(outs):
+    return [o for o in outs if isinstance(o, TrajectoryOut)]
+
+
+def _fresh(core, now, q=HOME):
+    core.update_joint_state("arm", BARE, q, now)
+
+
+def test_joint_chunk_becomes_a_jtc_trajectory_a_real_jtc_accepts(fr3):
+    now = 100.0
+    core = _core(fr3, now)
+    chunk = _joint_chunk(now - 0.05, _ramp(HOME, 0, 0.3))
+    decision = core.submit_chunk(chunk, now)
+    assert decision.accepted, decision.reason
+    assert decision.space == "joint_position" and decision.dropped_steps == 0
+    (traj,) = _trajectories(core.tick(now))
+    assert traj.topic == "fr3_arm_controller/joint_trajectory" and traj.joint_names == BARE
+    assert validate_trajectory(_as_jtc(traj), BARE, now_s=now + 0.002) is None
+    # The window follows the plan: 0.5 s ahead joint 1 is on the ramp (0.3 rad/s from the stamp).
+    t = now + 0.4
+    assert core.scheduler.sample(t)[0][0] == pytest.approx(0.3 * (t - chunk.stamp_s), abs=2e-3)
+    assert core.state(now) == EXECUTING
+    # Resent at the replan rate (20 Hz) while moving, not in between.
+    assert _trajectories(core.tick(now + 0.01)) == []
+    (again,) = _trajectories(core.tick(now + 0.05))
+    assert validate_trajectory(_as_jtc(again), BARE, now_s=now + 0.051) is None
+
+
+def test_plan_runs_out_and_holds_the_last_target(fr3):
+    now = 100.0
+    core = _core(fr3, now)
+    rows = _ramp(HOME, 1, 0.2, steps=5)
+    assert core.submit_chunk(_joint_chunk(now, rows), now).accepted
+    core.tick(now)
+    end = core.scheduler.plan.end_time_s
+    for t in (end, end + 0.5, end + 5.0):
+        _fresh(core, t)
+        q, v = core.scheduler.sample(t)
+        assert q == pytest.approx(rows[-1], abs=1e-12) and np.all(v == 0.0)
+    assert core.state(end + 5.0) == HOLDING
+    # At rest nothing more is sent to the JTC (it holds the last point by itself).
+    assert _trajectories(core.tick(end + 5.0)) == []
+
+
+def _assert_refused_and_holding(core, decision, now, fragment, q_hold=HOME):
+    assert not decision.accepted
+    assert fragment in decision.reason, decision.reason
+    assert core.last_refusal == decision.reason
+    q, v = core.scheduler.sample(now + 1.0)
+    assert q == pytest.approx(q_hold, abs=1e-9) and np.all(v == 0.0)
+
+
+def test_bad_chunks_are_refused_and_the_arm_holds(fr3):
+    now = 100.0
+    core = _core(fr3, now)
+    good = _ramp(HOME, 0, 0.3)
+    _assert_refused_and_holding(core, core.submit_chunk(_joint_chunk(now - 1.5, good), now), now, "stale chunk")
+    _assert_refused_and_holding(core, core.submit_chunk(_joint_chunk(now + 0.3, good), now), now, "in the future")
+    nan_rows = good.copy()
+    nan_rows[3, 2] = np.nan
+    _assert_refused_and_holding(core, core.submit_chunk(_joint_chunk(now, nan_rows), now), now, "non-finite")
+    wrong = ActionChunk(("fr3_joint1", "fr3_joint2", "gripper"), np.zeros((2, 3)), 0.1, now)
+    _assert_refused_and_holding(core, core.submit_chunk(wrong, now), now, "missing")
+    over = _ramp(HOME, 3, 0.5)  # joint 4 climbs from -2.356 past -0.1518 - 0.05? no: ends at -1.9 -> fine
+    over[:, 3] = -0.15  # above the upper limit -0.1518 minus the 0.05 margin
+    decision = core.submit_chunk(_joint_chunk(now, over), now)
+    _assert_refused_and_holding(core, decision, now, "fr3_joint4")
+    assert "unsafe chunk" in decision.reason and "-0.2018" in decision.reason
+    assert core.chunks_refused == 5 and core.chunks_accepted == 0
+
+
+def test_other_supported_space_is_accepted_by_its_names(fr3):
+    now = 100.0
+    core = _core(fr3, now)
+    assert fr3[0].action_space == "ee_delta"
+    # ee_delta with zero motion: the targets are the reference pose, i.e. a hold.
+    names = action_names(fr3[0], "ee_delta")
+    chunk = ActionChunk(names, np.tile([0, 0, 0, 0, 0, 0, 1.0], (4, 1)), 0.1, now)
+    decision = core.submit_chunk(chunk, now)
+    assert decision.accepted and decision.space == "ee_delta"
+    assert core.scheduler.sample(now + 1.0)[0] == pytest.approx(HOME, abs=1e-6)
+
+
+def test_ik_failure_is_refused(fr3):
+    now = 100.0
+    core = _core(fr3, now)
+    names = action_names(fr3[0], "ee_pose")
+    chunk = ActionChunk(names, np.tile([3.0, 0.0, 0.5, 1.0, 0.0, 0.0, 0.0, 1.0], (3, 1)), 0.1, now)
+    decision = core.submit_chunk(chunk, now)
+    _assert_refused_and_holding(core, decision, now, "IK failed for steps [0, 1, 2]")
+
+
+def test_ee_delta_reference_is_the_commanded_pose_while_executing(fr3):
+    now = 100.0
+    core = _core(fr3, now)
+    assert core.submit_chunk(_joint_chunk(now, _ramp(HOME, 0, 0.4)), now).accepted
+    later = now + 0.3
+    _fresh(core, later)  # the measurement still says HOME (the arm lags): must not be the reference
+    commanded_at_stamp = core.scheduler.sample(later)[0].copy()
+    names = action_names(fr3[0], "ee_delta")
+    chunk = ActionChunk(names, np.tile([0, 0, 0, 0, 0, 0, 1.0], (5, 1)), 0.1, later)
+    assert core.submit_chunk(chunk, later).accepted
+    assert core.scheduler.sample(later + 2.0)[0] == pytest.approx(commanded_at_stamp, abs=1e-5)
+    assert abs(commanded_at_stamp[0] - HOME[0]) > 0.05
+
+
+def test_too_fast_chunk_is_slowed_down(fr3):
+    now = 100.0
+    core = _core(fr3, now)
+    # Joint 7 speeds up by 0.5 rad/s per 0.05 s step (10 rad/s^2) to 6 rad/s (limit 5.26): needs at
+    # least x6/5.26 slower.
+    speeds = np.concatenate([np.arange(0.0, 6.01, 0.5), [6.0]])
+    rows = np.tile(HOME, (len(speeds), 1))
+    rows[:, 6] -= 0.05 * np.cumsum(speeds)
+    decision = core.submit_chunk(_joint_chunk(now, rows, period=0.05), now)
+    assert decision.accepted, decision.reason
+    assert 6 / 5.26 - 1e-9 <= decision.time_scale <= 2.0
+    assert "slowed down" in decision.reason
+    peak_v, peak_a = core.scheduler.plan.peak_rates()
+    assert np.all(peak_v <= fr3[0].arms[0].limits.velocity_rad_s + 1e-9)
+    assert np.all(peak_a <= fr3[0].arms[0].limits.acceleration_rad_s2 + 1e-9)
+
+
+def test_missing_or_stale_joint_states_refuse_to_command(fr3):
+    now = 100.0
+    core = _core(fr3, now)
+    assert core.submit_chunk(_joint_chunk(now, _ramp(HOME, 0, 0.3)), now).accepted
+    core.tick(now)
+    # Joint states stop: after the timeout the controller holds and says why.
+    t_fault = now + 0.25
+    outs = _trajectories(core.tick(t_fault))
+    assert core.state(t_fault) == FAULT
+    (stop,) = outs
+    assert validate_trajectory(_as_jtc(stop), BARE, now_s=t_fault) is None
+    assert np.all(stop.velocities_rad_s[-1] == 0.0)
+    # Stop from ~0.3 rad/s at 10 rad/s^2: 0.3^2 / 20 = 4.5 mm past the commanded position.
+    commanded = stop.positions_rad[0][0]
+    assert stop.positions_rad[-1][0] - commanded <= 0.3**2 / 20 + 0.3 * 0.01 + 1e-6
+    # Then nothing new while faulted, and chunks are refused.
+    assert _trajectories(core.tick(t_fault + 0.05)) == [] and _trajectories(core.tick(t_fault + 0.2)) == []
+    decision = core.submit_chunk(_joint_chunk(t_fault, _ramp(HOME, 0, 0.3)), t_fault + 0.01)
+    assert not decision.accepted and "stale" in decision.reason
+    # A joint_states message lacking a joint is a fault too, naming the joint.
+    core.update_joint_state("arm", BARE[:-1], HOME[:-1], t_fault + 0.3)
+    decision = core.submit_chunk(_joint_chunk(t_fault + 0.3, _ramp(HOME, 0, 0.3)), t_fault + 0.3)
+    assert not decision.accepted and "lacks joints ['fr3_joint7']" in decision.reason
+    # Healthy again: holding, chunks accepted.
+    _fresh(core, t_fault + 0.4)
+    core.tick(t_fault + 0.4)
+    assert core.state(t_fault + 0.4) == HOLDING
+    assert core.submit_chunk(_joint_chunk(t_fault + 0.4, _ramp(HOME, 0, 0.1)), t_fault + 0.4).accepted
+
+
+def test_estop_latches_until_released(fr3):
+    now = 100.0
+    core = _core(fr3, now)
+    assert core.submit_chunk(_joint_chunk(now, _ramp(HOME, 0, 0.3)), now).accepted
+    core.tick(now)
+    t = now + 0.3
+    _fresh(core, t)
+    q_at_estop, v_at_estop = core.scheduler.sample(t)
+    core.estop(t)
+    assert core.state(t) == ESTOP
+    (stop,) = _trajectories(core.tick(t))
+    stop_s = abs(v_at_estop[0]) / 10.0
+    assert core.scheduler.plan.end_time_s == pytest.approx(t + stop_s, abs=1e-9)
+    final = core.scheduler.plan.final_position_rad
+    assert final[0] == pytest.approx(q_at_estop[0] + v_at_estop[0] * stop_s / 2)
+    assert stop.positions_rad[-1] == pytest.approx(final)
+    _fresh(core, t + 0.1)
+    assert not core.submit_chunk(_joint_chunk(t + 0.1, _ramp(final, 0, 0.3)), t + 0.1).accepted
+    assert "e-stop is latched" in core.last_refusal
+    ok, message = core.release_estop(t + 0.2)
+    assert ok and "released" in message
+    _fresh(core, t + 0.2)
+    assert core.state(t + 0.2) == HOLDING
+    assert core.scheduler.sample(t + 5.0)[0] == pytest.approx(final)  # release does not resume
+    assert core.submit_chunk(_joint_chunk(t + 0.2, _ramp(final, 0, 0.3)), t + 0.2).accepted
+
+
+def test_lifecycle_without_state_then_deactivate_holds(fr3):
+    spec, kin = fr3
+    core = ControllerCore(spec, kin)
+    assert core.state(0.0) == INACTIVE
+    assert not core.submit_chunk(_joint_chunk(0.0, _ramp(HOME, 0, 0.1)), 0.0).accepted
+    core.activate(0.0)
+    assert core.tick(0.0) == [] and core.state(0.0) == WAITING_FOR_STATE
+    _fresh(core, 0.1)
+    core.tick(0.1)
+    assert core.state(0.1) == HOLDING
+    assert core.submit_chunk(_joint_chunk(0.1, _ramp(HOME, 0, 0.3)), 0.1).accepted
+    core.tick(0.1)
+    _fresh(core, 0.3)
+    core.deactivate(0.3)
+    assert core.state(0.3) == INACTIVE
+    (stop,) = _trajectories(core.tick(0.3))
+    assert np.all(stop.velocities_rad_s[-1] == 0.0)
+    assert core.tick(0.35) == [] and core.tick(1.0) == []
+
+
+def test_gripper_commands_use_the_gripper_mapping(fr3):
+    now = 100.0
+    core = _core(fr3, now)
+    rows = _ramp(HOME, 0, 0.1, steps=4)
+    values = np.hstack([rows, np.array([[1.0], [1.0], [0.0], [0.0]])])
+    chunk = ActionChunk(BARE + ("gripper",), values, 0.1, now)
+    assert core.submit_chunk(chunk, now).accepted
+    grip = [o for o in core.tick(now) if isinstance(o, PositionOut)]
+    assert grip[0].topic == "gripper_controller/commands" and grip[0].positions.tolist() == [0.04]
+    _fresh(core, now + 0.21)
+    grip = [o for o in core.tick(now + 0.21) if isinstance(o, PositionOut)]
+    assert grip[0].positions.tolist() == [0.0]  # step 2 (t = 0.2 s) closes the gripper
+
+
+def test_forward_stream_follows_the_plan_within_limits(fr3_forward):
+    spec, _ = fr3_forward
+    now = 100.0
+    core = _core(fr3_forward, now)
+    assert core.command_rate_hz == 100.0
+    assert core.submit_chunk(_joint_chunk(now, _ramp(HOME, 0, 0.5, steps=10)), now).accepted
+    lim = spec.arms[0].limits
+    dt = 0.01
+    prev_q, prev_v = HOME.copy(), np.zeros(7)
+    positions = []
+    for k in range(150):
+        t = now + k * dt
+        _fresh(core, t)
+        (cmd,) = [o for o in core.tick(t) if o.topic == "forward_position_controller/commands"]
+        q = cmd.positions
+        v = (q - prev_q) / dt
+        assert np.all(np.abs(v) <= lim.velocity_rad_s + 1e-9)
+        assert np.all(np.abs(v - prev_v) <= lim.acceleration_rad_s2 * dt + 1e-9)
+        positions.append(q[0])
+        prev_q, prev_v = q, v
+    # It reaches the chunk's last target (0.5 rad/s * 0.9 s) and holds it.
+    assert positions[-1] == pytest.approx(0.45, abs=1e-6)
+    assert core.scheduler.sample(now + 0.5)[0][0] == pytest.approx(positions[50], abs=2e-3)
+
+
+def test_aloha_two_arms_two_command_topics():
+    spec = load_embodiment("aloha")
+    kin = RobotKinematics.from_embodiment(spec)
+    core = ControllerCore(spec, kin)
+    now = 5.0
+    arm_joints = spec.arms[0].joint_names
+    q_arm = np.array(spec.arms[0].home_rad)
+    for arm in spec.arms:
+        core.update_joint_state(arm.name, arm_joints + ("gripper",), list(q_arm) + [1.0], now)
+    core.activate(now)
+    names = action_names(spec, "joint_position")
+    row = np.concatenate([q_arm, [1.0], q_arm, [0.0]])
+    rows = np.tile(row, (10, 1))
+    rows[:, 0] += 0.004 * np.arange(10)  # left waist moves 0.2 rad/s at 50 Hz
+    decision = core.submit_chunk(ActionChunk(names, rows, 0.02, now), now)
+    assert decision.accepted, decision.reason
+    outs = core.tick(now)
+    trajs = {o.topic: o for o in _trajectories(outs)}
+    assert set(trajs) == {"follower_left/arm_controller/joint_trajectory", "follower_right/arm_controller/joint_trajectory"}
+    for o in trajs.values():
+        assert o.joint_names == arm_joints
+        assert validate_trajectory(_as_jtc(o), arm_joints, now_s=now) is None
+    grippers = {o.topic: o.positions[0] for o in outs if isinstance(o, PositionOut)}
+    assert grippers == {"follower_left/gripper_controller/commands": pytest.approx(1.6214),
+                        "follower_right/gripper_controller/commands": pytest.approx(0.6197)}
+    # Only the left waist moves.
+    assert trajs["follower_right/arm_controller/joint_trajectory"].positions_rad == pytest.approx(
+        np.tile(q_arm, (len(trajs["follower_right/arm_controller/joint_trajectory"].positions_rad), 1)))
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="max_chunk_age_s must be a positive number"):
+        ControllerConfig(max_chunk_age_s=0.0)
+    with pytest.raises(ValueError, match="max_blend_s"):
+        ControllerConfig(blend_s=0.5, max_blend_s=0.2)

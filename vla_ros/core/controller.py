@@ -1,0 +1,573 @@
+"""ControllerCore: the controller's logic without ROS (time is always passed in).
+
+What it does with an action chunk, in order (any failure -> refusal + HOLD, never motion):
+1. gates: the controller must be active, not e-stopped, and have fresh, complete joint_states;
+2. stamp: not older than `max_chunk_age_s`, not more than `max_chunk_future_s` ahead of now;
+3. names -> action space: the chunk may be in ANY supported space of the embodiment, identified
+   unambiguously by its column names (`action_spaces.detect_space`); the config's `action_space`
+   is only the policy's default and the space named in the error when nothing matches;
+4. joint targets through the ActionAdapter, with the reference pose = the position commanded at
+   the chunk's stamp while a motion is executing, else the measured position; IK must succeed
+   on every step;
+5. the whole chunk through the SafetyEnvelope (limits with margin, jumps, velocity/acceleration at
+   the policy period with time-scaling up to `max_time_scale`, workspace box);
+6. the ChunkScheduler blends it into the executing plan; the resulting plan's exact peak velocity
+   and acceleration must be within the limits: a blend that is too abrupt is widened (up to
+   `max_blend_s`), a chunk curve that is too fast is slowed further (up to `max_time_scale`),
+   otherwise the chunk is refused.
+
+"HOLD" means: the plan is replaced by a stop from the currently commanded state at the
+acceleration limits, then the final position is held (never a jump, never extrapolation).
+
+Watchdogs and what is published (documented contract for the node):
+- joint_states older than `joint_state_timeout_s`, or lacking joints: the controller refuses to
+  command. It holds (stop plan) and, for trajectory controllers, sends that stop trajectory once
+  and then nothing new until the state is healthy again; forward controllers keep receiving the
+  hold positions (which never depend on measurements). Chunks are refused meanwhile. Recovery does
+  not resume the old plan: the arm keeps holding until the next chunk.
+- chunk stream stops: the plan runs out and holds its last target at rest (never extrapolates).
+- e-stop: latched hold until `release_estop`; chunks are refused while latched.
+- deactivate: hold; the stop is still published (once for a JTC, streamed until at rest for a
+  forward controller), then nothing until activated again.
+
+Output: for `joint_trajectory` arms a window of the plan (positions + velocities, strictly
+increasing times, zero final velocity, stamp = now, the controller's bare joint names and order)
+whenever a chunk is accepted / a hold starts, and at `replan_rate_hz` while moving; for
+`forward_position` arms one position vector per tick (`command_rate_hz`), through the streaming
+limiter; gripper joint positions (GripperSpec mapping) whenever they change and at the replan rate.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from vla_ros.core.action_spaces import ActionAdapter, ActionSpaceError, detect_space
+from vla_ros.core.embodiment import EmbodimentSpec
+from vla_ros.core.safety import SafetyConfig, SafetyEnvelope
+from vla_ros.core.scheduler import ChunkScheduler
+from vla_ros.core.types import ActionChunk
+
+_log = logging.getLogger(__name__)
+
+# Controller states reported in diagnostics.
+INACTIVE = "inactive"
+WAITING_FOR_STATE = "waiting_for_joint_states"
+HOLDING = "holding"
+EXECUTING = "executing"
+ESTOP = "estop"
+FAULT = "fault"
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Controller parameters (ROS parameters of the node with the same names).
+
+    command_rate_hz: None -> the embodiment's command_rate_hz.
+    horizon_s:       length of the trajectory window sent to a JTC (it stops at the window's end
+                     if the controller goes silent).
+    blend_s / max_blend_s: seam blend window, and how far it may be widened for abrupt seams.
+    """
+
+    max_chunk_age_s: float = 1.0
+    max_chunk_future_s: float = 0.1
+    joint_state_timeout_s: float = 0.2
+    replan_rate_hz: float = 20.0
+    command_rate_hz: float | None = None
+    horizon_s: float = 0.5
+    blend_s: float = 0.1
+    max_blend_s: float = 0.8
+    path_points: int = 20
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+
+    def __post_init__(self) -> None:
+        for attr in ("max_chunk_age_s", "max_chunk_future_s", "joint_state_timeout_s", "replan_rate_hz",
+                     "horizon_s", "blend_s", "max_blend_s"):
+            value = getattr(self, attr)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0.0):
+                raise ValueError(f"ControllerConfig.{attr} must be a positive number, got {value!r}")
+            object.__setattr__(self, attr, float(value))
+        if self.command_rate_hz is not None:
+            if not (np.isfinite(self.command_rate_hz) and self.command_rate_hz > 0.0):
+                raise ValueError(f"ControllerConfig.command_rate_hz must be > 0 or None, got {self.command_rate_hz}")
+            object.__setattr__(self, "command_rate_hz", float(self.command_rate_hz))
+        if self.max_blend_s < self.blend_s:
+            raise ValueError(f"max_blend_s ({self.max_blend_s}) must be >= blend_s ({self.blend_s})")
+        if self.path_points < 2:
+            raise ValueError(f"path_points must be >= 2, got {self.path_points}")
+
+
+@dataclass(frozen=True)
+class TrajectoryOut:
+    """A JointTrajectory for one arm's JTC: times relative to stamp_s (the plan's clock)."""
+
+    arm: str
+    topic: str
+    joint_names: tuple[str, ...]  # the controller's bare names, in its order
+    stamp_s: float
+    time_from_start_s: np.ndarray  # (P,)
+    positions_rad: np.ndarray  # (P, n)
+    velocities_rad_s: np.ndarray  # (P, n)
+
+
+@dataclass(frozen=True)
+class PositionOut:
+    """One Float64MultiArray for a forward position controller (arm or gripper)."""
+
+    arm: str
+    topic: str
+    joint_names: tuple[str, ...]
+    positions: np.ndarray  # (n,), joint units (rad, or m for prismatic grippers)
+
+
+@dataclass(frozen=True)
+class ChunkDecision:
+    accepted: bool
+    reason: str
+    space: str | None = None
+    time_scale: float = 1.0
+    blend_s: float = 0.0
+    dropped_steps: int = 0
+
+
+@dataclass(frozen=True)
+class ControllerStatus:
+    """Snapshot for diagnostics."""
+
+    state: str
+    level: str  # "ok" / "warn" / "error"
+    message: str
+    values: dict
+
+
+@dataclass
+class _ArmState:
+    positions: np.ndarray | None = None  # qualified order of this arm
+    received_s: float | None = None
+    missing: tuple[str, ...] = ()
+
+
+class ControllerCore:
+    """One embodiment's controller logic. Not thread-safe: call it from one thread (the node's
+    executor callbacks are serialised by a single mutually-exclusive callback group)."""
+
+    def __init__(self, spec: EmbodimentSpec, kinematics, config: ControllerConfig | None = None) -> None:
+        self.spec = spec
+        self.kin = kinematics
+        self.config = config or ControllerConfig()
+        self.envelope = SafetyEnvelope.from_embodiment(spec, kinematics, self.config.safety)
+        self.limits = self.envelope.limits
+        self.command_rate_hz = self.config.command_rate_hz or spec.command_rate_hz
+        self.scheduler = ChunkScheduler(self.limits.num_joints, self.config.blend_s,
+                                        acceleration_limits=self.limits.acceleration_rad_s2)
+        self._adapters: dict[str, ActionAdapter] = {}
+        self._default_adapter = self._adapter(spec.action_space)
+        self._arm_slices: dict[str, slice] = {}
+        start = 0
+        for arm in spec.arms:
+            self._arm_slices[arm.name] = slice(start, start + len(arm.joint_names))
+            start += len(arm.joint_names)
+        self._arm_state = {arm.name: _ArmState() for arm in spec.arms}
+        self._grippers = [(arm, arm.gripper) for arm in spec.arms if arm.gripper is not None]
+        self.active = False
+        self.estop_latched = False
+        self._fault: str | None = None
+        self._send_now = False
+        self._last_sent_s: float | None = None
+        self._cmd: tuple[np.ndarray, np.ndarray] | None = None  # streaming limiter state (q, qd)
+        self._last_tick_s: float | None = None
+        self._gripper_times = np.zeros(0)
+        self._gripper_values = np.zeros((0, len(self._grippers)))
+        self._gripper_sent: np.ndarray | None = None
+        self._gripper_sent_s: float | None = None
+        self.last_refusal = ""
+        self.last_decision: ChunkDecision | None = None
+        self.last_chunk_stamp_s: float | None = None
+        self.chunks_accepted = 0
+        self.chunks_refused = 0
+        self.limiter_interventions = 0
+        self._tick_times: list[float] = []
+
+    # ------------------------------------------------------------------ inputs
+    def update_joint_state(self, arm: str, names: Sequence[str], positions: Sequence[float], now_s: float) -> None:
+        """A joint_states message for `arm` (bare driver names, any order, extra joints ignored)."""
+        spec_arm = self.spec.arm(arm)
+        state = self._arm_state[arm]
+        names = [str(n) for n in names]
+        values = np.asarray(positions, dtype=np.float64).reshape(-1)
+        if values.shape[0] != len(names):
+            state.missing = tuple(spec_arm.joint_names)
+            _log.warning("joint_states for arm '%s' has %d names but %d positions; ignored", arm, len(names),
+                         values.shape[0])
+            return
+        index = {n: i for i, n in enumerate(names)}
+        missing = tuple(j for j in spec_arm.joint_names if j not in index)
+        state.missing = missing
+        if missing:
+            return
+        q = values[[index[j] for j in spec_arm.joint_names]]
+        if not np.all(np.isfinite(q)):
+            state.missing = tuple(j for j, x in zip(spec_arm.joint_names, q) if not np.isfinite(x))
+            return
+        state.positions = q
+        state.received_s = float(now_s)
+
+    def measured_positions(self) -> np.ndarray | None:
+        parts = [self._arm_state[a.name].positions for a in self.spec.arms]
+        if any(p is None for p in parts):
+            return None
+        return np.concatenate(parts)
+
+    def _state_problem(self, now_s: float) -> str | None:
+        for arm in self.spec.arms:
+            st = self._arm_state[arm.name]
+            if st.missing:
+                return f"joint_states on '{arm.joint_states_topic}' lacks joints {list(st.missing)}"
+            if st.received_s is None:
+                return f"no joint_states received yet on '{arm.joint_states_topic}'"
+            age = now_s - st.received_s
+            if age > self.config.joint_state_timeout_s:
+                return (f"joint_states on '{arm.joint_states_topic}' are stale: last {age:.3f} s ago "
+                        f"> joint_state_timeout_s {self.config.joint_state_timeout_s}")
+        return None
+
+    # ------------------------------------------------------------------ lifecycle / e-stop
+    def activate(self, now_s: float) -> None:
+        """Start commanding: hold where the arm is measured (once joint_states are there)."""
+        self.active = True
+        self._fault = None
+        self._cmd = None
+        self._last_sent_s = None
+        self._gripper_sent = None
+        self._gripper_sent_s = None
+        self._init_hold(now_s)
+
+    def deactivate(self, now_s: float) -> None:
+        """Stop commanding: hold (the stop is still published until at rest)."""
+        if self.scheduler.plan is not None:
+            self._hold(now_s)
+        self.active = False
+
+    def estop(self, now_s: float) -> None:
+        if not self.estop_latched:
+            _log.warning("e-stop latched: holding")
+        self.estop_latched = True
+        if self.scheduler.plan is not None:
+            self._hold(now_s)
+
+    def release_estop(self, now_s: float) -> tuple[bool, str]:
+        if not self.estop_latched:
+            return True, "e-stop was not latched"
+        self.estop_latched = False
+        return True, "e-stop released; holding until the next chunk"
+
+    def _init_hold(self, now_s: float) -> bool:
+        q = self.measured_positions()
+        if q is None or self._state_problem(now_s) is not None:
+            return False
+        self.scheduler.hold(q, now_s)
+        self._cmd = (q.copy(), np.zeros_like(q))
+        self._set_gripper_hold()
+        return True
+
+    def _set_gripper_hold(self) -> None:
+        current = self._gripper_current(None)
+        self._gripper_times = np.zeros(0)
+        self._gripper_values = np.zeros((0, len(self._grippers))) if current is None else current[None, :]
+
+    def _hold(self, now_s: float) -> None:
+        if self.scheduler.plan is None:
+            return
+        if self._cmd is not None and self._forward_arms():
+            # The streamed (rate-limited) command is the commanded state for forward controllers.
+            self.scheduler.stop(now_s, *self._cmd)
+        else:
+            self.scheduler.stop(now_s)
+        g = self._gripper_current(now_s)
+        self._gripper_times = np.zeros(0)
+        self._gripper_values = self._gripper_values[:0] if g is None else g[None, :]
+        self._send_now = True
+
+    # ------------------------------------------------------------------ chunks
+    def _adapter(self, space: str) -> ActionAdapter:
+        if space not in self._adapters:
+            self._adapters[space] = ActionAdapter(self.spec, self.kin, space)
+        return self._adapters[space]
+
+    def _refuse(self, reason: str, now_s: float, hold: bool = True) -> ChunkDecision:
+        self.chunks_refused += 1
+        self.last_refusal = reason
+        _log.warning("action chunk refused: %s", reason)
+        if hold and self.active:
+            self._hold(now_s)
+        decision = ChunkDecision(False, reason)
+        self.last_decision = decision
+        return decision
+
+    def submit_chunk(self, chunk: ActionChunk, now_s: float) -> ChunkDecision:
+        """Validate and schedule a chunk; on any problem refuse it (and hold)."""
+        if not self.active:
+            return self._refuse("controller is not active", now_s, hold=False)
+        if self.estop_latched:
+            return self._refuse("e-stop is latched (call ~/release_estop)", now_s)
+        problem = self._state_problem(now_s)
+        if problem is not None:
+            return self._refuse(f"cannot command: {problem}", now_s)
+        if self.scheduler.plan is None and not self._init_hold(now_s):
+            return self._refuse("cannot command: no complete joint_states yet", now_s)
+        age = now_s - chunk.stamp_s
+        if age > self.config.max_chunk_age_s:
+            return self._refuse(f"stale chunk: stamp is {age:.3f} s old > max_chunk_age_s "
+                                f"{self.config.max_chunk_age_s}", now_s)
+        if -age > self.config.max_chunk_future_s:
+            return self._refuse(f"chunk stamp is {-age:.3f} s in the future > max_chunk_future_s "
+                                f"{self.config.max_chunk_future_s} (clocks out of sync? use_sim_time?)", now_s)
+        space = detect_space(self.spec, chunk.names)
+        if space is None:
+            try:
+                self._default_adapter.check_names(chunk.names)
+                reason = f"action names {list(chunk.names)} match no action space"  # pragma: no cover
+            except ActionSpaceError as err:
+                reason = f"{err}; no other supported action space matches either"
+            return self._refuse(reason, now_s)
+        if len(set(chunk.names)) != len(chunk.names):
+            return self._refuse(f"duplicate action names {list(chunk.names)}", now_s)
+
+        plan = self.scheduler.plan
+        executing = self.scheduler.is_moving(now_s)
+        q_ref = plan.sample(chunk.stamp_s)[0] if executing else self.measured_positions()
+        try:
+            targets = self._adapter(space).to_joint_targets(chunk, q_ref)
+        except ActionSpaceError as err:
+            return self._refuse(str(err), now_s)
+        if not np.all(targets.ik_success):
+            bad = np.flatnonzero(~targets.ik_success)
+            return self._refuse(
+                f"IK failed for steps {bad.tolist()} (position error up to "
+                f"{float(np.max(targets.ik_position_error_m[bad])):.4f} m, orientation error up to "
+                f"{float(np.max(targets.ik_orientation_error_rad[bad])):.4f} rad)", now_s)
+        verdict = self.envelope.validate_chunk(targets.positions, chunk.period_s, q_start=q_ref)
+        if not verdict.ok:
+            return self._refuse(f"unsafe chunk: {verdict.reason}", now_s)
+
+        proposal = self._fit_plan(chunk, targets.positions, verdict.time_scale, now_s)
+        if isinstance(proposal, str):
+            return self._refuse(proposal, now_s)
+        result, scale, blend = proposal
+        self.scheduler.commit(result.plan)
+        gripper = np.asarray(targets.gripper, dtype=np.float64)
+        if gripper.size and (np.any(gripper < 0.0) or np.any(gripper > 1.0)):
+            _log.info("gripper commands outside [0, 1] (min %.3f, max %.3f) clipped", gripper.min(), gripper.max())
+        times = chunk.stamp_s + np.arange(chunk.num_steps) * chunk.period_s * scale
+        keep = result.first_step
+        self._gripper_times = times[keep:]
+        self._gripper_values = np.clip(gripper[keep:], 0.0, 1.0)
+        self._send_now = True
+        self.chunks_accepted += 1
+        self.last_chunk_stamp_s = chunk.stamp_s
+        decision = ChunkDecision(True, verdict.reason if scale == verdict.time_scale else f"ok, slowed down by x{scale:.3f}",
+                                 space, scale, blend, result.dropped_steps)
+        self.last_decision = decision
+        return decision
+
+    def _fit_plan(self, chunk: ActionChunk, positions: np.ndarray, scale: float, now_s: float):
+        """Find the smallest slow-down and blend window whose plan respects the rate limits."""
+        vmax, amax = self.limits.velocity_rad_s, self.limits.acceleration_rad_s2
+        s_max = self.config.safety.max_time_scale
+        steps = np.arange(chunk.num_steps)
+        for _ in range(6):
+            times = chunk.stamp_s + steps * chunk.period_s * scale
+            peak_v, peak_a = self.scheduler.curve(times, positions, now_s)[0].peak_rates(from_s=now_s)
+            need = max(float(np.max(peak_v / vmax)), float(np.sqrt(np.max(peak_a / amax))))
+            if need <= 1.0 + 1e-9:
+                break
+            if scale * need > s_max + 1e-9:
+                j = int(np.argmax(np.maximum(peak_v / vmax, np.sqrt(peak_a / amax))))
+                return (f"unsafe chunk: its interpolated motion needs x{scale * need:.2f} slow-down "
+                        f"(> max_time_scale {s_max}) for joint {self.limits.joint_names[j]} "
+                        f"(peak {peak_v[j]:.3f} rad/s vs {vmax[j]:.3f}, {peak_a[j]:.2f} rad/s^2 vs {amax[j]:.2f})")
+            scale = min(scale * need * 1.001, s_max)
+        blend = self.config.blend_s
+        last_problem = ""
+        while blend <= self.config.max_blend_s + 1e-9:
+            times = chunk.stamp_s + steps * chunk.period_s * scale
+            result = self.scheduler.propose(times, positions, now_s, blend)
+            peak_v, peak_a = result.plan.peak_rates(from_s=now_s)
+            over_v, over_a = peak_v / vmax, peak_a / amax
+            if np.all(over_v <= 1.0 + 1e-9) and np.all(over_a <= 1.0 + 1e-9):
+                return result, scale, blend
+            j = int(np.argmax(np.maximum(over_v, over_a)))
+            last_problem = (f"joint {self.limits.joint_names[j]} peak {peak_v[j]:.3f} rad/s (limit {vmax[j]:.3f}), "
+                            f"{peak_a[j]:.2f} rad/s^2 (limit {amax[j]:.2f})")
+            blend *= 2.0
+        return (f"unsafe chunk: the transition from the executing motion exceeds the rate limits even with a "
+                f"{self.config.max_blend_s} s blend (max_blend_s): {last_problem}")
+
+    # ------------------------------------------------------------------ output
+    def _forward_arms(self):
+        return [a for a in self.spec.arms if a.command.kind == "forward_position"]
+
+    def tick(self, now_s: float) -> list[TrajectoryOut | PositionOut]:
+        """The commands due at now_s. Call at command_rate_hz when any arm has a forward
+        controller, else at least at replan_rate_hz; also right after submit_chunk / estop."""
+        out: list[TrajectoryOut | PositionOut] = []
+        self._tick_times.append(now_s)
+        if len(self._tick_times) > 200:
+            del self._tick_times[:100]
+        if self.scheduler.plan is None:
+            if not (self.active and self._init_hold(now_s)):
+                return out
+        if self.active:
+            problem = self._state_problem(now_s)
+            if problem is not None and self._fault is None:
+                _log.warning("refusing to command: %s; holding", problem)
+                self._fault = problem
+                self._hold(now_s)
+            elif problem is None and self._fault is not None:
+                _log.info("joint_states healthy again; holding until the next chunk")
+                self._fault = None
+            elif problem is not None:
+                self._fault = problem
+        moving = self.scheduler.is_moving(now_s)
+        streaming = self.active or moving or (self._cmd is not None and self._cmd_moving(now_s))
+        if not streaming and not self._send_now:
+            self._last_tick_s = now_s
+            return out
+
+        forward = self._forward_arms()
+        if forward:
+            out.extend(self._stream(now_s, forward))
+        trajectory_arms = [a for a in self.spec.arms if a.command.kind == "joint_trajectory"]
+        replan_due = self._last_sent_s is None or now_s - self._last_sent_s >= 1.0 / self.config.replan_rate_hz - 1e-9
+        fault_silent = self._fault is not None and not self._send_now
+        if trajectory_arms and (self._send_now or (moving and replan_due and self.active)) and not fault_silent:
+            out.extend(self._trajectories(now_s, trajectory_arms))
+            self._last_sent_s = now_s
+        gripper_due = (self._gripper_sent_s is None
+                       or now_s - self._gripper_sent_s >= 1.0 / self.config.replan_rate_hz - 1e-9)
+        if self.active:
+            out.extend(self._gripper_outputs(now_s, gripper_due or self._send_now))
+        self._send_now = False
+        self._last_tick_s = now_s
+        return out
+
+    def _cmd_moving(self, now_s: float) -> bool:
+        q, v = self._cmd
+        target = self.scheduler.sample(now_s)[0]
+        return bool(np.any(v != 0.0) or np.any(np.abs(q - target) > 1e-12))
+
+    def _stream(self, now_s: float, arms) -> list[PositionOut]:
+        q_target, v_target = self.scheduler.sample(now_s)
+        period = 1.0 / self.command_rate_hz
+        dt = period if self._last_tick_s is None else float(np.clip(now_s - self._last_tick_s, 0.1 * period, 10 * period))
+        if self._cmd is None:
+            self._cmd = (q_target.copy(), np.zeros_like(q_target))
+        q_prev, v_prev = self._cmd
+        step = self.envelope.limit_step(q_prev, v_prev, q_target, dt, qd_target=v_target)
+        if step.limited and not np.allclose(step.position_rad, q_target, atol=1e-6):
+            self.limiter_interventions += 1
+        self._cmd = (np.array(step.position_rad), np.array(step.velocity_rad_s))
+        return [PositionOut(a.name, a.command.topic, a.command.joint_names,
+                            np.array(step.position_rad[self._arm_slices[a.name]])) for a in arms]
+
+    def _trajectories(self, now_s: float, arms) -> list[TrajectoryOut]:
+        plan = self.scheduler.plan
+        lead = 1.0 / self.command_rate_hz
+        horizon = max(self.config.horizon_s, 2.0 * lead)
+        if now_s + lead >= plan.end_time_s:
+            # At rest (or about to be): one point, the final position.
+            q = plan.final_position_rad[None, :]
+            times, qs, vs = np.array([lead]), q, np.zeros_like(q)
+        else:
+            win = plan.window(now_s, lead, horizon)
+            times, qs, vs = win.times_s - now_s, win.positions_rad, win.velocities_rad_s
+        out = []
+        for arm in arms:
+            sl = self._arm_slices[arm.name]
+            out.append(TrajectoryOut(arm.name, arm.command.topic, arm.command.joint_names, now_s,
+                                     times.copy(), qs[:, sl].copy(), vs[:, sl].copy()))
+        return out
+
+    def _gripper_current(self, now_s: float | None) -> np.ndarray | None:
+        if not self._grippers or self._gripper_values.shape[0] == 0:
+            return None
+        if now_s is None or self._gripper_times.shape[0] == 0:
+            return self._gripper_values[-1] if now_s is None else self._gripper_values[0]
+        k = int(np.searchsorted(self._gripper_times, now_s, side="right")) - 1
+        return self._gripper_values[max(k, 0)]
+
+    def _gripper_outputs(self, now_s: float, due: bool) -> list[PositionOut]:
+        g = self._gripper_current(now_s)
+        if g is None:
+            return []
+        changed = self._gripper_sent is None or np.any(np.abs(g - self._gripper_sent) > 1e-9)
+        if not (changed or due) or (self._fault is not None and not changed):
+            return []
+        out = []
+        for (arm, gripper), value in zip(self._grippers, g):
+            if gripper.command is None:
+                continue
+            out.append(PositionOut(arm.name, gripper.command.topic, gripper.command.joint_names,
+                                   np.array([gripper.to_joint(value)])))
+        self._gripper_sent = g.copy()
+        self._gripper_sent_s = now_s
+        return out
+
+    # ------------------------------------------------------------------ introspection
+    def commanded(self, now_s: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """The commanded (position, velocity) now: the streamed command for forward controllers,
+        else the plan."""
+        if self.scheduler.plan is None:
+            return None
+        if self._forward_arms() and self._cmd is not None:
+            return self._cmd
+        return self.scheduler.sample(now_s)
+
+    def planned_tool_path(self, now_s: float) -> dict[str, np.ndarray]:
+        """{arm: (M, 3)} tool positions in the arm's base frame along the rest of the plan."""
+        plan = self.scheduler.plan
+        if plan is None or not self.envelope.has_kinematics:
+            return {}
+        end = max(plan.end_time_s, now_s)
+        ts = np.linspace(now_s, end, self.config.path_points)
+        qs = plan.sample(ts)[0]
+        paths = {a.name: np.empty((len(ts), 3)) for a in self.spec.arms}
+        for i, q in enumerate(qs):
+            for arm, p in self.envelope.tool_positions(q).items():
+                paths[arm][i] = p
+        return paths
+
+    def state(self, now_s: float) -> str:
+        if not self.active:
+            return INACTIVE
+        if self.estop_latched:
+            return ESTOP
+        if self._fault is not None or self._state_problem(now_s) is not None:
+            return FAULT if self.measured_positions() is not None else WAITING_FOR_STATE
+        if self.scheduler.plan is None:
+            return WAITING_FOR_STATE
+        return EXECUTING if self.scheduler.is_moving(now_s) else HOLDING
+
+    def status(self, now_s: float) -> ControllerStatus:
+        state = self.state(now_s)
+        problem = self._state_problem(now_s) if self.active else None
+        level = {INACTIVE: "ok", HOLDING: "ok", EXECUTING: "ok", WAITING_FOR_STATE: "warn",
+                 ESTOP: "error", FAULT: "error"}[state]
+        message = {ESTOP: "e-stop latched", FAULT: f"refusing to command: {problem}",
+                   WAITING_FOR_STATE: f"waiting: {problem}"}.get(state, state)
+        ticks = np.diff(np.asarray(self._tick_times[-100:]))
+        values = {
+            "state": state,
+            "last_refusal": self.last_refusal,
+            "chunks_accepted": self.chunks_accepted,
+            "chunks_refused": self.chunks_refused,
+            "chunk_age_s": "" if self.last_chunk_stamp_s is None else f"{now_s - self.last_chunk_stamp_s:.3f}",
+            "last_time_scale": "" if self.last_decision is None else f"{self.last_decision.time_scale:.3f}",
+            "tick_rate_hz": f"{1.0 / float(np.mean(ticks)):.1f}" if ticks.size and np.mean(ticks) > 0 else "",
+            "command_rate_hz": f"{self.command_rate_hz:.1f}",
+            "limiter_interventions": self.limiter_interventions,
+        }
+        return ControllerStatus(state, level, message, values)
