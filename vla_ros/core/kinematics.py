@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import threading
 from dataclasses import dataclass
 
@@ -186,6 +187,12 @@ class RobotKinematics:
         self._from_pin = pin_index  # q = q_pin[self._from_pin]
         self._identity_order = bool(np.all(pin_index == np.arange(n)))
         self._frame_names = tuple(f.name for f in model.frames)
+        # Where each arm's joints sit in Pinocchio's q: a slice (a cheap view) when contiguous.
+        self._pin_sel: dict[str, slice | np.ndarray] = {}
+        for arm in arms:
+            cols = pin_index[arm.joint_index]
+            contiguous = np.array_equal(cols, np.arange(cols[0], cols[0] + cols.shape[0]))
+            self._pin_sel[arm.name] = slice(int(cols[0]), int(cols[0]) + cols.shape[0]) if contiguous else cols
         self._frame_ids = {name: _lookup_frame(model, name, "") for name in set(self._frame_names)}
 
     # ----------------------------------------------------------------------------- construction
@@ -230,6 +237,9 @@ class RobotKinematics:
         finite = np.isfinite(lower) & np.isfinite(upper) & (upper >= lower)
         q_lock[finite] = np.clip(q_lock[finite], lower[finite], upper[finite])
         model = pin.buildReducedModel(full, lock_ids, q_lock) if lock_ids else full
+        _LOG.debug(
+            "embodiment '%s': locked joints %s for kinematics", spec.name, [full.names[i] for i in lock_ids]
+        )
         data = model.createData()
         pin.framesForwardKinematics(model, data, pin.neutral(model))
 
@@ -420,28 +430,32 @@ class RobotKinematics:
         chain = self._arm(arm)
         opts = options or self.ik_options
         targets = _check_poses(targets, "targets")
-        q = self._check_q(q_seed, "q_seed").copy()
+        seed = self._check_q(q_seed, "q_seed")
         idx = chain.joint_index
-        # Start from inside the limits: a seed outside them would be clamped at the first step anyway.
-        q[idx] = np.clip(q[idx], chain.lower_rad, chain.upper_rad)
+        lower, upper = chain.lower_rad, chain.upper_rad
         base_rot, base_pos = chain.oMbase.rotation, chain.oMbase.translation
         rot_des = np.einsum("ij,tjk->tik", base_rot, targets[:, :3, :3])
         pos_des = targets[:, :3, 3] @ base_rot.T + base_pos
         steps = targets.shape[0]
-        q_out = np.empty((steps, self.num_joints))
+        q_pin = seed[self._to_pin]  # workspace: the other joints stay at their seed values
+        q_arm_out = np.empty((steps, idx.shape[0]))
         success = np.empty(steps, dtype=bool)
         pos_err = np.empty(steps)
         ori_err = np.empty(steps)
         iters = np.empty(steps, dtype=np.int64)
+        # Start from inside the limits: a seed outside them would be clamped at the first step anyway.
+        q_arm = np.minimum(np.maximum(seed[idx], lower), upper)
         for t in range(steps):
-            start = q
+            start = q_arm
             if t >= 2 and success[t - 1] and success[t - 2]:
                 # Along a smooth path the previous joint velocity predicts the next solution far
                 # better than the previous solution alone; often no iteration is needed at all.
-                start = q.copy()
-                start[idx] = np.clip(2.0 * q[idx] - q_out[t - 2, idx], chain.lower_rad, chain.upper_rad)
-            q, ok, ep, eo, it = self._solve_one(chain, pos_des[t], rot_des[t], start, opts)
-            q_out[t], success[t], pos_err[t], ori_err[t], iters[t] = q, ok, ep, eo, it
+                start = np.minimum(np.maximum(2.0 * q_arm - q_arm_out[t - 2], lower), upper)
+            q_arm, ok, ep, eo, it = self._solve_one(chain, pos_des[t], rot_des[t], q_pin, start, opts)
+            q_arm_out[t] = q_arm
+            success[t], pos_err[t], ori_err[t], iters[t] = ok, ep, eo, it
+        q_out = np.tile(seed, (steps, 1))
+        q_out[:, idx] = q_arm_out
         return IKResult(q_out, success, pos_err, ori_err, iters)
 
     def solve_ik_chunk_arms(
@@ -502,59 +516,75 @@ class RobotKinematics:
         rng = rng if rng is not None else np.random.default_rng(0)
         best = None
         total_iterations = 0
+        idx = chain.joint_index
+        q_pin = seed[self._to_pin]
         for attempt in range(restarts + 1):
-            q0 = seed.copy()
-            if attempt > 0:
-                q0[chain.joint_index] = rng.uniform(chain.lower_rad, chain.upper_rad)
-            q0[chain.joint_index] = np.clip(q0[chain.joint_index], chain.lower_rad, chain.upper_rad)
-            q, ok, ep, eo, it = self._solve_one(chain, oMdes.translation, oMdes.rotation, q0, opts)
+            if attempt == 0:
+                q0 = np.clip(seed[idx], chain.lower_rad, chain.upper_rad)
+            else:
+                q0 = rng.uniform(chain.lower_rad, chain.upper_rad)
+            q_arm, ok, ep, eo, it = self._solve_one(chain, oMdes.translation, oMdes.rotation, q_pin, q0, opts)
             total_iterations += it
             score = (not ok, ep / opts.position_tolerance_m + eo / opts.orientation_tolerance_rad)
             if best is None or score < best[0]:
-                best = (score, q, ok, ep, eo)
+                best = (score, q_arm, ok, ep, eo)
             if ok:
                 break
-        _, q, ok, ep, eo = best
+        _, q_arm, ok, ep, eo = best
+        q = seed.copy()
+        q[idx] = q_arm
         return IKResult(q[None], [ok], [ep], [eo], [total_iterations])
 
     def _solve_one(
-        self, chain: _ArmChain, p_des: np.ndarray, rot_des: np.ndarray, q_start: np.ndarray, opts: IKOptions
+        self,
+        chain: _ArmChain,
+        p_des: np.ndarray,
+        rot_des: np.ndarray,
+        q_pin: np.ndarray,
+        q_start: np.ndarray,
+        opts: IKOptions,
     ) -> tuple[np.ndarray, bool, float, float, int]:
-        """DLS iterations for one pose; returns (best q, success, pos err, ori err, iterations).
+        """DLS iterations for one pose of `chain`'s tool (world frame).
+
+        q_pin is the full configuration in Pinocchio's order (a workspace: the arm's entries are
+        overwritten, the others are held); q_start the arm's starting joints. Returns (best arm
+        joints, success, position error, orientation error, iterations).
 
         The error is e = [p_des - p; log3(R_des R^T)] in world axes at the tool origin, which the
         world-aligned frame Jacobian maps to exactly (to first order): no extra Jacobian of log.
+        This loop is the controller's hot path, hence scalar math on Python floats where numpy's
+        per-call overhead would dominate.
         """
         model, data = self._model, self._data()
-        idx = chain.joint_index
-        pin_cols = self._from_pin[idx]
+        sel = self._pin_sel[chain.name]
+        tool_id = chain.tool_id
         lower, upper, home = chain.lower_rad, chain.upper_rad, chain.home_rad
         tol_p, tol_o = opts.position_tolerance_m, opts.orientation_tolerance_rad
         margin = opts.limit_margin_rad
-        q = q_start.copy()
-        q_pin = q[self._to_pin]
-        q_arm = q[idx]
-        best_q, best_cost = q_arm.copy(), np.inf
-        best_errors = (np.inf, np.inf)
+        max_step = opts.max_step_rad
+        q_arm = q_start
+        best_q, best_cost = q_arm, math.inf
+        best_pos = best_ori = math.inf
         stall = 0
         iteration = 0
         err = np.empty(6)
         # The secondary task only has room to act on a redundant arm. Its damped projection leaks
         # into the task (error floor ~ damping * |z| / sigma), so it is dropped near convergence and
         # after a stall, letting the last iterations polish to tight tolerances.
-        use_secondary = idx.shape[0] > 6
-        zeros = np.zeros(idx.shape[0])
+        use_secondary = q_arm.shape[0] > 6
         while True:
-            jac_full = pin.computeFrameJacobian(model, data, q_pin, chain.tool_id, pin.LOCAL_WORLD_ALIGNED)
-            oMf = data.oMf[chain.tool_id]  # refreshed by the LOCAL_WORLD_ALIGNED Jacobian
+            q_pin[sel] = q_arm
+            jac_full = pin.computeFrameJacobian(model, data, q_pin, tool_id, pin.LOCAL_WORLD_ALIGNED)
+            oMf = data.oMf[tool_id]  # refreshed by the LOCAL_WORLD_ALIGNED Jacobian (LOCAL does not)
             err[:3] = p_des - oMf.translation
             err[3:] = pin.log3(rot_des @ oMf.rotation.T)
-            e_pos = float(np.sqrt(err[0] ** 2 + err[1] ** 2 + err[2] ** 2))
-            e_ori = float(np.sqrt(err[3] ** 2 + err[4] ** 2 + err[5] ** 2))
+            e0, e1, e2, e3, e4, e5 = err.tolist()
+            e_pos = math.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
+            e_ori = math.sqrt(e3 * e3 + e4 * e4 + e5 * e5)
             cost = e_pos / tol_p + e_ori / tol_o
             stall = 0 if cost < best_cost * 0.995 else stall + 1
             if cost < best_cost:
-                best_cost, best_q, best_errors = cost, q_arm.copy(), (e_pos, e_ori)
+                best_cost, best_q, best_pos, best_ori = cost, q_arm, e_pos, e_ori
             if (e_pos <= tol_p and e_ori <= tol_o) or iteration >= opts.max_iterations:
                 break
             if stall >= opts.stall_iterations:
@@ -562,7 +592,9 @@ class RobotKinematics:
                     break
                 use_secondary, stall = False, 0
             iteration += 1
-            jac = jac_full[:, pin_cols]
+            jac = jac_full[:, sel]
+            damping = opts.damping_min + opts.damping_error_gain * (e_pos * e_pos + e_ori * e_ori)
+            secondary = None
             if use_secondary and cost > 20.0:
                 secondary = opts.posture_gain * (home - q_arm)
                 if opts.limit_gain > 0.0 and (
@@ -571,29 +603,25 @@ class RobotKinematics:
                     push = np.clip((margin - (q_arm - lower)) / margin, 0.0, 1.0)
                     push -= np.clip((margin - (upper - q_arm)) / margin, 0.0, 1.0)
                     secondary += opts.limit_gain * margin * push
-            else:
-                secondary = zeros.copy()
-            damping = opts.damping_min + opts.damping_error_gain * float(err @ err)
             dq = _dls_step(jac, err, secondary, damping)
             q_new = q_arm + dq
-            outside = (q_new < lower) | (q_new > upper)
-            if outside.any():
+            clipped = np.minimum(np.maximum(q_new, lower), upper)
+            if (clipped != q_new).any():
                 # Saturate the joints that would leave their range and let the others take over
                 # the task, instead of clamping after the fact (which stalls at a limit).
-                fixed = np.clip(q_new, lower, upper)[outside] - q_arm[outside]
-                free = ~outside
-                secondary[outside] = 0.0
-                jac_free = jac * free
-                dq = _dls_step(jac_free, err - jac[:, outside] @ fixed, secondary, damping)
+                outside = clipped != q_new
+                fixed = clipped[outside] - q_arm[outside]
+                if secondary is not None:
+                    secondary = secondary.copy()
+                    secondary[outside] = 0.0
+                dq = _dls_step(jac * ~outside, err - jac[:, outside] @ fixed, secondary, damping)
                 dq[outside] = fixed
-            step = float(np.abs(dq).max())
-            if step > opts.max_step_rad:
-                dq *= opts.max_step_rad / step
+            step = max(dq.max(), -dq.min())
+            if step > max_step:
+                dq *= max_step / step
             q_arm = np.minimum(np.maximum(q_arm + dq, lower), upper)
-            q_pin[pin_cols] = q_arm
-        q[idx] = best_q
-        ok = best_errors[0] <= tol_p and best_errors[1] <= tol_o
-        return q, bool(ok), best_errors[0], best_errors[1], iteration
+        ok = best_pos <= tol_p and best_ori <= tol_o
+        return best_q, bool(ok), best_pos, best_ori, iteration
 
     # ----------------------------------------------------------------------------- helpers
 
@@ -629,7 +657,7 @@ class RobotKinematics:
         return self._from_pin
 
 
-def _dls_step(jac: np.ndarray, err: np.ndarray, secondary: np.ndarray, damping: float) -> np.ndarray:
+def _dls_step(jac: np.ndarray, err: np.ndarray, secondary: np.ndarray | None, damping: float) -> np.ndarray:
     """Damped least-squares step for J dq = err plus `secondary` projected into J's null space.
 
     dq = z + J^T (J J^T + damping I)^-1 (err - J z): the task part is the DLS solution and the
@@ -637,12 +665,12 @@ def _dls_step(jac: np.ndarray, err: np.ndarray, secondary: np.ndarray, damping: 
     """
     gram = jac @ jac.T
     gram.flat[:: gram.shape[0] + 1] += damping
-    rhs = err - jac @ secondary
+    rhs = err if secondary is None else err - jac @ secondary
     # LAPACK's Cholesky solve directly: numpy.linalg.solve costs 4x more on a 6x6 system.
     _, x, info = _dposv(gram, rhs)
     if info != 0:
         x = np.linalg.lstsq(gram, rhs, rcond=None)[0]
-    return secondary + jac.T @ x
+    return jac.T @ x if secondary is None else secondary + jac.T @ x
 
 
 def _lookup_frame(model: pin.Model, frame: str, what: str) -> int:
