@@ -1,0 +1,175 @@
+"""sim_node in-process with rclpy: sim-time stamps, images, JTC through a real topic, reset."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+from visualization_msgs.msg import MarkerArray
+
+from vla_ros.core.embodiment import load_embodiment
+from vla_ros.core.jtc import TrajectoryCommand
+from vla_ros.nodes import conversions as cv
+from vla_ros.nodes.sim_node import INSTRUCTION_QOS, SimNode, trajectory_command
+from vla_ros.sim.tasks import make_task
+
+SPEC = load_embodiment("fr3")
+ARM = SPEC.arms[0]
+
+
+def test_trajectory_message_conversion_keeps_jtc_fields():
+    msg = cv.make_joint_trajectory(["a", "b"], np.array([[1.0, 2.0], [3.0, 4.0]]), [0.5, 1.0],
+                                   velocities=np.array([[0.1, 0.2], [0.0, 0.0]]), stamp_s=12.0)  # fmt: skip
+    cmd = trajectory_command(msg, stamp_offset_s=2.0)
+    assert isinstance(cmd, TrajectoryCommand)
+    assert cmd.joint_names == ("a", "b") and cmd.stamp_s == pytest.approx(10.0)
+    assert cmd.points[1].time_from_start_s == pytest.approx(1.0)
+    assert cmd.points[0].velocities == (0.1, 0.2) and cmd.points[0].accelerations == ()
+    assert trajectory_command(cv.make_joint_trajectory(["a"], np.zeros((1, 1)), [1.0]), 5.0).stamp_s == 0.0
+
+
+class Probe(Node):
+    def __init__(self, context):
+        super().__init__("sim_probe", context=context)
+        self.joint_states: list[JointState] = []
+        self.clock: list[float] = []
+        self.images: list[Image] = []
+        self.instructions: list[str] = []
+        self.success: list[bool] = []
+        self.objects: list[MarkerArray] = []
+        self.create_subscription(JointState, "joint_states", self.joint_states.append, 50)
+        self.create_subscription(Clock, "/clock", lambda m: self.clock.append(cv.time_to_s(m.clock)), 50)
+        self.create_subscription(Image, "cameras/front/image_raw", self.images.append, 10)
+        self.create_subscription(String, "instruction", lambda m: self.instructions.append(m.data), INSTRUCTION_QOS)
+        self.create_subscription(Bool, "sim/success", lambda m: self.success.append(m.data), 10)
+        self.create_subscription(MarkerArray, "sim/objects", self.objects.append, 10)
+        self.traj_pub = self.create_publisher(JointTrajectory, ARM.command.topic, 10)
+        self.gripper_pub = self.create_publisher(Float64MultiArray, ARM.gripper.command.topic, 10)
+        self.reset_client = self.create_client(Trigger, "sim/reset")
+
+
+@pytest.fixture(scope="module")
+def graph():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    sim = SimNode(
+        context=context,
+        parameter_overrides=[
+            Parameter("embodiment", value="fr3"),
+            Parameter("seed", value=5),
+            Parameter("joint_state_rate_hz", value=100.0),
+            Parameter("real_time_factor", value=2.0),
+        ],
+    )
+    probe = Probe(context)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(sim)
+    executor.add_node(probe)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    yield sim, probe
+    executor.shutdown()
+    sim.destroy_node()
+    probe.destroy_node()
+    rclpy.shutdown(context=context)
+    thread.join(timeout=5)
+
+
+def _wait(predicate, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _sim_now(sim):
+    return sim.hw.time_s
+
+
+def test_joint_states_and_clock_carry_sim_time(graph):
+    sim, probe = graph
+    assert _wait(lambda: len(probe.joint_states) > 20 and len(probe.clock) > 20)
+    msg = probe.joint_states[-1]
+    assert list(msg.name) == list(ARM.joint_names) + [ARM.gripper.joint_name]
+    stamps = [cv.time_to_s(m.header.stamp) for m in probe.joint_states[-20:]]
+    # 100 Hz in simulated time: stamps 10 ms apart, whatever the wall clock does
+    np.testing.assert_allclose(np.diff(stamps), 0.01, atol=1e-6)
+    assert stamps[-1] <= _sim_now(sim) + 1e-9
+    assert min(abs(stamps[-1] - c) for c in probe.clock) < 1e-9  # the same instants appear on /clock
+
+
+def test_images_are_rgb8_stamped_at_30_hz(graph):
+    sim, probe = graph
+    assert _wait(lambda: len(probe.images) >= 4)
+    img = probe.images[-1]
+    assert (img.height, img.width, img.encoding) == (224, 224, "rgb8")
+    array = cv.image_to_array(img)
+    assert array.shape == (224, 224, 3) and array.std() > 10
+    stamps = [cv.time_to_s(m.header.stamp) for m in probe.images[-4:]]
+    np.testing.assert_allclose(np.diff(stamps), 1.0 / 30.0, atol=2.5e-3)  # on the 2 ms physics grid
+
+
+def test_follows_a_joint_trajectory_through_the_topic(graph):
+    sim, probe = graph
+    target = ARM.home_rad + np.array([0.2, -0.2, 0.1, 0.2, -0.2, 0.2, -0.3])
+    start = _sim_now(sim)
+    probe.traj_pub.publish(cv.make_joint_trajectory(ARM.joint_names, target[None, :], [1.0]))
+    assert _wait(lambda: cv.time_to_s(probe.joint_states[-1].header.stamp) > start + 1.6)
+    q = cv.joint_state_positions(probe.joint_states[-1], ARM.joint_names)
+    np.testing.assert_allclose(q, target, atol=3e-3)
+    # a partial trajectory is rejected like a real JTC would and the arm stays put
+    before = sim.rejections
+    probe.traj_pub.publish(cv.make_joint_trajectory(ARM.joint_names[:2], np.zeros((1, 2)), [0.5]))
+    assert _wait(lambda: sim.rejections == before + 1)
+    assert "allow_partial_joints_goal" in sim.last_rejection
+    t = _sim_now(sim)
+    assert _wait(lambda: cv.time_to_s(probe.joint_states[-1].header.stamp) > t + 0.6)
+    np.testing.assert_allclose(cv.joint_state_positions(probe.joint_states[-1], ARM.joint_names), target, atol=3e-3)
+
+
+def test_gripper_command_topic(graph):
+    sim, probe = graph
+    probe.gripper_pub.publish(cv.make_float64_multi_array([0.01]))
+    t = _sim_now(sim)
+    assert _wait(lambda: cv.time_to_s(probe.joint_states[-1].header.stamp) > t + 0.8)
+    assert probe.joint_states[-1].position[-1] == pytest.approx(0.01, abs=1e-3)
+
+
+def test_reset_is_seeded_and_republishes_the_instruction(graph):
+    sim, probe = graph
+    assert probe.reset_client.wait_for_service(timeout_sec=5.0)
+    future = probe.reset_client.call_async(Trigger.Request())
+    assert _wait(future.done)
+    result = future.result()
+    assert result.success
+    expected = make_task(sim.hw.scene, seed=5 + 0)  # first reset: seed + 0
+    assert result.message.startswith("episode 0 seed 5") and expected.instruction in result.message
+    assert _wait(lambda: probe.instructions and probe.instructions[-1] == expected.instruction)
+    n = len(probe.objects)
+    assert _wait(lambda: len(probe.objects) > n)
+    poses = cv.markers_to_poses(probe.objects[-1])
+    assert set(poses) == {"red_cube", "green_cube", "blue_cube"}
+    for name, pose in expected.initial_cube_poses.items():
+        np.testing.assert_allclose(poses[name][:2, 3], pose[:2], atol=2e-3)
+    assert _wait(lambda: len(probe.success) > 2) and probe.success[-1] is False
+    future = probe.reset_client.call_async(Trigger.Request())
+    assert _wait(future.done) and future.result().message.startswith("episode 1 seed 6")
+
+
+def test_real_time_factor_is_capped(graph):
+    sim, _ = graph
+    rtf = sim.real_time_factor()
+    assert 0.0 < rtf <= 2.0 * 1.1
