@@ -194,6 +194,17 @@ class RobotKinematics:
             contiguous = np.array_equal(cols, np.arange(cols[0], cols[0] + cols.shape[0]))
             self._pin_sel[arm.name] = slice(int(cols[0]), int(cols[0]) + cols.shape[0]) if contiguous else cols
         self._frame_ids = {name: _lookup_frame(model, name, "") for name in set(self._frame_names)}
+        # Frames on the universe joint never move: cache (oMb, bMo as 4x4, block-diag(bRo, bRo)).
+        self._fixed_frames: dict[int, tuple[pin.SE3, np.ndarray, np.ndarray]] = {}
+        for fid in set(self._frame_ids.values()):
+            if model.frames[fid].parentJoint == 0:
+                placement = model.frames[fid].placement.copy()
+                rot_t = placement.rotation.T
+                self._fixed_frames[fid] = (
+                    placement,
+                    placement.inverse().homogeneous,
+                    np.block([[rot_t, np.zeros((3, 3))], [np.zeros((3, 3)), rot_t]]),
+                )
 
     # ----------------------------------------------------------------------------- construction
 
@@ -358,7 +369,11 @@ class RobotKinematics:
         oMf = pin.updateFramePlacement(self._model, data, fid)
         if base is None:
             return oMf.homogeneous
-        oMb = pin.updateFramePlacement(self._model, data, self.frame_id(base))
+        bid = self.frame_id(base)
+        fixed = self._fixed_frames.get(bid)
+        if fixed is not None:
+            return fixed[1] @ oMf.homogeneous
+        oMb = pin.updateFramePlacement(self._model, data, bid)
         return oMb.actInv(oMf).homogeneous
 
     def frame_jacobian(self, q: np.ndarray, frame: str, base: str | None = None) -> np.ndarray:
@@ -372,23 +387,23 @@ class RobotKinematics:
         q_pin = self._q_pin(q)
         fid = self.frame_id(frame)
         jac = pin.computeFrameJacobian(self._model, data, q_pin, fid, pin.LOCAL_WORLD_ALIGNED)
-        if base is None:
-            return jac[:, self._to_pin_columns()]
-        bid = self.frame_id(base)
-        oMf = data.oMf[fid]
-        oMb = pin.updateFramePlacement(self._model, data, bid)
-        if self._model.frames[bid].parentJoint != 0:
-            jac_base = pin.computeFrameJacobian(self._model, data, q_pin, bid, pin.LOCAL_WORLD_ALIGNED)
-            offset = oMf.translation - oMb.translation
-            # v_rel = v_f - v_b - w_b x r = v_f - v_b + [r]x w_b
-            jac = jac.copy()
-            jac[:3] -= jac_base[:3] - pin.skew(offset) @ jac_base[3:]
-            jac[3:] -= jac_base[3:]
-        rot_t = oMb.rotation.T
-        out = np.empty_like(jac)
-        out[:3] = rot_t @ jac[:3]
-        out[3:] = rot_t @ jac[3:]
-        return out[:, self._to_pin_columns()]
+        if base is not None:
+            bid = self.frame_id(base)
+            fixed = self._fixed_frames.get(bid)
+            if fixed is not None:
+                jac = fixed[2] @ jac
+            else:
+                oMf = data.oMf[fid]
+                oMb = pin.updateFramePlacement(self._model, data, bid)
+                jac_base = pin.computeFrameJacobian(self._model, data, q_pin, bid, pin.LOCAL_WORLD_ALIGNED)
+                offset = oMf.translation - oMb.translation
+                # v_rel = v_f - v_b - w_b x r = v_f - v_b + [r]x w_b, all then rotated into base axes.
+                jac[:3] -= jac_base[:3] - pin.skew(offset) @ jac_base[3:]
+                jac[3:] -= jac_base[3:]
+                rot_t = oMb.rotation.T
+                jac[:3] = rot_t @ jac[:3]
+                jac[3:] = rot_t @ jac[3:]
+        return jac if self._identity_order else jac[:, self._from_pin]
 
     def arm_jacobian(self, q: np.ndarray, arm: str) -> np.ndarray:
         """(6, k) Jacobian of `arm`'s tool in its base frame, columns = the arm's joints only."""
@@ -638,6 +653,11 @@ class RobotKinematics:
         return data
 
     def _check_q(self, q: np.ndarray, what: str = "q") -> np.ndarray:
+        if type(q) is np.ndarray and q.shape == (self.num_joints,) and q.dtype == np.float64:
+            # Fast path for the common case; the sum is non-finite iff some entry is (or it overflows,
+            # which the slow path below then reports precisely).
+            if math.isfinite(q.sum()):
+                return q.copy()
         arr = np.asarray(q, dtype=np.float64).reshape(-1) if np.ndim(q) <= 1 else np.asarray(q)
         if arr.shape != (self.num_joints,):
             raise KinematicsError(
@@ -652,9 +672,6 @@ class RobotKinematics:
         arr = self._check_q(q)
         return arr if self._identity_order else arr[self._to_pin]
 
-    def _to_pin_columns(self) -> np.ndarray:
-        # Jacobian columns are in Pinocchio's v order; column j of the result is q's joint j.
-        return self._from_pin
 
 
 def _dls_step(jac: np.ndarray, err: np.ndarray, secondary: np.ndarray | None, damping: float) -> np.ndarray:
