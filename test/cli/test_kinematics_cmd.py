@@ -139,3 +139,18 @@ def test_real_subprocess_fk():
     np.testing.assert_allclose(out["position"], franka_flange(np.array(FR3_READY))[:3, 3], atol=1e-9)
     bad = subprocess.run([str(exe), "fk", "--embodiment", "panda", "--joints", "1,2"], capture_output=True, text=True, env=env, timeout=60, check=False)
     assert bad.returncode == 2 and "--joints needs 7 values" in bad.stderr
+
+
+def test_bench_kinematics_json(capsys):
+    code = main(["bench", "kinematics", "--json", "--embodiments", "ur5,aloha", "--chunks", "3", "--calls", "50"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["chunk_steps"] == 50
+    for name, joints in (("ur5", 6), ("aloha", 12)):
+        row = out[name]
+        assert row["joints"] == joints
+        assert row["fk_us"] > 0 and row["jacobian_us"] > 0
+        assert 0 < row["ik_chunk50_warm_ms"]["p50"] <= row["ik_chunk50_warm_ms"]["p99"]
+        # The bench's path is reachable by construction: every chunk must be solved.
+        assert row["ik_warm_chunks_all_success"] == "3/3" and row["ik_cold_chunks_all_success"] == "3/3"
+    assert isinstance(out["warm_p99_within_target"], bool)
