@@ -3,6 +3,7 @@ composed by hand here, finite differences, and IK round trips through FK."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -348,3 +349,54 @@ def test_data_workspace_is_per_thread():
     for th in threads:
         th.join()
     assert failures == []
+
+
+def _permuted_ur5(perm: list[int]):
+    spec = load_embodiment("ur5")
+    arm = spec.arms[0]
+    lim = arm.limits
+    limits = dataclasses.replace(
+        lim,
+        lower_rad=lim.lower_rad[perm],
+        upper_rad=lim.upper_rad[perm],
+        velocity_rad_s=lim.velocity_rad_s[perm],
+        acceleration_rad_s2=lim.acceleration_rad_s2[perm],
+    )
+    arm = dataclasses.replace(
+        arm, joint_names=tuple(arm.joint_names[i] for i in perm), limits=limits, home_rad=arm.home_rad[perm]
+    )
+    return dataclasses.replace(spec, arms=(arm,))
+
+
+def test_q_follows_the_spec_joint_order_not_the_urdf_order():
+    # Drivers may list joints in any order (ur_robot_driver's joint_states is not chain order).
+    perm = [2, 0, 1, 3, 5, 4]
+    kin = kin_for("ur5")
+    shuffled = RobotKinematics.from_embodiment(_permuted_ur5(perm))
+    assert shuffled.joint_names == tuple(kin.joint_names[i] for i in perm)
+    base, tool = kin.arm_frames("arm")
+    for q in random_qs(kin, 20, seed=10, margin_rad=0.1):
+        np.testing.assert_allclose(shuffled.frame_pose(q[perm], tool, base), kin.frame_pose(q, tool, base), atol=1e-12)
+        np.testing.assert_allclose(
+            shuffled.frame_jacobian(q[perm], tool, base), kin.frame_jacobian(q, tool, base)[:, perm], atol=1e-12
+        )
+    q_true = np.array([0.3, -1.2, 1.5, -0.7, 0.8, 0.2])
+    target = arm_tool_pose(kin, q_true, "arm")
+    result = shuffled.solve_ik_chunk(np.stack([target] * 2), "arm", (q_true + 0.05)[perm])
+    assert result.all_success
+    np.testing.assert_allclose(kin.frame_pose(result.q[-1][np.argsort(perm)], tool, base), target, atol=2e-4)
+
+
+def test_bimanual_arms_in_any_config_order():
+    spec = load_embodiment("aloha")
+    kin = kin_for("aloha")
+    swapped = RobotKinematics.from_embodiment(dataclasses.replace(spec, arms=spec.arms[::-1]))
+    assert swapped.joint_names == kin.joint_names[6:] + kin.joint_names[:6]
+    q = random_qs(kin, 1, seed=11, margin_rad=0.3)[0]
+    q_swapped = np.r_[q[6:], q[:6]]
+    for arm in kin.arm_names:
+        np.testing.assert_allclose(arm_tool_pose(swapped, q_swapped, arm), arm_tool_pose(kin, q, arm), atol=1e-12)
+    target = arm_tool_pose(kin, q, "follower_right")
+    result = swapped.solve_ik_chunk(target[None], "follower_right", np.r_[q[6:] + 0.05, q[:6]])
+    assert result.all_success
+    np.testing.assert_array_equal(result.q[0][6:], q[:6])  # the left arm (now second) is untouched
