@@ -22,3 +22,8 @@ register_policy(
     "vla_ros.policies.checkpoints.openvla:make_openvla_policy",
     "a released OpenVLA checkpoint folder (HF layout): checkpoint:=PATH unnorm_key:=DATASET",
 )
+register_policy(
+    "pi0",
+    "vla_ros.policies.checkpoints.pi0:make_pi0_policy",
+    "a pi0 checkpoint folder (transformers PI0 + openpi norm_stats.json): checkpoint:=PATH [unnorm_key:=ASSET]",
+)

@@ -47,15 +47,12 @@ class TensorFolder:
         return self.files.get(key, "?")
 
 
-def load_safetensors_folder(folder: Path) -> TensorFolder:
-    """Read `model.safetensors.index.json` + its shards, or a single `model.safetensors`.
+def shard_map(folder: Path) -> dict[str, list[str]]:
+    """shard file -> the keys the index assigns to it (a single file maps to []).
 
-    Every shard the index lists must exist and hold exactly the keys the index assigns to it.
+    Fails, naming the file, when the index lists a shard that is not in the folder.
     """
-    from safetensors import safe_open
-
-    index_path = folder / "model.safetensors.index.json"
-    if index_path.is_file():
+    if (folder / "model.safetensors.index.json").is_file():
         index = read_json(folder, "model.safetensors.index.json")
         weight_map = require_field(index, "weight_map", "model.safetensors.index.json")
         by_file: dict[str, list[str]] = {}
@@ -67,16 +64,26 @@ def load_safetensors_folder(folder: Path) -> TensorFolder:
         raise CheckpointError(
             f"checkpoint folder {folder} has neither model.safetensors.index.json nor model.safetensors"
         )
-    tensors: dict[str, torch.Tensor] = {}
-    files: dict[str, str] = {}
     for fname, keys in sorted(by_file.items()):
-        shard = folder / fname
-        if not shard.is_file():
+        if not (folder / fname).is_file():
             raise CheckpointError(
                 f"missing shard {fname} in {folder}: model.safetensors.index.json assigns "
                 f"{len(keys)} tensors to it (e.g. '{keys[0]}')"
             )
-        with safe_open(str(shard), framework="pt") as f:
+    return by_file
+
+
+def load_safetensors_folder(folder: Path) -> TensorFolder:
+    """Read `model.safetensors.index.json` + its shards, or a single `model.safetensors`.
+
+    Every shard the index lists must exist and hold exactly the keys the index assigns to it.
+    """
+    from safetensors import safe_open
+
+    tensors: dict[str, torch.Tensor] = {}
+    files: dict[str, str] = {}
+    for fname, keys in sorted(shard_map(folder).items()):
+        with safe_open(str(folder / fname), framework="pt") as f:
             present = set(f.keys())
             wanted = keys or sorted(present)
             absent = [k for k in wanted if k not in present]

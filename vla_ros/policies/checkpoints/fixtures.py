@@ -374,3 +374,104 @@ def random_image(seed: int, height: int = 48, width: int = 64) -> np.ndarray:
     base = 0.5 + 0.3 * np.sin(6 * x + 4 * y + np.array([0.0, 1.0, 2.0]))
     img = np.clip(base + rng.normal(0, 0.05, size=(height, width, 3)), 0, 1)
     return (img * 255).astype(np.uint8)
+
+
+# ---- π0 ----------------------------------------------------------------------------------------
+
+def write_gemma_style_tokenizer(path: str | Path, vocab_size: int) -> None:
+    """A character-level tokenizer laid out like PaliGemma's (Gemma): <pad>=0, <eos>=1, <bos>=2,
+    <unk>=3, no dummy prefix, spaces as "▁", byte fallback; "<image>" is added after the base
+    vocabulary (id `vocab_size`, PaliGemma's image token id)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    vocab: dict[str, int] = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    for ch in ["\n", "▁"] + [chr(c) for c in range(33, 127)]:
+        vocab[ch] = len(vocab)
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    if len(vocab) > vocab_size:
+        raise ValueError(f"vocab_size must be at least {len(vocab)} for this tokenizer, got {vocab_size}")
+    while len(vocab) < vocab_size:
+        vocab[f"<unused{len(vocab)}>"] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<pad>", "<eos>", "<bos>", "<unk>")])
+    tok.add_special_tokens([AddedToken("<image>", special=True, normalized=False)])
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "add_bos_token": True, "add_eos_token": False, "bos_token": "<bos>", "eos_token": "<eos>",
+        "pad_token": "<pad>", "unk_token": "<unk>", "model_max_length": 48, "padding_side": "right",
+        "tokenizer_class": "GemmaTokenizer", "processor_class": "PI0Processor",
+    }, indent=2))
+    (path / "special_tokens_map.json").write_text(json.dumps({
+        "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
+        "additional_special_tokens": ["<image>"],
+    }, indent=2))
+
+
+def aloha_openpi_norm_stats(seed: int = 0, dims: int = 14, padded_to: int = 32) -> dict[str, Any]:
+    """openpi `norm_stats.json` content for a 14-D ALOHA state/action, padded with zero stats to
+    32 dims as openpi computes them after padding to the model's action dimension."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key in ("state", "actions"):
+        mean = rng.uniform(-0.5, 0.5, dims)
+        std = rng.uniform(0.1, 0.6, dims)
+        q01 = mean - 2.5 * std
+        q99 = mean + 2.5 * std
+        pad = np.zeros(padded_to - dims)
+        out[key] = {n: np.concatenate([v, pad]).tolist() for n, v in
+                    (("mean", mean), ("std", std), ("q01", q01), ("q99", q99))}
+    return {"norm_stats": out}
+
+
+def tiny_pi0_config(chunk_size: int = 50, max_dim: int = 32, image_size: int = 28, vocab_size: int = 512):
+    """A PI0Config with the real structure (PaliGemma = SigLIP + Gemma, Gemma action expert) at tiny size."""
+    from transformers import PI0Config
+
+    return PI0Config(
+        vlm_config={
+            "model_type": "paligemma",
+            "text_config": {"model_type": "gemma", "hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64,
+                            "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
+                            "vocab_size": vocab_size},
+            "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                              "num_hidden_layers": 2, "num_attention_heads": 2, "patch_size": 14,
+                              "image_size": image_size, "vision_use_head": False},
+            "projection_dim": 32,
+            "image_token_id": vocab_size,
+        },
+        # The expert shares the VLM's layer count, KV heads and head_dim: it attends to its cache.
+        dit_config={"model_type": "gemma", "hidden_size": 16, "num_hidden_layers": 2, "intermediate_size": 32,
+                    "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16},
+        chunk_size=chunk_size, max_state_dim=max_dim, max_action_dim=max_dim, num_inference_steps=10,
+    )
+
+
+def write_pi0_fixture(path: str | Path, *, seed: int = 0, asset_id: str = "trossen",
+                      max_shard_size: str | None = "200KB") -> Path:
+    """A tiny π0 folder: PI0Config/weights via save_pretrained (transformers' on-disk π0 names,
+    i.e. `paligemma_with_expert.*`, `action_in_proj`, ...), a Gemma-style tokenizer, and openpi
+    statistics under `assets/<asset_id>/norm_stats.json` as openpi checkpoints keep them."""
+    from transformers import PI0ForConditionalGeneration
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = tiny_pi0_config()
+    model = PI0ForConditionalGeneration(config)
+    # The default init leaves the output projections near zero; widen every weight so that the
+    # velocity field (and so the test's comparison) depends on every part of the network.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.normal_(0.0, 0.3)
+    model.save_pretrained(str(path), **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+    write_gemma_style_tokenizer(path, config.vlm_config.text_config.vocab_size)
+    assets = path / "assets" / asset_id
+    assets.mkdir(parents=True, exist_ok=True)
+    (assets / "norm_stats.json").write_text(json.dumps(aloha_openpi_norm_stats(seed), indent=2))
+    return path
