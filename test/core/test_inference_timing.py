@@ -43,39 +43,82 @@ def test_latency_estimator_quantile():
         p90.add(-1.0)
 
 
-def _simulate(mode: str, latency_s: float, T: int = 10, period_s: float = 0.1, n_chunks: int = 20):
-    """Event simulation of the node loop: returns the total stall time (no row left to execute)."""
-    sched = InferenceScheduler(mode=mode, margin_s=0.02, latency=LatencyEstimator(initial_s=latency_s))
-    t = 0.0
+def _simulate(mode, latency_s, T=10, period_s=0.1, duration_s=20.0, max_in_flight=1, lookahead_steps=0,
+              margin_s=0.02, dt=0.001):
+    """Time-stepped simulation of the node loop; returns (stall time, chunks published, least
+    slack). Stall: time after the first chunk when the newest published chunk has run out.
+    Slack: how long before the newest chunk runs out the next one arrives, in steady state
+    (from the second seam on: the first inference alone tells the chunk length)."""
+    sched = InferenceScheduler(mode=mode, margin_s=margin_s, latency=LatencyEstimator(initial_s=latency_s),
+                               lookahead_steps=lookahead_steps, max_in_flight=max_in_flight)
+    running = []  # (finish time, observation stamp)
+    newest_end = None
     stall = 0.0
-    end = None
-    for _ in range(n_chunks):
-        start = max(t, sched.next_start_s)  # the worker is free from t on
-        obs_stamp = start
-        arrival = start + latency_s
-        if end is not None and arrival > end + 1e-12:
-            stall += arrival - end
-        sched.on_latency(latency_s)
-        sched.on_chunk(obs_stamp, T, period_s)
-        end = chunk_end_s(obs_stamp, T, period_s)
-        t = arrival
-    return stall
+    published = 0
+    slacks = []
+    for k in range(int(duration_s / dt)):
+        t = k * dt
+        for job in [j for j in running if j[0] <= t + 1e-12]:
+            running.remove(job)
+            sched.on_finish()
+            sched.on_latency(latency_s)
+            sched.on_chunk(job[1], T, period_s)
+            if newest_end is not None:
+                slacks.append(newest_end - t)
+            newest_end = max(newest_end or -1.0, chunk_end_s(job[1], T, period_s))
+            published += 1
+        if sched.due(t):
+            sched.on_start(t)
+            running.append((t + latency_s, t))
+        if newest_end is not None and t >= newest_end - 1e-12:
+            stall += dt
+    return stall, published, min(slacks[1:], default=math.inf)
 
 
-def test_async_never_stalls_when_latency_fits_and_sync_stalls_every_seam():
-    # latency = 50 % of the 1 s chunk: the break-even point for back-to-back inference
-    assert _simulate("async", 0.5) == 0.0
-    assert _simulate("async", 0.3) == 0.0
-    assert _simulate("sync", 0.5) == pytest.approx(19 * 0.5)
-    # above half the chunk even async stalls, by 2 L - T p per seam once back to back
-    assert _simulate("async", 0.6) == pytest.approx(19 * 0.2)
+def test_async_keeps_the_arm_moving_and_sync_waits_every_seam():
+    # latency = 30 % of the 1 s chunk: one worker suffices
+    stall, _, slack = _simulate("async", 0.3)
+    assert stall == 0.0 and slack == pytest.approx(0.02, abs=0.002)  # arrives `margin` early
+    stall, n, _ = _simulate("sync", 0.3)
+    # sync: every chunk runs out, then one latency of waiting (to within the time step)
+    assert stall == pytest.approx((n - 1) * 0.3, abs=n * 0.002)
+
+
+def test_latency_of_half_a_chunk_needs_pipelining():
+    # one worker: the break-even point; each chunk arrives just as the previous one runs out,
+    # never the 2 rows + margin ahead an interpolating controller wants
+    stall_1, n1, slack_1 = _simulate("async", 0.5, lookahead_steps=2)
+    assert stall_1 == 0.0 and slack_1 == pytest.approx(0.0, abs=0.002)
+    # two inferences in flight: started every (T - 2) p - L - m = 0.28 s, arriving 0.22 s early
+    stall_2, n2, slack_2 = _simulate("async", 0.5, lookahead_steps=2, max_in_flight=2)
+    assert stall_2 == 0.0 and slack_2 == pytest.approx(0.22, abs=0.002) and n2 > n1
+    # above half a chunk one worker stalls 2 L - T p per seam
+    stall_3, n3, _ = _simulate("async", 0.6)
+    assert stall_3 == pytest.approx((n3 - 1) * 0.2, abs=n3 * 0.002)
+    # sync never pipelines
+    assert InferenceScheduler(mode="sync", max_in_flight=4).max_in_flight == 1
+
+
+def test_first_inference_blocks_pipelining_until_the_chunk_length_is_known():
+    sched = InferenceScheduler(mode="async", max_in_flight=3)
+    assert sched.due(0.0)
+    sched.on_start(0.0)
+    assert not sched.due(100.0)  # T and period unknown yet
+    sched.on_finish()
+    sched.on_chunk(0.0, 10, 0.1)
+    assert sched.in_flight == 0 and sched.due(1.0 - 0.02)
+    with pytest.raises(RuntimeError, match="without a matching on_start"):
+        sched.on_finish()
 
 
 def test_latency_longer_than_horizon_is_reported():
     sched = InferenceScheduler(mode="async", margin_s=0.0, latency=LatencyEstimator(initial_s=0.51))
     assert sched.due(0.0) and sched.next_start_s == -math.inf
     sched.on_chunk(0.0, 10, 0.1)
-    assert sched.latency_exceeds_horizon
+    assert sched.latency_exceeds_horizon  # 0.51 > 1.0 - 0.51
+    two = InferenceScheduler(mode="async", margin_s=0.0, latency=LatencyEstimator(initial_s=0.51), max_in_flight=2)
+    two.on_chunk(0.0, 10, 0.1)
+    assert not two.latency_exceeds_horizon  # 0.51 <= 2 * 0.49
     assert sched.due(0.49) and not sched.due(0.48)  # 1.0 s chunk end - 0.51 s latency
     sched.reset()
     assert not sched.latency_exceeds_horizon and sched.due(-100.0)

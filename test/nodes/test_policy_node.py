@@ -258,6 +258,22 @@ def test_async_chunks_arrive_before_the_executing_one_runs_out(harness):
     assert np.median(np.diff(stamps)) > 0.25
 
 
+def test_pipelined_inferences_keep_chunks_ahead_of_the_arm(harness):
+    # latency 0.3 s = half of the 10 x 0.06 s chunk: two inferences in flight keep each new
+    # chunk arriving 2 rows (+ margin) before the previous one runs out
+    h = harness(policy_kwargs='{"latency_s": 0.3, "steps": 10, "period_s": 0.06}', mode="async",
+                max_concurrent_inferences=2, lookahead_steps=2, warmup=False)
+    h.start()
+    h.stream()
+    assert h.wait_for(lambda: len(h.chunks) >= 6, timeout_s=6)
+    h.stop_stream()
+    stamps = [cv.time_to_s(m.header.stamp) for _, m in h.chunks]
+    assert all(np.diff(stamps) > 0)  # published in capture order
+    # from the second seam on (the first inference alone tells the chunk length)
+    for (_, prev), (arrived, _) in list(zip(h.chunks, h.chunks[1:]))[1:]:
+        assert arrived <= cv.time_to_s(prev.header.stamp) + 0.6 - 2 * 0.06 + 0.02
+
+
 def test_sync_mode_waits_for_the_chunk_to_end(harness):
     h = harness(policy_kwargs='{"latency_s": 0.05, "steps": 6}', mode="sync")
     h.start()

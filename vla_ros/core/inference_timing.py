@@ -18,8 +18,9 @@ starts. So:
   one inference latency at every seam; kept for comparison.
 
 With one inference at a time, a latency above half the chunk duration stalls whatever the
-schedule; `InferenceScheduler` then starts inferences back to back and
-`latency_exceeds_horizon` says so.
+schedule (each chunk arrives `latency` late and the next takes `latency` again);
+`InferenceScheduler` can then pipeline (`max_in_flight` > 1), and `latency_exceeds_horizon`
+says when even that cannot keep up.
 """
 
 from __future__ import annotations
@@ -89,69 +90,114 @@ def next_inference_start_s(
     period_s: float,
     latency_estimate_s: float,
     margin_s: float,
+    lookahead_steps: int = 0,
 ) -> float:
-    """The time the next inference should start, given the executing chunk (see module doc)."""
+    """The time the next inference should start, given the newest chunk (see module doc).
+
+    lookahead_steps: rows of the old chunk that should still lie ahead when the new one
+    arrives; an interpolating controller starts to slow down into a chunk's last rows, so
+    2 keeps a cubic-spline executor moving through the seam. Sync mode ignores it.
+    """
     if mode not in INFERENCE_MODES:
         raise ValueError(f"inference mode must be one of {INFERENCE_MODES}, got '{mode}'")
     end = chunk_end_s(chunk_stamp_s, num_steps, period_s)
     if mode == "sync":
         return end
-    return end - latency_estimate_s - margin_s
+    return end - lookahead_steps * period_s - latency_estimate_s - margin_s
 
 
 @dataclass(frozen=True)
-class _Executing:
-    stamp_s: float
+class _Geometry:
     num_steps: int
     period_s: float
 
 
 class InferenceScheduler:
-    """Tracks the executing chunk and the latency; answers `due(now_s)`.
+    """Decides when the next inference may start; the node reports what happens.
 
-    The node calls `on_chunk` when it publishes a chunk, `on_latency` with every measured
-    inference latency, and starts an inference when the worker is idle and `due(now)` holds.
-    With no chunk yet, an inference is always due.
+    The node calls `on_start(observation_stamp_s)` when it hands an observation to a worker,
+    `on_finish()` when that inference ends (published or not), `on_chunk` when it publishes a
+    chunk and `on_latency` with every measured latency; it starts an inference when `due(now)`.
+
+    The next start is computed from the newest chunk that exists *or is being computed* (its
+    stamp is the observation's), so with `max_in_flight` > 1 a second inference starts while
+    the first still runs: pipelining, the only way to keep the arm moving when the latency
+    exceeds half a chunk. Sync mode always runs one inference at a time. Until the first
+    chunk tells the chunk length, only one inference runs.
     """
 
     def __init__(self, mode: InferenceMode = "async", margin_s: float = 0.02,
-                 latency: LatencyEstimator | None = None) -> None:  # fmt: skip
+                 latency: LatencyEstimator | None = None, lookahead_steps: int = 0,
+                 max_in_flight: int = 1) -> None:  # fmt: skip
         if mode not in INFERENCE_MODES:
             raise ValueError(f"inference mode must be one of {INFERENCE_MODES}, got '{mode}'")
         if not (math.isfinite(margin_s) and margin_s >= 0.0):
             raise ValueError(f"margin_s must be a finite number of seconds >= 0, got {margin_s}")
+        if lookahead_steps < 0:
+            raise ValueError(f"lookahead_steps must be >= 0, got {lookahead_steps}")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self.mode: InferenceMode = mode
         self.margin_s = float(margin_s)
+        self.lookahead_steps = int(lookahead_steps)
+        self.max_in_flight = 1 if mode == "sync" else int(max_in_flight)
         self.latency = latency if latency is not None else LatencyEstimator()
-        self._executing: _Executing | None = None
+        self._geometry: _Geometry | None = None
+        self._newest_stamp_s: float | None = None
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def on_start(self, observation_stamp_s: float) -> None:
+        self._in_flight += 1
+        s = float(observation_stamp_s)
+        self._newest_stamp_s = s if self._newest_stamp_s is None else max(self._newest_stamp_s, s)
+
+    def on_finish(self) -> None:
+        if self._in_flight == 0:
+            raise RuntimeError("InferenceScheduler.on_finish without a matching on_start")
+        self._in_flight -= 1
 
     def on_chunk(self, stamp_s: float, num_steps: int, period_s: float) -> None:
         chunk_end_s(stamp_s, num_steps, period_s)  # validates
-        self._executing = _Executing(float(stamp_s), int(num_steps), float(period_s))
+        self._geometry = _Geometry(int(num_steps), float(period_s))
+        s = float(stamp_s)
+        self._newest_stamp_s = s if self._newest_stamp_s is None else max(self._newest_stamp_s, s)
 
     def on_latency(self, latency_s: float) -> None:
         self.latency.add(latency_s)
 
     def reset(self) -> None:
-        """Forget the executing chunk (the next inference is due at once); keep latencies."""
-        self._executing = None
+        """Forget the chunks (the next inference is due at once); keep latencies and the count
+        of inferences still running (they will report on_finish)."""
+        self._geometry = None
+        self._newest_stamp_s = None
 
     @property
     def next_start_s(self) -> float:
-        if self._executing is None:
-            return -math.inf
-        e = self._executing
-        return next_inference_start_s(self.mode, e.stamp_s, e.num_steps, e.period_s,
-                                      self.latency.estimate_s, self.margin_s)  # fmt: skip
+        if self._geometry is None or self._newest_stamp_s is None:
+            # Nothing executing: start now, unless the first inference is still running (the
+            # chunk length is unknown until it returns).
+            return -math.inf if self._in_flight == 0 else math.inf
+        g = self._geometry
+        return next_inference_start_s(self.mode, self._newest_stamp_s, g.num_steps, g.period_s,
+                                      self.latency.estimate_s, self.margin_s, self.lookahead_steps)  # fmt: skip
 
     def due(self, now_s: float) -> bool:
-        return now_s >= self.next_start_s
+        return self._in_flight < self.max_in_flight and now_s >= self.next_start_s
 
     @property
     def latency_exceeds_horizon(self) -> bool:
-        """True when back-to-back inferences cannot keep up: each chunk arrives `latency` late
-        and the next takes `latency` again, so latency must not exceed half the chunk."""
-        if self._executing is None:
+        """True when the arm will wait between chunks whatever the schedule: consecutive
+        starts must be `spacing` = (T - lookahead) * period - latency - margin apart, and
+        `max_in_flight` inferences of `latency` each must fit in that."""
+        if self._geometry is None:
             return False
-        e = self._executing
-        return self.latency.estimate_s + self.margin_s > e.num_steps * e.period_s / 2.0
+        g = self._geometry
+        latency = self.latency.estimate_s
+        spacing = (g.num_steps - self.lookahead_steps) * g.period_s - latency - self.margin_s
+        if self.mode == "sync":
+            return False  # sync waits by design
+        return spacing <= 0.0 or latency > self.max_in_flight * spacing

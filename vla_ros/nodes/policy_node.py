@@ -96,6 +96,7 @@ class PolicyNodeStats:
 
     chunks_published: int = 0
     inference_failures: int = 0
+    chunks_superseded: int = 0
     joint_state_messages: int = 0
     image_messages: int = 0
     refusals: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -121,6 +122,9 @@ class PolicyNode(LifecycleNode):
         d("max_observation_age_s", 0.5, _desc("readings older than this (s) are stale: no observation"))
         d("latency_margin_s", 0.02, _desc("async: start this much earlier than the latency estimate requires (s)"))
         d("latency_quantile", 0.9, _desc("quantile of recent latencies used as the latency estimate"))
+        d("lookahead_steps", 2, _desc("async: chunk rows that should still lie ahead when the next chunk arrives"))
+        d("max_concurrent_inferences", 1, _desc("async: inferences allowed in flight at once (> 1 pipelines; "
+                                                "the policy must then be thread-safe)"))
         d("poll_period_s", 0.01, _desc("how often the node checks whether the next inference is due (s)"))
         d("diagnostics_period_s", 1.0, _desc("period of the diagnostics status (s)"))
         d("warmup", True, _desc("run one inference on a synthetic observation at configure"))
@@ -133,10 +137,10 @@ class PolicyNode(LifecycleNode):
         self._sync: ObservationSync | None = None
         self._scheduler: InferenceScheduler | None = None
         self._active = False
-        self._busy = False
         self._generation = 0
+        self._last_published_stamp_s = -math.inf
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._subscriptions: list = []
         self._timers: list = []
         self._chunk_pub = None
@@ -168,6 +172,8 @@ class PolicyNode(LifecycleNode):
         for name in ("poll_period_s", "diagnostics_period_s"):
             if not p(name) > 0:
                 raise ValueError(f"parameter '{name}' must be > 0 s, got {p(name)}")
+        if p("max_concurrent_inferences") < 1:
+            raise ValueError(f"parameter 'max_concurrent_inferences' must be >= 1, got {p('max_concurrent_inferences')}")
         self.spec = load_embodiment(embodiment)
         kwargs = parse_policy_kwargs(p("policy_kwargs"))
         if p("checkpoint"):
@@ -191,6 +197,8 @@ class PolicyNode(LifecycleNode):
             mode=mode,
             margin_s=p("latency_margin_s"),
             latency=LatencyEstimator(quantile=p("latency_quantile"), initial_s=warm_latency_s),
+            lookahead_steps=p("lookahead_steps"),
+            max_in_flight=p("max_concurrent_inferences"),
         )
         self.stats = PolicyNodeStats()
 
@@ -211,8 +219,10 @@ class PolicyNode(LifecycleNode):
             subs.append(self.create_subscription(MarkerArray, "sim/objects", self._on_objects, 10))
         self._timers.append(self.create_timer(p("poll_period_s"), self._on_poll))
         self._timers.append(self.create_timer(p("diagnostics_period_s"), self._publish_diagnostics))
-        self._worker = threading.Thread(target=self._work, name="policy_inference", daemon=True)
-        self._worker.start()
+        for k in range(self._scheduler.max_in_flight):
+            worker = threading.Thread(target=self._work, name=f"policy_inference_{k}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
         self.get_logger().info(
             f"configured: policy '{policy_name}', mode {mode}, cameras "
             f"{[c.slot for c in self.spec.cameras]}, warm-up latency {warm_latency_s * 1e3:.1f} ms"
@@ -237,6 +247,7 @@ class PolicyNode(LifecycleNode):
         self.policy.reset()
         with self._lock:
             self._scheduler.reset()
+            self._last_published_stamp_s = -math.inf
             self._active = True
         self.get_logger().info("active: publishing action chunks")
         return super().on_activate(state)
@@ -260,13 +271,14 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             self._active = False
             self._generation += 1
-        if self._worker is not None:
+        for _ in self._workers:
             self._jobs.put(None)
-            self._worker.join(timeout=30.0)
-            if self._worker.is_alive():
-                self.get_logger().warn("inference thread still running after 30 s; abandoning it")
-            self._worker = None
-            self._jobs = queue.Queue()
+        for worker in self._workers:
+            worker.join(timeout=30.0)
+            if worker.is_alive():
+                self.get_logger().warn(f"{worker.name} still running after 30 s; abandoning it")
+        self._workers = []
+        self._jobs = queue.Queue()
         for t in self._timers:
             self.destroy_timer(t)
         for s in self._subscriptions:
@@ -282,7 +294,6 @@ class PolicyNode(LifecycleNode):
             close()
         del policy
         self._sync = self._scheduler = None
-        self._busy = False
         gc.collect()
         # Only if torch is already loaded: a scripted policy must not pull torch in here.
         torch = sys.modules.get("torch")
@@ -349,7 +360,7 @@ class PolicyNode(LifecycleNode):
     def _on_poll(self) -> None:
         now = self._now_s()
         with self._lock:
-            if not self._active or self._busy or self._sync is None or self._scheduler is None:
+            if not self._active or self._sync is None or self._scheduler is None:
                 return
             if not self._scheduler.due(now):
                 return
@@ -363,7 +374,7 @@ class PolicyNode(LifecycleNode):
             self.stats.last_refusal = ""
             self.stats.last_observation_age_s = assembly.age_s
             self.stats.last_sync_spread_s = assembly.spread_s
-            self._busy = True
+            self._scheduler.on_start(assembly.observation.stamp_s)
             job = _Job(assembly.observation, now, time.perf_counter(), self._generation)
         self._jobs.put(job)
 
@@ -376,7 +387,8 @@ class PolicyNode(LifecycleNode):
                 self._run_job(job)
             finally:
                 with self._lock:
-                    self._busy = False
+                    if self._scheduler is not None:
+                        self._scheduler.on_finish()
 
     def _run_job(self, job: _Job) -> None:
         policy = self.policy
@@ -399,7 +411,12 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             if not self._active or job.generation != self._generation or self._chunk_pub is None:
                 return
+            if chunk.stamp_s <= self._last_published_stamp_s:
+                # Pipelined inferences may finish out of order; a newer chunk is already out.
+                self.stats.chunks_superseded += 1
+                return
             self._chunk_pub.publish(msg)
+            self._last_published_stamp_s = chunk.stamp_s
             now = self._now_s()
             latency = max(0.0, now - job.start_clock_s)
             assert self._scheduler is not None
@@ -419,7 +436,10 @@ class PolicyNode(LifecycleNode):
             if s.last_refusal:
                 level, message = "warn", f"no observation: {s.last_refusal}"
             elif self._scheduler.latency_exceeds_horizon:
-                level, message = "warn", "inference latency exceeds half the chunk: the arm will wait between chunks"
+                level, message = "warn", (
+                    "inference latency too long for the chunk: the arm will wait between chunks "
+                    "(raise max_concurrent_inferences or use longer chunks)"
+                )
             if s.last_error and s.inference_failures and s.chunks_published == 0:
                 level, message = "error", f"inference failing: {s.last_error}"
             values = {
@@ -430,6 +450,7 @@ class PolicyNode(LifecycleNode):
                 "observation_age_s": _fmt(s.last_observation_age_s),
                 "sync_spread_s": _fmt(s.last_sync_spread_s),
                 "inference_failures": s.inference_failures,
+                "in_flight": self._scheduler.in_flight,
                 **{f"refusals_{k}": v for k, v in sorted(s.refusals.items())},
             }
             msg = cv.make_diagnostics(f"{self.get_name()}: policy", level, message, values, stamp_s=self._now_s())
