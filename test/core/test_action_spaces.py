@@ -281,3 +281,42 @@ def test_default_space_comes_from_the_spec(space):
     spec, kin = setup("fr3")
     assert ActionAdapter(spec, kin).space == spec.action_space
     assert ActionAdapter(spec, kin, space).names == action_names(spec, space)
+
+
+@pytest.mark.parametrize("name", ["fr3", "ur5e", "aloha"])
+@pytest.mark.parametrize("space", SPACES)
+def test_to_action_values_inverts_to_joint_targets(name, space):
+    spec, kin = setup(name)
+    adapter = ActionAdapter(spec, kin, space)
+    q0 = kin.home_rad if name != "aloha" else np.tile([0.0, -0.5, 0.6, 0.0, 0.8, 0.0], 2)
+    rng = np.random.default_rng(4)
+    # A smooth joint path away from q0 (small steps, as a teleop stream or a recording has).
+    positions = q0 + np.cumsum(rng.uniform(-0.02, 0.02, size=(6, kin.num_joints)), axis=0)
+    gripper = rng.uniform(0, 1, size=(6, len(adapter.gripper_joint_names)))
+    values = adapter.to_action_values(positions, gripper, q0)
+    assert values.shape == (6, len(adapter.names))
+    out = adapter.to_joint_targets(chunk(adapter.names, values), q0)
+    np.testing.assert_allclose(out.gripper, gripper, atol=0)
+    assert out.ik_success.all()
+    if space.startswith("joint"):
+        np.testing.assert_allclose(out.positions, positions, atol=1e-12)
+    else:
+        for arm in kin.arm_names:
+            for t in range(6):
+                want, got = tool_pose(kin, positions[t], arm), tool_pose(kin, out.positions[t], arm)
+                assert np.linalg.norm(got[:3, 3] - want[:3, 3]) <= 1e-4
+                assert angle_between(got[:3, :3], want[:3, :3]) <= 1e-3
+
+
+def test_to_action_values_hand_computed_ee_delta():
+    spec, kin = setup("fr3")
+    adapter = ActionAdapter(spec, kin, "ee_delta")
+    q0 = kin.home_rad
+    q1 = q0.copy()
+    q1[0] += 0.1  # joint 1 turns the whole arm about the base z axis by 0.1 rad
+    values = adapter.to_action_values(q1[None], np.ones((1, 1)), q0)
+    start = tool_pose(kin, q0)
+    moved = rz(0.1) @ start[:3, 3]
+    np.testing.assert_allclose(values[0, :3], moved - start[:3, 3], atol=1e-12)
+    np.testing.assert_allclose(values[0, 3:6], [0.0, 0.0, 0.1], atol=1e-12)
+    assert values[0, 6] == 1.0

@@ -299,6 +299,50 @@ class ActionAdapter:
         q_ref = np.asarray(q_reference, dtype=np.float64)
         return {arm.name: self._ee_targets(arm, values, q_ref) for arm in self.spec.arms}
 
+    def to_action_values(self, positions: np.ndarray, gripper: np.ndarray, q_reference: np.ndarray) -> np.ndarray:
+        """The inverse of `to_joint_targets`: (T, len(names)) action rows that reach `positions`.
+
+        positions (T, n) joints in spec.joint_names order, gripper (T, g) normalised, q_reference (n,)
+        the configuration before row 0 (the origin of joint_delta / ee_delta rows). Used to store
+        what was actually commanded (teleop, recording) in a policy's action space.
+        """
+        n = len(self.spec.joint_names)
+        q = np.asarray(positions, dtype=np.float64)
+        if q.ndim != 2 or q.shape[1] != n or q.shape[0] == 0:
+            raise ActionSpaceError(f"positions must have shape (T >= 1, {n}), got {q.shape}")
+        steps = q.shape[0]
+        g = np.asarray(gripper, dtype=np.float64).reshape(steps, -1)
+        if g.shape[1] != len(self._gripper_columns):
+            raise ActionSpaceError(
+                f"gripper must have shape ({steps}, {len(self._gripper_columns)}) for {list(self._gripper_columns)}, "
+                f"got {np.shape(gripper)}"
+            )
+        q_ref = np.asarray(q_reference, dtype=np.float64)
+        if q_ref.shape != (n,):
+            raise ActionSpaceError(f"q_reference must have shape ({n},), got {q_ref.shape}")
+        values = np.empty((steps, len(self.names)))
+        for column, g_col in zip(self._gripper_columns, g.T):
+            values[:, self._column[column]] = g_col
+        if self.space == "joint_position":
+            values[:, [self._column[c] for c in self._joint_columns()]] = q
+            return values
+        if self.space == "joint_delta":
+            values[:, [self._column[c] for c in self._joint_columns()]] = np.diff(np.vstack([q_ref, q]), axis=0)
+            return values
+        for arm in self.spec.arms:
+            base, tool = self.kin.arm_frames(arm.name)
+            poses = np.array([self.kin.frame_pose(row, tool, base) for row in np.vstack([q_ref, q])])
+            cols = [self._column[c] for c in _arm_columns(arm, self.space)]
+            if self.space == "ee_pose":
+                values[:, cols[:3]] = poses[1:, :3, 3]
+                values[:, cols[3:]] = np.array([matrix_to_quaternion_xyzw(p[:3, :3]) for p in poses[1:]])
+            else:
+                values[:, cols[:3]] = np.diff(poses[:, :3, 3], axis=0)
+                # R_i = R_delta R_{i-1}  =>  R_delta = R_i R_{i-1}^T
+                deltas = np.einsum("tij,tkj->tik", poses[1:, :3, :3], poses[:-1, :3, :3])
+                values[:, cols[3:]] = matrix_to_rpy(deltas)
+        return values
+
     def _joint_columns(self) -> tuple[str, ...]:
         return tuple(c for arm in self.spec.arms for c in _arm_columns(arm, self.space))
 
