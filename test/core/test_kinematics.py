@@ -400,3 +400,10 @@ def test_bimanual_arms_in_any_config_order():
     result = swapped.solve_ik_chunk(target[None], "follower_right", np.r_[q[6:] + 0.05, q[:6]])
     assert result.all_success
     np.testing.assert_array_equal(result.q[0][6:], q[:6])  # the left arm (now second) is untouched
+
+
+def test_tool_frame_behind_a_locked_joint_is_rejected():
+    spec = load_embodiment("fr3")
+    arm = dataclasses.replace(spec.arms[0], tool_frame="fr3_leftfinger")  # moved by fr3_finger_joint1
+    with pytest.raises(KinematicsError, match=r"tool_frame 'fr3_leftfinger' is moved by joints \['fr3_finger_joint1'\]"):
+        RobotKinematics.from_embodiment(dataclasses.replace(spec, arms=(arm,)))

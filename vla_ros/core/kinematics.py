@@ -31,7 +31,7 @@ import numpy as np
 import pinocchio as pin
 from scipy.linalg.lapack import dposv as _dposv
 
-from vla_ros.core.embodiment import EmbodimentSpec
+from vla_ros.core.embodiment import EmbodimentSpec, load_urdf_xml
 
 _LOG = logging.getLogger(__name__)
 
@@ -217,9 +217,6 @@ class RobotKinematics:
         `urdf_xml` is typically the running driver's robot_description; it is checked against the
         config (joints, frames, limits) by `load_urdf_xml` just like a shipped file.
         """
-        # Imported here: the loader lands with the config files and pulls in yaml.
-        from vla_ros.core.embodiment import load_urdf_xml
-
         xml = load_urdf_xml(spec, urdf_xml)
         try:
             full = pin.buildModelFromXML(xml)
@@ -242,6 +239,16 @@ class RobotKinematics:
                 )
         keep = set(joint_names)
         lock_ids = [i for i in range(1, full.njoints) if full.names[i] not in keep]
+        for arm in spec.arms:
+            for role, frame in (("base", arm.base_frame), ("tool", arm.tool_frame)):
+                fid = _lookup_frame(full, frame, f"embodiment '{spec.name}' arm '{arm.name}' {role}_frame")
+                movers = [full.names[j] for j in full.supports[full.frames[fid].parentJoint] if j in lock_ids]
+                if movers:
+                    # Locking e.g. a gripper joint upstream of the tool would freeze a moving frame.
+                    raise KinematicsError(
+                        f"embodiment '{spec.name}' arm '{arm.name}': {role}_frame '{frame}' is moved by joints "
+                        f"{movers} that are not arm joints; pick a frame upstream of them"
+                    )
         q_lock = pin.neutral(full)
         # Locked joints (fingers, gripper) sit at the neutral value moved into their limits.
         lower, upper = full.lowerPositionLimit, full.upperPositionLimit
