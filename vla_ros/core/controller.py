@@ -107,7 +107,7 @@ class TrajectoryOut:
     arm: str
     topic: str
     joint_names: tuple[str, ...]  # the controller's bare names, in its order
-    stamp_s: float
+    stamp_s: float  # 0 = "start on arrival" (used for single-point holds)
     time_from_start_s: np.ndarray  # (P,)
     positions_rad: np.ndarray  # (P, n)
     velocities_rad_s: np.ndarray  # (P, n)
@@ -278,6 +278,11 @@ class ControllerCore:
         self._gripper_times = np.zeros(0)
         self._gripper_values = np.zeros((0, len(self._grippers))) if current is None else current[None, :]
 
+    def hold(self, now_s: float) -> None:
+        """Stop from the commanded state at the acceleration limits and hold (published on the
+        next tick); the plan is dropped. No-op before the first joint_states."""
+        self._hold(now_s)
+
     def _hold(self, now_s: float) -> None:
         if self.scheduler.plan is None:
             return
@@ -306,6 +311,11 @@ class ControllerCore:
         decision = ChunkDecision(False, reason)
         self.last_decision = decision
         return decision
+
+    def refuse(self, reason: str, now_s: float) -> ChunkDecision:
+        """Refuse a chunk that could not even be decoded (malformed message): counted, logged,
+        and the arm holds like for any other refusal."""
+        return self._refuse(reason, now_s, hold=True)
 
     def submit_chunk(self, chunk: ActionChunk, now_s: float) -> ChunkDecision:
         """Validate and schedule a chunk; on any problem refuse it (and hold)."""
@@ -477,17 +487,28 @@ class ControllerCore:
         plan = self.scheduler.plan
         lead = 1.0 / self.command_rate_hz
         horizon = max(self.config.horizon_s, 2.0 * lead)
+        stamp = now_s
         if now_s + lead >= plan.end_time_s:
-            # At rest (or about to be): one point, the final position.
+            # At rest (or about to be): one point, the final position, stamped 0 ("start on
+            # arrival") so that however late it arrives a JTC never finds it ending in the past.
             q = plan.final_position_rad[None, :]
             times, qs, vs = np.array([lead]), q, np.zeros_like(q)
+            stamp = 0.0
         else:
             win = plan.window(now_s, lead, horizon)
             times, qs, vs = win.times_s - now_s, win.positions_rad, win.velocities_rad_s
+            if times[-1] < horizon:
+                # A window that ends early (a stop, the end of a chunk) is padded with a hold so
+                # that it still ends a full horizon after its stamp: a JTC rejects a stamped
+                # trajectory that arrives after its end, and a rejected stop would let the
+                # previous trajectory run on.
+                times = np.append(times, horizon)
+                qs = np.vstack([qs, qs[-1]])
+                vs = np.vstack([vs, np.zeros_like(vs[-1])])
         out = []
         for arm in arms:
             sl = self._arm_slices[arm.name]
-            out.append(TrajectoryOut(arm.name, arm.command.topic, arm.command.joint_names, now_s,
+            out.append(TrajectoryOut(arm.name, arm.command.topic, arm.command.joint_names, stamp,
                                      times.copy(), qs[:, sl].copy(), vs[:, sl].copy()))
         return out
 

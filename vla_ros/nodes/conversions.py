@@ -597,3 +597,44 @@ def make_diagnostics(
         msg.header.stamp = s_to_time(stamp_s)
     msg.status = [status]
     return msg
+
+
+# --------------------------------------------------------------------------- planned path
+# (added by the controller engineer: the controller's `planned_path` MarkerArray)
+
+
+def make_path_markers(
+    paths: Mapping[str, np.ndarray],
+    frame_ids: Mapping[str, str],
+    stamp_s: float | None = None,
+    ns_prefix: str = "planned_path",
+    line_width_m: float = 0.005,
+) -> MarkerArray:
+    """One LINE_STRIP marker per arm: `paths[arm]` is (M, 3) points in frame `frame_ids[arm]`.
+
+    Marker ns is `<ns_prefix>/<arm>` with id 0, so each publish replaces the previous strip.
+    """
+    from geometry_msgs.msg import Point
+    from visualization_msgs.msg import Marker
+
+    msg = MarkerArray()
+    for arm, points in paths.items():
+        pts = np.asarray(points, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise ValueError(f"path of arm '{arm}' must be (M, 3) points, got shape {pts.shape}")
+        if arm not in frame_ids:
+            raise KeyError(f"no frame_id for arm '{arm}'; have {sorted(frame_ids)}")
+        m = Marker()
+        m.header.frame_id = frame_ids[arm]
+        if stamp_s is not None:
+            m.header.stamp = s_to_time(stamp_s)
+        m.ns = f"{ns_prefix}/{arm}"
+        m.id = 0
+        m.type = Marker.LINE_STRIP
+        m.action = Marker.ADD
+        m.pose.orientation.w = 1.0
+        m.scale.x = float(line_width_m)
+        m.color.r, m.color.g, m.color.b, m.color.a = 0.1, 0.8, 0.2, 1.0
+        m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in pts]
+        msg.markers.append(m)
+    return msg

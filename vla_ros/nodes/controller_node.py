@@ -1,0 +1,287 @@
+"""controller_node: action chunks in, ros2_control commands out (a thin lifecycle node over
+vla_ros.core.controller.ControllerCore, which holds every decision).
+
+Lifecycle (ros2/demos lifecycle_py pattern):
+- configure: load the embodiment (+ kinematics), create subscriptions, publishers, the
+  `~/release_estop` service and the timers;
+- activate: start commanding (hold where the arm is measured, then follow accepted chunks);
+- deactivate: hold (the stop is still published; then nothing until activated again);
+- cleanup / shutdown: free everything.
+Publishers are plain (not lifecycle) publishers: the core decides what may be published, and the
+hold issued on deactivate must still go out.
+
+Subscribes: `action_chunk` (trajectory_msgs/JointTrajectory, schema in doc/INTERFACES.md),
+each arm's `joint_states` (`<ns>/joint_states` for namespaced arms), `estop` (std_msgs/Bool,
+true latches a hold; false does nothing -- release with the service).
+Publishes: each arm's command topic from the embodiment config (JointTrajectory for a JTC,
+Float64MultiArray for a forward controller), each gripper's command topic (Float64MultiArray),
+`diagnostics` (state, last refusal reason, chunk age, rates) and `planned_path` (MarkerArray, one
+LINE_STRIP per arm of the planned tool path in the arm's base frame).
+Service: `~/release_estop` (std_srvs/Trigger).
+
+Time is the node's clock (`use_sim_time` follows /clock): chunk stamps, joint-state arrival
+times and trajectory stamps are all on it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+from visualization_msgs.msg import MarkerArray
+
+from vla_ros.core.controller import ControllerConfig, ControllerCore, PositionOut, TrajectoryOut
+from vla_ros.core.embodiment import EmbodimentSpec, load_embodiment
+from vla_ros.core.kinematics import RobotKinematics
+from vla_ros.core.safety import SafetyConfig
+from vla_ros.nodes import conversions as cv
+
+COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _desc(text: str) -> ParameterDescriptor:
+    return ParameterDescriptor(description=text)
+
+
+class ControllerNode(LifecycleNode):
+    """See the module docstring. `spec` / `kinematics` may be passed in-process (tests, bench);
+    otherwise the `embodiment` parameter names the config."""
+
+    def __init__(self, node_name: str = "controller", *, spec: EmbodimentSpec | None = None,
+                 kinematics: RobotKinematics | None = None, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        d = self.declare_parameter
+        d("embodiment", "fr3", _desc("embodiment config name (fr3, franka, ur5e, aloha, ...) or YAML path"))
+        d("max_chunk_age_s", 1.0, _desc("refuse chunks whose stamp is older than this (s)"))
+        d("max_chunk_future_s", 0.1, _desc("refuse chunks stamped further than this in the future (s)"))
+        d("joint_state_timeout_s", 0.2, _desc("joint_states older than this stop all commanding (s)"))
+        d("replan_rate_hz", 20.0, _desc("rate at which trajectory windows are resent to a JTC while moving"))
+        d("command_rate_hz", 0.0, _desc("forward-controller streaming rate; 0 = the embodiment's command_rate_hz"))
+        d("horizon_s", 0.5, _desc("length of the trajectory window sent to a JTC (s)"))
+        d("blend_s", 0.1, _desc("blend window at the seam between chunks (s)"))
+        d("max_blend_s", 0.8, _desc("widest blend window tried before refusing an abrupt chunk (s)"))
+        d("position_margin_rad", 0.05, _desc("commands stay this far inside the joint limits (rad)"))
+        d("max_step_rad", 0.5, _desc("largest joint change between consecutive chunk steps (rad)"))
+        d("max_time_scale", 2.0, _desc("slow a too-fast chunk by up to this factor before refusing it"))
+        d("diagnostics_rate_hz", 2.0, _desc("diagnostics publishing rate"))
+        d("path_rate_hz", 5.0, _desc("planned_path marker publishing rate"))
+        self._given_spec = spec
+        self._given_kin = kinematics
+        self.spec: EmbodimentSpec | None = None
+        self.core: ControllerCore | None = None
+        self._subs: list = []
+        self._pubs: dict[str, Any] = {}
+        self._timers: list = []
+        self._service = None
+        self._diag_pub = None
+        self._path_pub = None
+
+    # ------------------------------------------------------------------ helpers
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _p(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _config(self) -> ControllerConfig:
+        rate = float(self._p("command_rate_hz"))
+        return ControllerConfig(
+            max_chunk_age_s=self._p("max_chunk_age_s"),
+            max_chunk_future_s=self._p("max_chunk_future_s"),
+            joint_state_timeout_s=self._p("joint_state_timeout_s"),
+            replan_rate_hz=self._p("replan_rate_hz"),
+            command_rate_hz=rate if rate > 0.0 else None,
+            horizon_s=self._p("horizon_s"),
+            blend_s=self._p("blend_s"),
+            max_blend_s=self._p("max_blend_s"),
+            safety=SafetyConfig(position_margin_rad=self._p("position_margin_rad"),
+                                max_step_rad=self._p("max_step_rad"),
+                                max_time_scale=self._p("max_time_scale")),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            spec = self._given_spec or load_embodiment(str(self._p("embodiment")))
+            kin = self._given_kin or RobotKinematics.from_embodiment(spec)
+            self.core = ControllerCore(spec, kin, self._config())
+        except (ValueError, KeyError, OSError) as err:
+            self.get_logger().error(f"configure failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        self.spec = spec
+        self._subs.append(self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, 10))
+        for arm in spec.arms:
+            self._subs.append(self.create_subscription(
+                JointState, arm.joint_states_topic,
+                lambda msg, name=arm.name: self._on_joint_state(name, msg), qos_profile_sensor_data))
+            kind = JointTrajectory if arm.command.kind == "joint_trajectory" else Float64MultiArray
+            self._pubs[arm.command.topic] = self.create_publisher(kind, arm.command.topic, COMMAND_QOS)
+            if arm.gripper is not None and arm.gripper.command is not None:
+                topic = arm.gripper.command.topic
+                self._pubs[topic] = self.create_publisher(Float64MultiArray, topic, COMMAND_QOS)
+        self._subs.append(self.create_subscription(Bool, "estop", self._on_estop, 10))
+        self._service = self.create_service(Trigger, "~/release_estop", self._on_release)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
+        self._path_pub = self.create_publisher(MarkerArray, "planned_path", 10)
+        forward = any(a.command.kind == "forward_position" for a in spec.arms)
+        tick_hz = self.core.command_rate_hz if forward else self.core.config.replan_rate_hz
+        self._timers.append(self.create_timer(1.0 / tick_hz, self._on_tick))
+        self._timers.append(self.create_timer(1.0 / float(self._p("diagnostics_rate_hz")), self._publish_diagnostics))
+        self._timers.append(self.create_timer(1.0 / float(self._p("path_rate_hz")), self._publish_path))
+        self.get_logger().info(
+            f"configured for '{spec.name}': {len(spec.arms)} arm(s), commands "
+            f"{[a.command.topic + ' (' + a.command.kind + ')' for a in spec.arms]}, ticking at {tick_hz:.0f} Hz")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        now = self.now_s()
+        self.core.activate(now)
+        self._publish(self.core.tick(now))
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.core.deactivate(self.now_s())
+        self._publish(self.core.tick(self.now_s()))
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._free()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.core is not None and self.core.active:
+            self.core.deactivate(self.now_s())
+            self._publish(self.core.tick(self.now_s()))
+        self._free()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _free(self) -> None:
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        for pub in self._pubs.values():
+            self.destroy_publisher(pub)
+        for pub in (self._diag_pub, self._path_pub):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        if self._service is not None:
+            self.destroy_service(self._service)
+        self._timers, self._subs, self._pubs = [], [], {}
+        self._service = self._diag_pub = self._path_pub = None
+        self.core = None
+        self.spec = None
+
+    def hold(self) -> None:
+        """Stop where the arm is commanded now and publish that at once (used on deactivate and
+        on Ctrl-C)."""
+        if self.core is not None and self.core.scheduler.plan is not None:
+            now = self.now_s()
+            self.core.hold(now)
+            self._publish(self.core.tick(now))
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_chunk(self, msg: JointTrajectory) -> None:
+        if self.core is None:
+            return
+        now = self.now_s()
+        try:
+            chunk = cv.msg_to_chunk(msg, default_period_s=self.spec.policy_period_s)
+        except ValueError as err:
+            decision = self.core.refuse(f"malformed action chunk: {err}", now)
+        else:
+            decision = self.core.submit_chunk(chunk, now)
+        if not decision.accepted:
+            self.get_logger().warning(f"action chunk refused: {decision.reason}")
+        self._publish(self.core.tick(now))
+
+    def _on_joint_state(self, arm: str, msg: JointState) -> None:
+        if self.core is not None:
+            self.core.update_joint_state(arm, msg.name, msg.position, self.now_s())
+
+    def _on_estop(self, msg: Bool) -> None:
+        if self.core is None or not msg.data:
+            return
+        now = self.now_s()
+        if not self.core.estop_latched:
+            self.get_logger().warning("e-stop received: holding until ~/release_estop")
+        self.core.estop(now)
+        self._publish(self.core.tick(now))
+
+    def _on_release(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.core is None:
+            response.success, response.message = False, "controller is not configured"
+            return response
+        response.success, response.message = self.core.release_estop(self.now_s())
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_tick(self) -> None:
+        if self.core is not None:
+            self._publish(self.core.tick(self.now_s()))
+
+    # ------------------------------------------------------------------ output
+    def _publish(self, outputs: list[TrajectoryOut | PositionOut]) -> None:
+        for out in outputs:
+            pub = self._pubs[out.topic]
+            if isinstance(out, TrajectoryOut):
+                pub.publish(cv.make_joint_trajectory(out.joint_names, out.positions_rad, out.time_from_start_s,
+                                                     velocities=out.velocities_rad_s, stamp_s=out.stamp_s))
+            else:
+                pub.publish(cv.make_float64_multi_array(out.positions))
+
+    def _publish_diagnostics(self) -> None:
+        if self.core is None:
+            return
+        now = self.now_s()
+        status = self.core.status(now)
+        self._diag_pub.publish(cv.make_diagnostics(f"{self.get_name()}: controller", status.level, status.message,
+                                                   status.values, hardware_id=self.spec.name, stamp_s=now))
+
+    def _publish_path(self) -> None:
+        if self.core is None or not self.core.active:
+            return
+        now = self.now_s()
+        paths = self.core.planned_tool_path(now)
+        if paths:
+            frames = {a.name: a.base_frame for a in self.spec.arms}
+            self._path_pub.publish(cv.make_path_markers(paths, frames, stamp_s=now))
+
+
+def main(args: list[str] | None = None) -> int:
+    """Configure + activate, spin; on Ctrl-C publish a hold and shut down cleanly."""
+    rclpy.init(args=args)
+    node = ControllerNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    code = 0
+    try:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            node.get_logger().error("configure failed; exiting")
+            return 1
+        node.trigger_activate()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        if rclpy.ok():
+            node.hold()
+            node.get_logger().info("interrupted: hold sent, shutting down")
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
