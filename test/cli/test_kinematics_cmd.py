@@ -96,11 +96,12 @@ def test_ik_with_seed_and_other_base(capsys):
 
 
 def test_ik_unreachable_is_json_with_success_false_and_status_1(capsys):
-    code, out, _ = run_cli(
+    code, out, err = run_cli(
         capsys, "ik", "--embodiment", "fr3", "--position", "2,0,0.5", "--orientation-xyzw", "1,0,0,0", "--restarts", "2"
     )
     assert code == 1
     assert out["success"] is False and out["position_error_m"] > 0.8
+    assert "no solution within tolerance" in err
 
 
 @pytest.mark.parametrize(

@@ -160,5 +160,13 @@ def ik_run(args: argparse.Namespace) -> int:
             "base": base,
         }
     )
-    # Not reaching the pose is an answer, not a usage error: JSON says so, status 1 for scripts.
-    return 0 if result.success[0] else 1
+    if result.success[0]:
+        return 0
+    # Not reaching the pose is an answer, not a usage error: the JSON says so, status 1 for scripts.
+    print(
+        f"vla-ros ik: no solution within tolerance after {args.restarts} restarts: position error "
+        f"{result.position_error_m[0]:.4g} m, orientation error {result.orientation_error_rad[0]:.4g} rad "
+        "(is the pose reachable?)",
+        file=sys.stderr,
+    )
+    return 1

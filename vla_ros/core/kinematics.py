@@ -11,12 +11,13 @@ Frame conventions (Pinocchio's `oMdes` naming: the pose of `des` expressed in `o
   v being the velocity of the frame's origin, both expressed in `base`'s axes.
 - IK targets are poses of the arm's tool frame expressed in the arm's base frame.
 
-IK is damped least squares on the 6-D error `log6(fMdes)` (Newton step with the exact
-derivative of log6, Levenberg-Marquardt damping that grows with the error), a secondary task
-projected into the Jacobian's null space (pull towards the arm's home posture, push away from
-joint limits), joint limits enforced by clamping. Every step of a chunk is warm-started from
-the previous step's solution. IK never fails silently: each step reports success and the
-remaining position/orientation error.
+IK is damped least squares on the 6-D error [p_des - p; log3(R_des R^T)] with the world-aligned
+frame Jacobian (Levenberg-Marquardt damping that grows with the error), a secondary task
+projected into the Jacobian's null space on redundant arms (pull towards the arm's home posture,
+push away from joint limits), joint limits enforced by saturating the joints that would cross
+them. Every step of a chunk is warm-started from the previous step's solution, extrapolated
+with the previous joint velocity once two steps have converged. IK never fails silently: each
+step reports success and the remaining position/orientation error.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class IKOptions:
     limit_margin_rad: joints closer than this to a limit are pushed back in the null space
         (MoveIt Servo's default joint-limit margin is 0.1 rad).
     limit_gain: strength of that push (rad per iteration at the limit itself, times margin).
+        Posture and limit push act only on redundant arms (more than 6 joints: a 6-DoF arm has no
+        null space) and only while the error is above 20x tolerance. On every arm, a step that would
+        cross a limit saturates that joint and re-solves the task with the remaining joints.
     stall_iterations: stop early when the error has not improved by 1 % for this many iterations.
     """
 
