@@ -61,7 +61,7 @@ def test_bounds_q99_matches_hand_computed_values_and_passes_masked_dims_through(
     np.testing.assert_allclose(n[0], 2 * (0.015 + 0.03) / (0.06 + 1e-8) - 1, rtol=0, atol=1e-12)
     assert abs(n[0] - 0.5) < 1e-6
     assert n[1] == pytest.approx(2 * 0.08 / (0.08 + 1e-8) - 1, abs=1e-12)  # = 1 - tiny
-    assert n[3] == 1.0 or abs(n[3] - 1.0) < 1e-6
+    assert n[3] == pytest.approx(1.0, abs=1e-6)  # x = q99
     assert n[4] == -1.0  # clipped
     assert n[5] == pytest.approx(0.0, abs=1e-7)
     assert n[6] == 0.3

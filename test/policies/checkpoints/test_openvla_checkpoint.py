@@ -23,7 +23,12 @@ from vla_ros.policies.checkpoints.fixtures import (
     read_safetensors_folder,
     write_openvla_fixture,
 )
-from vla_ros.policies.checkpoints.openvla import OpenVLAPolicy, load_openvla, make_openvla_policy
+from vla_ros.policies.checkpoints.openvla import (
+    OpenVLAPolicy,
+    PrismaticImageTransform,
+    load_openvla,
+    make_openvla_policy,
+)
 
 from .embodiments import bimanual, single_arm
 
@@ -213,7 +218,29 @@ def test_registered_in_the_policy_catalog(ckpt):
     policy = make_policy("openvla", embodiment=single_arm(), checkpoint=str(ckpt), unnorm_key="bridge_orig",
                          device="cpu")
     assert policy.unnorm_key == "bridge_orig" and policy.camera == "front"
-    assert make_openvla_policy.__name__ == "make_openvla_policy"
+    # ROS string parameters pass "" for unset ones
+    policy = make_openvla_policy(single_arm(cameras=("wrist", "front")), str(ckpt), unnorm_key="bridge_orig",
+                                 camera="", device="", dtype="")
+    assert policy.camera == "wrist" and policy.vla.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"camera 'top' is not one of .*\['wrist', 'front'\]"):
+        make_openvla_policy(single_arm(cameras=("wrist", "front")), str(ckpt), "bridge_orig", camera="top")
+
+
+def test_letterbox_pads_with_the_mean_colour_then_resizes():
+    t = PrismaticImageTransform(sizes=((4, 4), (4, 4)), resample=("bilinear", "bicubic"),
+                                means=((0.5, 0.25, 0.0), (0.5, 0.5, 0.5)), stds=((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+                                strategy="letterbox")
+    image = np.full((2, 4, 3), 255, np.uint8)  # white 2x4 -> padded to 4x4 with one row of fill above and below
+    out = t(image)
+    assert out.shape == (1, 6, 4, 4)
+    canvas = np.zeros((4, 4, 3), np.uint8)
+    canvas[:] = (127, 63, 0)  # int(mean * 255)
+    canvas[1:3] = 255
+    expected_dino = (torch.from_numpy(canvas / 255.0).permute(2, 0, 1).float()
+                     - torch.tensor([0.5, 0.25, 0.0]).view(3, 1, 1)) / 0.5
+    torch.testing.assert_close(out[0, :3], expected_dino, rtol=0, atol=1e-6)  # 4x4 -> 4x4 is an exact copy
+    with pytest.raises(ValueError, match=r"image must be \(H, W, 3\) uint8"):
+        t(np.zeros((4, 4), np.uint8))
 
 
 # ---- refusals ---------------------------------------------------------------------------------------

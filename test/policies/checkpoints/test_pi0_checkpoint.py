@@ -87,8 +87,7 @@ def test_one_inference_unnormalises_with_openpi_stats(pi0, stats):
     np.testing.assert_allclose(actions, raw * (std_a + 1e-6) + mean_a, rtol=1e-6, atol=1e-6)
     # the un-normalisation is not a no-op on these statistics
     assert np.max(np.abs(actions - raw)) > 0.1
-    # quantile rule: (x + 1) / 2 (q99 - q01 + 1e-6) + q01 on the same network output only if the
-    # state is normalised the same way, so check the mapping on the output side alone
+    # π0.5/FAST checkpoints use openpi's quantile rule instead: check its output mapping too
     q = pi0.stats["action"].first(14)
     np.testing.assert_allclose(q.unnormalize(raw, "quantile"),
                                (raw + 1) / 2 * (np.array(stats["actions"]["q99"][:14]) - np.array(stats["actions"]["q01"][:14]) + 1e-6)
@@ -122,11 +121,11 @@ def test_registered_in_the_policy_catalog(ckpt):
     from vla_ros.policies.base import available_policies, make_policy
 
     assert "pi0" in available_policies()
-    policy = make_policy("pi0", embodiment=bimanual(), checkpoint=str(ckpt), unnorm_key="trossen", seed=1,
-                         device="cpu")
+    policy = make_policy("pi0", embodiment=bimanual(), checkpoint=str(ckpt), unnorm_key="", seed=1,
+                         device="", dtype="")  # "" = unset, as ROS string parameters pass it
     assert policy.pi0.asset_id == "trossen" and policy.cameras == ("cam_high", "cam_left_wrist")
     with pytest.raises(ValueError, match="supports action spaces"):
-        Pi0Policy(policy.pi0, single_arm(action_space="ee_pose"))
+        Pi0Policy(policy.pi0, single_arm(action_space="cartesian_velocity"))
 
 
 # ---- refusals ---------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """What the checkpoint adapters share: errors that name the file and key, safetensors folders,
-device/dtype choice, and the action names of an embodiment."""
+device/dtype choice."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from vla_ros.core.embodiment import EmbodimentSpec
 
 
 class CheckpointError(ValueError):
@@ -107,24 +106,6 @@ def pick_device_dtype(device: str | torch.device | None, dtype: torch.dtype | st
     return dev, dtype
 
 
-def joint_position_names(spec: EmbodimentSpec) -> tuple[str, ...]:
-    """Per arm, in config order: its qualified joints, then `<prefix>gripper` if it has one."""
-    names: list[str] = []
-    for arm in spec.arms:
-        names.extend(arm.qualified_joint_names)
-        if arm.gripper is not None:
-            names.append(arm.qualified("gripper"))
-    return tuple(names)
-
-
-EE_DELTA_AXES = ("x", "y", "z", "roll", "pitch", "yaw")
-
-
-def ee_delta_names(spec: EmbodimentSpec) -> tuple[str, ...]:
-    """Per arm: `<prefix>ee_delta/{x,y,z,roll,pitch,yaw}`, then `<prefix>gripper` if it has one."""
-    names: list[str] = []
-    for arm in spec.arms:
-        names.extend(arm.qualified(f"ee_delta/{a}") for a in EE_DELTA_AXES)
-        if arm.gripper is not None:
-            names.append(arm.qualified("gripper"))
-    return tuple(names)
+def none_if_empty(value: str | None) -> str | None:
+    """ROS string parameters cannot be None: an empty string means "not set"."""
+    return None if value is None or value == "" else value

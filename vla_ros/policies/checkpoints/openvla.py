@@ -44,14 +44,15 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from vla_ros.core.action_spaces import action_names
 from vla_ros.core.embodiment import EmbodimentSpec
 from vla_ros.core.normalization import NormStats
 from vla_ros.core.types import ActionChunk, Observation
 from vla_ros.policies.checkpoints.common import (
     CheckpointError,
     TensorFolder,
-    ee_delta_names,
     load_safetensors_folder,
+    none_if_empty,
     pick_device_dtype,
     read_json,
     require_field,
@@ -594,7 +595,7 @@ class OpenVLAPolicy:
         self.vla = vla
         self.unnorm_key = vla.stats(unnorm_key).source  # resolves and validates the key now
         dim = vla.action_dim(self.unnorm_key)
-        self.action_names = ee_delta_names(embodiment)
+        self.action_names = action_names(embodiment, "ee_delta")
         if dim != len(self.action_names):
             raise ValueError(f"statistics '{self.unnorm_key}' have {dim} action dims; OpenVLA's ee_delta + "
                              f"gripper for '{embodiment.name}' needs {len(self.action_names)}")
@@ -624,5 +625,6 @@ class OpenVLAPolicy:
 def make_openvla_policy(embodiment: EmbodimentSpec, checkpoint: str | Path, unnorm_key: str | None = None,
                         camera: str | None = None, device: str | None = None,
                         dtype: str | None = None) -> OpenVLAPolicy:
-    """Registry factory: `policy:=openvla checkpoint:=PATH [unnorm_key:=bridge_orig]`."""
-    return OpenVLAPolicy(load_openvla(checkpoint, device=device, dtype=dtype), embodiment, unnorm_key, camera)
+    """Registry factory: `policy:=openvla checkpoint:=PATH [unnorm_key:=bridge_orig]` ("" = unset)."""
+    vla = load_openvla(checkpoint, device=none_if_empty(device), dtype=none_if_empty(dtype))
+    return OpenVLAPolicy(vla, embodiment, none_if_empty(unnorm_key), none_if_empty(camera))

@@ -26,13 +26,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from vla_ros.core.action_spaces import SPACES, action_names
 from vla_ros.core.embodiment import EmbodimentSpec
 from vla_ros.core.normalization import NormStats
 from vla_ros.core.types import ActionChunk, Observation
 from vla_ros.policies.checkpoints.common import (
     CheckpointError,
-    ee_delta_names,
-    joint_position_names,
+    none_if_empty,
     pick_device_dtype,
     read_json,
     shard_map,
@@ -258,28 +258,25 @@ def _state_vector(observation: Observation, embodiment: EmbodimentSpec) -> np.nd
     return np.concatenate(parts)
 
 
-ACTION_NAME_BUILDERS = {"joint_position": joint_position_names, "ee_delta": ee_delta_names}
-
-
 class Pi0Policy:
     """π0 as a Policy: camera images + state + instruction -> a `chunk_size`-row action chunk.
 
-    Columns are the embodiment's `action_space` names (joint_position or ee_delta layout,
-    per arm, gripper last); the model's 32-D output is cut to that many dims.
+    Columns are the names of the embodiment's `action_space` (vla_ros.core.action_spaces), the
+    layout the checkpoint must have been trained on; the model's 32-D output is cut to that many dims.
     """
 
     needs_privileged = False
 
     def __init__(self, pi0: Pi0, embodiment: EmbodimentSpec, cameras: Sequence[str] | None = None,
                  rule: str = "mean_std", seed: int | None = None) -> None:
-        if embodiment.action_space not in ACTION_NAME_BUILDERS:
-            raise ValueError(f"π0 policy supports action spaces {sorted(ACTION_NAME_BUILDERS)}, embodiment "
+        if embodiment.action_space not in SPACES:
+            raise ValueError(f"π0 policy supports action spaces {list(SPACES)}, embodiment "
                              f"'{embodiment.name}' uses '{embodiment.action_space}'")
         if rule not in PI0_NORM_RULES:
             raise ValueError(f"unknown π0 normalisation rule '{rule}'; valid: {PI0_NORM_RULES}")
         self.pi0 = pi0
         self.embodiment = embodiment
-        self.action_names = ACTION_NAME_BUILDERS[embodiment.action_space](embodiment)
+        self.action_names = action_names(embodiment, embodiment.action_space)
         if len(self.action_names) > int(pi0.config.max_action_dim):
             raise ValueError(f"embodiment '{embodiment.name}' has {len(self.action_names)} action dims; "
                              f"the checkpoint outputs {pi0.config.max_action_dim}")
@@ -321,7 +318,7 @@ def make_pi0_policy(embodiment: EmbodimentSpec, checkpoint: str | Path, unnorm_k
                     device: str | None = None, dtype: str | None = None) -> Pi0Policy:
     """Registry factory: `policy:=pi0 checkpoint:=PATH [unnorm_key:=ASSET_ID]`.
 
-    norm_rule: "mean_std" (openpi's π0) or "quantile" (π0.5 / π0-FAST checkpoints).
+    norm_rule: "mean_std" (openpi's π0) or "quantile" (π0.5 / π0-FAST checkpoints). "" = unset.
     """
-    return Pi0Policy(load_pi0(checkpoint, unnorm_key, device=device, dtype=dtype), embodiment, cameras,
-                     rule=norm_rule, seed=seed)
+    pi0 = load_pi0(checkpoint, none_if_empty(unnorm_key), device=none_if_empty(device), dtype=none_if_empty(dtype))
+    return Pi0Policy(pi0, embodiment, cameras or None, rule=norm_rule, seed=seed)
