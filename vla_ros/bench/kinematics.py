@@ -20,6 +20,7 @@ import platform
 import time
 
 import numpy as np
+import pinocchio as pin
 
 DEFAULT_EMBODIMENTS = ("fr3", "panda", "ur5", "ur5e", "aloha")
 CHUNK_STEPS = 50
@@ -71,6 +72,12 @@ def bench_embodiment(name: str, chunks: int, calls: int, seed: int = 0) -> dict:
     kin.frame_pose(qs[0], tool, base)  # warm caches (thread-local data)
     fk_us = _time_calls(kin.frame_pose, arg_list)
     jac_us = _time_calls(kin.frame_jacobian, arg_list)
+    # The same on the bare Pinocchio model, to show what the checked public API adds.
+    model, data = kin.model, kin.model.createData()
+    tool_id = kin.frame_id(tool)
+    raw_args = [(model, data, qs[i % len(qs)], tool_id) for i in range(calls)]
+    fk_raw_us = _time_calls(lambda m, d, q, f: (pin.forwardKinematics(m, d, q), pin.updateFramePlacement(m, d, f)), raw_args)
+    jac_raw_us = _time_calls(lambda m, d, q, f: pin.computeFrameJacobian(m, d, q, f, pin.LOCAL_WORLD_ALIGNED), raw_args)
 
     # One long path; chunk k covers steps [k*T, (k+1)*T).
     path_q = _smooth_path(kin, (chunks + 1) * CHUNK_STEPS, spec.policy_period_s, rng)
@@ -108,6 +115,8 @@ def bench_embodiment(name: str, chunks: int, calls: int, seed: int = 0) -> dict:
         "joints": kin.num_joints,
         "fk_us": round(fk_us, 2),
         "jacobian_us": round(jac_us, 2),
+        "fk_raw_pinocchio_us": round(fk_raw_us, 2),
+        "jacobian_raw_pinocchio_us": round(jac_raw_us, 2),
         "ik_chunk50_cold_ms": _percentiles_ms(cold),
         "ik_chunk50_warm_ms": _percentiles_ms(warm),
         "ik_warm_iterations_per_step": round(float(np.mean(warm_iterations)), 3),

@@ -182,7 +182,7 @@ class RobotKinematics:
         self._arms = {arm.name: arm for arm in arms}
         self._arm_order = tuple(arm.name for arm in arms)
         self._world_frame = world_frame
-        self.ik_options = ik_options
+        self._ik_options = ik_options
         self._local = threading.local()
         n = len(joint_names)
         # Pinocchio orders joints depth-first through the tree; q is in the spec's order.
@@ -319,6 +319,11 @@ class RobotKinematics:
     @property
     def joint_names(self) -> tuple[str, ...]:
         return self._joint_names
+
+    @property
+    def ik_options(self) -> IKOptions:
+        """Default IK options (pass `options=` per call to override)."""
+        return self._ik_options
 
     @property
     def num_joints(self) -> int:
