@@ -251,20 +251,7 @@ class ActionAdapter:
         chunks, and the IK seed of ee chunks (the controller passes the configuration commanded
         at the chunk's stamp, or the measured one if nothing is commanded).
         """
-        self.check_names(chunk.names)
-        n = len(self.spec.joint_names)
-        q_ref = np.asarray(q_reference, dtype=np.float64)
-        if q_ref.shape != (n,):
-            raise ActionSpaceError(f"q_reference must have shape ({n},) ({list(self.spec.joint_names)}), got {q_ref.shape}")
-        if not np.all(np.isfinite(q_ref)):
-            raise ActionSpaceError(f"q_reference contains non-finite values: {q_ref.tolist()}")
-        # Columns in this adapter's order, whatever order the chunk used.
-        values = chunk.values[:, [chunk.names.index(name) for name in self.names]]
-        bad = ~np.isfinite(values)
-        if bad.any():
-            cols = sorted({self.names[c] for c in np.flatnonzero(bad.any(axis=0))})
-            rows = np.flatnonzero(bad.any(axis=1)).tolist()
-            raise ActionSpaceError(f"action chunk has non-finite values in columns {cols} at rows {rows}")
+        values, q_ref = self._prepare(chunk, q_reference)
         steps = values.shape[0]
         gripper = values[:, [self._column[c] for c in self._gripper_columns]].reshape(steps, -1)
         ok = np.ones(steps, dtype=bool)
@@ -294,10 +281,26 @@ class ActionAdapter:
         """{arm: (T, 4, 4) tool poses in the arm's base frame} that an ee chunk asks for (no IK)."""
         if self.space not in ("ee_delta", "ee_pose"):
             raise ActionSpaceError(f"ee_targets needs an ee_delta/ee_pose adapter, this one is '{self.space}'")
-        self.check_names(chunk.names)
-        values = chunk.values[:, [chunk.names.index(name) for name in self.names]]
-        q_ref = np.asarray(q_reference, dtype=np.float64)
+        values, q_ref = self._prepare(chunk, q_reference)
         return {arm.name: self._ee_targets(arm, values, q_ref) for arm in self.spec.arms}
+
+    def _prepare(self, chunk: ActionChunk, q_reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Checked (values in this adapter's column order, q_reference)."""
+        self.check_names(chunk.names)
+        n = len(self.spec.joint_names)
+        q_ref = np.asarray(q_reference, dtype=np.float64)
+        if q_ref.shape != (n,):
+            raise ActionSpaceError(f"q_reference must have shape ({n},) ({list(self.spec.joint_names)}), got {q_ref.shape}")
+        if not np.all(np.isfinite(q_ref)):
+            raise ActionSpaceError(f"q_reference contains non-finite values: {q_ref.tolist()}")
+        # Columns in this adapter's order, whatever order the chunk used.
+        values = chunk.values[:, [chunk.names.index(name) for name in self.names]]
+        bad = ~np.isfinite(values)
+        if bad.any():
+            cols = sorted({self.names[c] for c in np.flatnonzero(bad.any(axis=0))})
+            rows = np.flatnonzero(bad.any(axis=1)).tolist()
+            raise ActionSpaceError(f"action chunk has non-finite values in columns {cols} at rows {rows}")
+        return values, q_ref
 
     def to_action_values(self, positions: np.ndarray, gripper: np.ndarray, q_reference: np.ndarray) -> np.ndarray:
         """The inverse of `to_joint_targets`: (T, len(names)) action rows that reach `positions`.
