@@ -320,3 +320,16 @@ def test_to_action_values_hand_computed_ee_delta():
     np.testing.assert_allclose(values[0, :3], moved - start[:3, 3], atol=1e-12)
     np.testing.assert_allclose(values[0, 3:6], [0.0, 0.0, 0.1], atol=1e-12)
     assert values[0, 6] == 1.0
+
+
+def test_to_action_values_rejects_bad_input():
+    spec, kin = setup("fr3")
+    adapter = ActionAdapter(spec, kin, "joint_delta")
+    q = np.tile(kin.home_rad, (2, 1))
+    with pytest.raises(ActionSpaceError, match=r"positions must have shape \(T >= 1, 7\)"):
+        adapter.to_action_values(q[:, :6], np.ones((2, 1)), kin.home_rad)
+    with pytest.raises(ActionSpaceError, match=r"gripper must have shape \(2, 1\)"):
+        adapter.to_action_values(q, np.ones((2, 2)), kin.home_rad)
+    q[1, 3] = np.inf
+    with pytest.raises(ActionSpaceError, match=r"positions has non-finite values \(rows \[1\]\)"):
+        adapter.to_action_values(q, np.ones((2, 1)), kin.home_rad)

@@ -323,6 +323,10 @@ class ActionAdapter:
         q_ref = np.asarray(q_reference, dtype=np.float64)
         if q_ref.shape != (n,):
             raise ActionSpaceError(f"q_reference must have shape ({n},), got {q_ref.shape}")
+        for what, arr in (("positions", q), ("gripper", g), ("q_reference", q_ref)):
+            if not np.all(np.isfinite(arr)):
+                rows = sorted({int(i) for i in np.argwhere(~np.isfinite(np.atleast_2d(arr)))[:, 0]})
+                raise ActionSpaceError(f"{what} has non-finite values (rows {rows})")
         values = np.empty((steps, len(self.names)))
         for column, g_col in zip(self._gripper_columns, g.T):
             values[:, self._column[column]] = g_col
