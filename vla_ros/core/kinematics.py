@@ -599,6 +599,7 @@ class RobotKinematics:
         stall = 0
         iteration = 0
         err = np.empty(6)
+        err_pos, err_rot = err[:3], err[3:]
         # The secondary task only has room to act on a redundant arm. Its damped projection leaks
         # into the task (error floor ~ damping * |z| / sigma), so it is dropped near convergence and
         # after a stall, letting the last iterations polish to tight tolerances.
@@ -607,8 +608,8 @@ class RobotKinematics:
             q_pin[sel] = q_arm
             jac_full = pin.computeFrameJacobian(model, data, q_pin, tool_id, pin.LOCAL_WORLD_ALIGNED)
             oMf = data.oMf[tool_id]  # refreshed by the LOCAL_WORLD_ALIGNED Jacobian (LOCAL does not)
-            err[:3] = p_des - oMf.translation
-            err[3:] = pin.log3(rot_des @ oMf.rotation.T)
+            np.subtract(p_des, oMf.translation, out=err_pos)
+            err_rot[:] = pin.log3(rot_des @ oMf.rotation.T)
             e0, e1, e2, e3, e4, e5 = err.tolist()
             e_pos = math.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
             e_ori = math.sqrt(e3 * e3 + e4 * e4 + e5 * e5)
@@ -690,6 +691,9 @@ class RobotKinematics:
 
 
 
+_EYE6 = np.eye(6)
+
+
 def _dls_step(jac: np.ndarray, err: np.ndarray, secondary: np.ndarray | None, damping: float) -> np.ndarray:
     """Damped least-squares step for J dq = err plus `secondary` projected into J's null space.
 
@@ -697,7 +701,7 @@ def _dls_step(jac: np.ndarray, err: np.ndarray, secondary: np.ndarray | None, da
     secondary part is (I - J^+ J) z with the same damped pseudo-inverse, in one 6x6 solve.
     """
     gram = jac @ jac.T
-    gram.flat[:: gram.shape[0] + 1] += damping
+    gram += damping * _EYE6
     rhs = err if secondary is None else err - jac @ secondary
     # LAPACK's Cholesky solve directly: numpy.linalg.solve costs 4x more on a 6x6 system.
     _, x, info = _dposv(gram, rhs)
