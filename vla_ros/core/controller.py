@@ -420,13 +420,16 @@ class ControllerCore:
     def _forward_arms(self):
         return [a for a in self.spec.arms if a.command.kind == "forward_position"]
 
-    def tick(self, now_s: float) -> list[TrajectoryOut | PositionOut]:
-        """The commands due at now_s. Call at command_rate_hz when any arm has a forward
-        controller, else at least at replan_rate_hz; also right after submit_chunk / estop."""
+    def tick(self, now_s: float, stream: bool = True) -> list[TrajectoryOut | PositionOut]:
+        """The commands due at now_s. Call from a timer at command_rate_hz when any arm has a
+        forward controller, else at least at replan_rate_hz; also right after submit_chunk /
+        estop with stream=False, which sends what is urgent (trajectories, grippers) without an
+        extra forward command that would break the stream's regular period."""
         out: list[TrajectoryOut | PositionOut] = []
-        self._tick_times.append(now_s)
-        if len(self._tick_times) > 200:
-            del self._tick_times[:100]
+        if stream:
+            self._tick_times.append(now_s)
+            if len(self._tick_times) > 200:
+                del self._tick_times[:100]
         if self.scheduler.plan is None:
             if not (self.active and self._init_hold(now_s)):
                 return out
@@ -444,11 +447,12 @@ class ControllerCore:
         moving = self.scheduler.is_moving(now_s)
         streaming = self.active or moving or (self._cmd is not None and self._cmd_moving(now_s))
         if not streaming and not self._send_now:
-            self._last_tick_s = now_s
+            if stream:
+                self._last_tick_s = now_s
             return out
 
         forward = self._forward_arms()
-        if forward:
+        if forward and stream:
             out.extend(self._stream(now_s, forward))
         trajectory_arms = [a for a in self.spec.arms if a.command.kind == "joint_trajectory"]
         replan_due = self._last_sent_s is None or now_s - self._last_sent_s >= 1.0 / self.config.replan_rate_hz - 1e-9
@@ -461,7 +465,8 @@ class ControllerCore:
         if self.active:
             out.extend(self._gripper_outputs(now_s, gripper_due or self._send_now))
         self._send_now = False
-        self._last_tick_s = now_s
+        if stream:
+            self._last_tick_s = now_s
         return out
 
     def _cmd_moving(self, now_s: float) -> bool:
@@ -472,7 +477,9 @@ class ControllerCore:
     def _stream(self, now_s: float, arms) -> list[PositionOut]:
         q_target, v_target = self.scheduler.sample(now_s)
         period = 1.0 / self.command_rate_hz
-        dt = period if self._last_tick_s is None else float(np.clip(now_s - self._last_tick_s, 0.1 * period, 10 * period))
+        # The real elapsed time (so velocities are true velocities), but never more than a few
+        # periods: after a stall the command must not jump by what the stall would have allowed.
+        dt = period if self._last_tick_s is None else float(np.clip(now_s - self._last_tick_s, 1e-6, 5 * period))
         if self._cmd is None:
             self._cmd = (q_target.copy(), np.zeros_like(q_target))
         q_prev, v_prev = self._cmd

@@ -203,7 +203,7 @@ class ControllerNode(LifecycleNode):
             decision = self.core.submit_chunk(chunk, now)
         if not decision.accepted:
             self.get_logger().warning(f"action chunk refused: {decision.reason}")
-        self._publish(self.core.tick(now))
+        self._publish(self.core.tick(now, stream=False))
 
     def _on_joint_state(self, arm: str, msg: JointState) -> None:
         if self.core is not None:
@@ -216,7 +216,7 @@ class ControllerNode(LifecycleNode):
         if not self.core.estop_latched:
             self.get_logger().warning("e-stop received: holding until ~/release_estop")
         self.core.estop(now)
-        self._publish(self.core.tick(now))
+        self._publish(self.core.tick(now, stream=False))
 
     def _on_release(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         if self.core is None:
