@@ -45,13 +45,25 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def fk_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    parser.description = (
+        "Pose of a frame for given joints, printed as JSON {frame, base, position, orientation_xyzw}. "
+        "Example: vla-ros fk --embodiment fr3 --joints 0,-0.785,0,-2.356,0,1.571,0.785"
+    )
     _common_arguments(parser)
     parser.add_argument(
-        "--joints", required=True, help="comma-separated joint positions (rad, m) in the embodiment's joint order"
+        "--joints",
+        required=True,
+        help="comma-separated joint positions (rad, m) in the embodiment's joint order "
+        "(ALOHA: the left arm's six, then the right arm's six)",
     )
 
 
 def ik_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    parser.description = (
+        "Joints that put an arm's tool frame at a pose, printed as JSON {success, joints, joint_names, "
+        "position_error_m, orientation_error_rad, frame, base}; exit status 1 when no solution is found. "
+        "Example: vla-ros ik --embodiment ur5e --position 0.4,0.1,0.3 --orientation-xyzw 1,0,0,0"
+    )
     _common_arguments(parser)
     parser.add_argument("--position", required=True, help="x,y,z of the frame in the base frame (m)")
     parser.add_argument("--orientation-xyzw", required=True, help="quaternion x,y,z,w (normalised here)")
