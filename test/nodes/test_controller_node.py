@@ -338,3 +338,73 @@ def test_configure_fails_cleanly_on_unknown_embodiment(ros):
         assert node.core is None
     finally:
         node.destroy_node()
+
+
+@pytest.mark.slow
+def test_end_to_end_with_the_mujoco_sim_the_arm_follows_a_joint_chunk():
+    """controller_node + sim_node (simulated time): the arm follows a joint chunk, every trajectory
+    is accepted by the sim's JTC semantics, and the measured joints stay inside the limits."""
+    import threading
+
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from vla_ros.nodes.sim_node import SimNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    sim = SimNode(context=context, parameter_overrides=[
+        Parameter("embodiment", value="fr3"), Parameter("joint_state_rate_hz", value=100.0),
+        Parameter("camera_rate_hz", value=1.0), Parameter("real_time_factor", value=2.0)])
+    controller = ControllerNode(context=context, parameter_overrides=[
+        Parameter("embodiment", value="fr3"), Parameter("use_sim_time", value=True)])
+    peer = Node("e2e_peer", context=context)
+    states: list[JointState] = []
+    peer.create_subscription(JointState, "joint_states", states.append, 100)
+    chunk_pub = peer.create_publisher(JointTrajectory, "action_chunk", 10)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    for n in (sim, controller, peer):
+        executor.add_node(n)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+
+    def wait(predicate, timeout_s=30.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.01)
+        return predicate()
+
+    try:
+        assert wait(lambda: len(states) > 10)
+        assert controller.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert wait(lambda: controller.core.measured_positions() is not None)
+        assert controller.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        q0 = controller.core.measured_positions().copy()
+        stamp = cv.time_to_s(states[-1].header.stamp)
+        rows = np.tile(q0, (11, 1))
+        rows[:, 0] += 0.03 * np.arange(11)  # joint 1: +0.3 rad over 1 s
+        rows[:, 3] -= 0.02 * np.arange(11)  # joint 4: -0.2 rad
+        chunk = ActionChunk(BARE + ("gripper",), np.hstack([rows, np.ones((11, 1))]), 0.1, stamp)
+        chunk_pub.publish(cv.chunk_to_msg(chunk))
+        assert wait(lambda: controller.core.chunks_accepted + controller.core.chunks_refused == 1)
+        assert controller.core.chunks_accepted == 1, controller.core.last_refusal
+        assert wait(lambda: cv.time_to_s(states[-1].header.stamp) > stamp + 2.5, timeout_s=60.0)
+        q = np.array([cv.joint_state_positions(m, BARE) for m in states])
+        t = np.array([cv.time_to_s(m.header.stamp) for m in states])
+        assert sim.rejections == 0, sim.last_rejection
+        np.testing.assert_allclose(q[-1], rows[-1], atol=5e-3)
+        lim = load_embodiment("fr3").arms[0].limits
+        assert np.all(q >= lim.lower_rad) and np.all(q <= lim.upper_rad)
+        # It tracks the plan during the motion (a position-controlled sim arm lags a little).
+        during = (t > stamp + 0.3) & (t < stamp + 1.0)
+        plan_q = controller.core.scheduler.plan.sample(t[during])[0]
+        assert np.max(np.abs(q[during] - plan_q)) < 0.05
+        assert np.all(np.abs(np.diff(q[:, 0]) / np.maximum(np.diff(t), 1e-6)) <= lim.velocity_rad_s[0] * 1.1)
+    finally:
+        executor.shutdown()
+        for n in (sim, controller, peer):
+            n.destroy_node()
+        rclpy.shutdown(context=context)
+        thread.join(timeout=5)
