@@ -330,7 +330,8 @@ class OpenVLAModel(nn.Module):
     def greedy_action_tokens(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, num_tokens: int) -> torch.Tensor:
         """Greedy decoding of `num_tokens` tokens with a KV cache -> (B, num_tokens) ids."""
         embeds = self.embed(pixel_values, input_ids)
-        out = self.backbone(inputs_embeds=embeds, use_cache=True)
+        # Only the last position's logits are needed; skips a (seq x 32064) LM-head product.
+        out = self.backbone(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
         cache = out.cache
         tokens = [out.logits[:, -1].argmax(-1)]
         for _ in range(num_tokens - 1):
