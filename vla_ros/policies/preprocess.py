@@ -152,14 +152,16 @@ def normalize(x: torch.Tensor, norm: ImageNormalization | str, dtype: torch.dtyp
     """
     _check_batch(x)
     n = normalization(norm) if isinstance(norm, str) else norm
-    xf = x.to(torch.float32)
-    if x.dtype == torch.uint8:
-        xf = xf / 255.0
-    elif not x.is_floating_point():
+    if x.dtype != torch.uint8 and not x.is_floating_point():
         raise ValueError(f"normalize needs uint8 or floating images, got {x.dtype}")
-    mean = torch.tensor(n.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    # Make the (small, resized) batch NCHW-contiguous first: elementwise float ops on a
+    # channels-last batch are several times slower on the CPU.
+    xf = x.contiguous().to(torch.float32)
     std = torch.tensor(n.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    return ((xf - mean) / std).to(dtype).contiguous()
+    mean = torch.tensor(n.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    scale = 1.0 / (std * 255.0) if x.dtype == torch.uint8 else 1.0 / std
+    # (x / 255 - mean) / std as one fused multiply-add
+    return torch.addcmul(-mean / std, xf, scale).to(dtype)
 
 
 @dataclass(frozen=True)
@@ -200,18 +202,16 @@ class ImagePreprocessor:
         dtype: torch.dtype = torch.float32,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Images ((H, W, 3) uint8 arrays, or an (N, 3, H, W) tensor) -> (N, 3, h, w) `dtype`.
-
-        Arrays of different sizes are resized one by one, then stacked.
-        """
+        """Images ((H, W, 3) uint8 arrays, any sizes, or an (N, 3, H, W) tensor) -> (N, 3, h, w) `dtype`."""
         if isinstance(images, torch.Tensor):
             batches = [images]
         else:
             arrays = list(images)
             if not arrays:
                 raise ValueError("ImagePreprocessor needs at least one image")
-            same = all(a.shape == arrays[0].shape for a in arrays)
-            batches = [images_to_tensor(arrays)] if same else [images_to_tensor([a]) for a in arrays]
+            # One camera at a time: a zero-copy view of each frame, no stacking of full-size
+            # frames (only the small resized ones are concatenated).
+            batches = [images_to_tensor([a]) for a in arrays]
         out = torch.cat([self._resize_crop(b.to(device), generator) for b in batches], dim=0)
         return normalize(out, self.normalization, dtype=dtype)
 
