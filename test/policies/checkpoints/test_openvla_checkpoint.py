@@ -328,3 +328,22 @@ def test_stats_only_in_dataset_statistics_json_are_used(ckpt, tmp_path):
     (dst / "dataset_statistics.json").unlink()
     with pytest.raises(CheckpointError, match="no norm_stats and dataset_statistics.json is missing"):
         load_openvla(dst)
+
+
+def test_real_openvla_7b_dimensions_give_its_published_size():
+    """dinosiglip-vit-so-224px + Llama-2 7B (vocab padded to 32064): the released index.json
+    reports total_size 15,082,474,368 bytes of bf16, i.e. 7,541,237,184 parameters."""
+    import math
+
+    from transformers import LlamaConfig
+
+    from vla_ros.policies.checkpoints.openvla import OpenVLAArch, ViTDims
+
+    arch = OpenVLAArch(
+        ViTDims(1024, 24, 16, 4096, 14, 224, 4, "gelu"), ViTDims(1152, 27, 16, 4304, 14, 224, 0, "gelu"),
+        LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                    num_attention_heads=32, num_key_value_heads=32), "scale_factor")
+    shapes = arch.expected_shapes()
+    assert sum(math.prod(s) for s in shapes.values()) == 7_541_237_184
+    assert shapes["projector.fc1.weight"] == (8704, 2176)
+    assert shapes["vision_backbone.featurizer.pos_embed"] == (1, 256, 1024)
