@@ -189,7 +189,9 @@ class ControllerCore:
         self.chunks_accepted = 0
         self.chunks_refused = 0
         self.limiter_interventions = 0
+        self.gripper_clipped = 0
         self._tick_times: list[float] = []
+        self._chunk_times: list[float] = []
 
     # ------------------------------------------------------------------ inputs
     def update_joint_state(self, arm: str, names: Sequence[str], positions: Sequence[float], now_s: float) -> None:
@@ -200,8 +202,8 @@ class ControllerCore:
         values = np.asarray(positions, dtype=np.float64).reshape(-1)
         if values.shape[0] != len(names):
             state.missing = tuple(spec_arm.joint_names)
-            _log.warning("joint_states for arm '%s' has %d names but %d positions; ignored", arm, len(names),
-                         values.shape[0])
+            _log.debug("joint_states for arm '%s' has %d names but %d positions; ignored", arm, len(names),
+                       values.shape[0])
             return
         index = {n: i for i, n in enumerate(names)}
         missing = tuple(j for j in spec_arm.joint_names if j not in index)
@@ -252,8 +254,6 @@ class ControllerCore:
         self.active = False
 
     def estop(self, now_s: float) -> None:
-        if not self.estop_latched:
-            _log.warning("e-stop latched: holding")
         self.estop_latched = True
         if self.scheduler.plan is not None:
             self._hold(now_s)
@@ -305,12 +305,21 @@ class ControllerCore:
     def _refuse(self, reason: str, now_s: float, hold: bool = True) -> ChunkDecision:
         self.chunks_refused += 1
         self.last_refusal = reason
-        _log.warning("action chunk refused: %s", reason)
+        # The node logs refusals with its own logger; here only for debugging without ROS.
+        _log.debug("action chunk refused: %s", reason)
         if hold and self.active:
             self._hold(now_s)
         decision = ChunkDecision(False, reason)
         self.last_decision = decision
         return decision
+
+    def _names_mismatch(self, names: Sequence[str]) -> str:
+        """Why `names` fit no action space, worded against the embodiment's default space."""
+        try:
+            self._default_adapter.check_names(names)
+        except ActionSpaceError as err:
+            return f"{err}; no other supported action space matches either"
+        return f"action names {list(names)} match no supported action space"
 
     def refuse(self, reason: str, now_s: float) -> ChunkDecision:
         """Refuse a chunk that could not even be decoded (malformed message): counted, logged,
@@ -337,14 +346,7 @@ class ControllerCore:
                                 f"{self.config.max_chunk_future_s} (clocks out of sync? use_sim_time?)", now_s)
         space = detect_space(self.spec, chunk.names)
         if space is None:
-            try:
-                self._default_adapter.check_names(chunk.names)
-                reason = f"action names {list(chunk.names)} match no action space"  # pragma: no cover
-            except ActionSpaceError as err:
-                reason = f"{err}; no other supported action space matches either"
-            return self._refuse(reason, now_s)
-        if len(set(chunk.names)) != len(chunk.names):
-            return self._refuse(f"duplicate action names {list(chunk.names)}", now_s)
+            return self._refuse(self._names_mismatch(chunk.names), now_s)
 
         plan = self.scheduler.plan
         executing = self.scheduler.is_moving(now_s)
@@ -370,7 +372,9 @@ class ControllerCore:
         self.scheduler.commit(result.plan)
         gripper = np.asarray(targets.gripper, dtype=np.float64)
         if gripper.size and (np.any(gripper < 0.0) or np.any(gripper > 1.0)):
-            _log.info("gripper commands outside [0, 1] (min %.3f, max %.3f) clipped", gripper.min(), gripper.max())
+            # Normalised commands saturate at open/closed (the documented gripper convention);
+            # counted so that a policy that lives outside [0, 1] shows in diagnostics.
+            self.gripper_clipped += 1
         times = chunk.stamp_s + np.arange(chunk.num_steps) * chunk.period_s * scale
         keep = result.first_step
         self._gripper_times = times[keep:]
@@ -378,6 +382,7 @@ class ControllerCore:
         self._send_now = True
         self.chunks_accepted += 1
         self.last_chunk_stamp_s = chunk.stamp_s
+        self._chunk_times = (self._chunk_times + [now_s])[-50:]
         decision = ChunkDecision(True, verdict.reason if scale == verdict.time_scale else f"ok, slowed down by x{scale:.3f}",
                                  space, scale, blend, result.dropped_steps)
         self.last_decision = decision
@@ -436,11 +441,11 @@ class ControllerCore:
         if self.active:
             problem = self._state_problem(now_s)
             if problem is not None and self._fault is None:
-                _log.warning("refusing to command: %s; holding", problem)
+                _log.debug("refusing to command: %s; holding", problem)
                 self._fault = problem
                 self._hold(now_s)
             elif problem is None and self._fault is not None:
-                _log.info("joint_states healthy again; holding until the next chunk")
+                _log.debug("joint_states healthy again; holding until the next chunk")
                 self._fault = None
             elif problem is not None:
                 self._fault = problem
@@ -596,6 +601,9 @@ class ControllerCore:
             "last_time_scale": "" if self.last_decision is None else f"{self.last_decision.time_scale:.3f}",
             "tick_rate_hz": f"{1.0 / float(np.mean(ticks)):.1f}" if ticks.size and np.mean(ticks) > 0 else "",
             "command_rate_hz": f"{self.command_rate_hz:.1f}",
+            "chunk_rate_hz": (f"{(len(self._chunk_times) - 1) / (self._chunk_times[-1] - self._chunk_times[0]):.1f}"
+                              if len(self._chunk_times) > 1 and self._chunk_times[-1] > self._chunk_times[0] else ""),
             "limiter_interventions": self.limiter_interventions,
+            "gripper_commands_clipped": self.gripper_clipped,
         }
         return ControllerStatus(state, level, message, values)

@@ -85,6 +85,7 @@ class ControllerNode(LifecycleNode):
         self._service = None
         self._diag_pub = None
         self._path_pub = None
+        self._last_state = "unconfigured"
 
     # ------------------------------------------------------------------ helpers
     def now_s(self) -> float:
@@ -227,8 +228,21 @@ class ControllerNode(LifecycleNode):
         return response
 
     def _on_tick(self) -> None:
-        if self.core is not None:
-            self._publish(self.core.tick(self.now_s()))
+        if self.core is None:
+            return
+        now = self.now_s()
+        self._publish(self.core.tick(now))
+        state = self.core.state(now)
+        if state != self._last_state:
+            # State changes (fault, recovery, e-stop) are rare and always worth a log line.
+            status = self.core.status(now)
+            line = f"controller state {self._last_state} -> {state}: {status.message}"
+            # rclpy loggers fix one severity per call site, hence two calls.
+            if status.level == "error":
+                self.get_logger().warning(line)
+            else:
+                self.get_logger().info(line)
+            self._last_state = state
 
     # ------------------------------------------------------------------ output
     def _publish(self, outputs: list[TrajectoryOut | PositionOut]) -> None:
