@@ -28,16 +28,31 @@ def _compose(p0, R0, rows):
 
 def test_rows_move_at_the_speed_limit_then_stay():
     # 0.1 m along x at 0.25 m/s with 0.1 s rows: 0.025 m per row for 4 rows, then nothing
-    rows = plan_ee_delta_rows(np.zeros(3), np.eye(3), np.array([0.1, 0, 0]), np.eye(3), 0.25, 1.0, 0.1, 6)
+    rows, speeds = plan_ee_delta_rows(np.zeros(3), np.eye(3), np.array([0.1, 0, 0]), np.eye(3), 0.25, 1.0, 0.1, 6)
     np.testing.assert_allclose(rows[:, 0], [0.025, 0.025, 0.025, 0.025, 0.0, 0.0], atol=1e-12)
     np.testing.assert_allclose(rows[:, 1:], 0.0, atol=1e-12)
+
+
+def test_rows_follow_a_trapezoidal_profile():
+    # from rest, 0.5 m/s^2 up to 0.25 m/s: s(t) = a t^2 / 2 until 0.5 s (0.0625 m), then +0.025 m per row
+    rows, speeds = plan_ee_delta_rows(np.zeros(3), np.eye(3), np.array([1.0, 0, 0]), np.eye(3), 0.25, 1.0, 0.1, 7,
+                                      accel_m_s2=0.5)  # fmt: skip
+    s = np.cumsum(rows[:, 0])
+    np.testing.assert_allclose(s, [0.0025, 0.01, 0.0225, 0.04, 0.0625, 0.0875, 0.1125], atol=1e-9)
+    np.testing.assert_allclose(speeds, [0.05, 0.1, 0.15, 0.2, 0.25, 0.25, 0.25], atol=1e-9)
+    # already moving at 0.25 m/s, 0.05 m from the goal: brakes at 0.5 m/s^2 (0.0625 m needed) and
+    # still arrives at rest exactly at the goal, never beyond it
+    rows, speeds = plan_ee_delta_rows(np.zeros(3), np.eye(3), np.array([0.05, 0, 0]), np.eye(3), 0.25, 1.0, 0.1, 12,
+                                      accel_m_s2=0.5, start_speed_m_s=0.25)  # fmt: skip
+    s = np.cumsum(rows[:, 0])
+    assert np.all(np.diff(s) >= -1e-12) and s[-1] == pytest.approx(0.05, abs=1e-9) and speeds[-1] == 0.0
 
 
 def test_rows_compose_to_the_goal_rotation_in_the_base_frame():
     R0 = rpy_to_matrix(0.1, -0.2, 0.3)
     goal_R = rpy_to_matrix(math.pi, 0.0, 0.5)
     goal_p = np.array([0.4, -0.1, 0.2])
-    rows = plan_ee_delta_rows(np.array([0.3, 0.0, 0.4]), R0, goal_p, goal_R, 0.3, 1.0, 0.1, 40)
+    rows, _ = plan_ee_delta_rows(np.array([0.3, 0.0, 0.4]), R0, goal_p, goal_R, 0.3, 1.0, 0.1, 40)
     p, R = _compose(np.array([0.3, 0.0, 0.4]), R0, rows)[-1]
     np.testing.assert_allclose(p, goal_p, atol=1e-9)
     np.testing.assert_allclose(R, goal_R, atol=1e-9)

@@ -32,9 +32,12 @@ class ExpertParams:
     """Speeds and distances of the expert (m, m/s, rad/s, s)."""
 
     horizon_steps: int = 8
-    fast_speed_m_s: float = 0.30
-    slow_speed_m_s: float = 0.10
-    turn_speed_rad_s: float = 1.2
+    fast_speed_m_s: float = 0.25
+    slow_speed_m_s: float = 0.08
+    turn_speed_rad_s: float = 1.0
+    # Gentle enough that a chunk's joint accelerations stay well inside an FR3/UR's limits
+    # near the grasp poses (the controller refuses chunks that would need a big slow-down).
+    accel_m_s2: float = 0.5
     pregrasp_height_m: float = 0.10
     lift_height_m: float = 0.12
     grasp_depth_m: float = 0.0  # tool frame below the cube centre (+ = deeper)
@@ -45,7 +48,7 @@ class ExpertParams:
     lost_distance_m: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("fast_speed_m_s", "slow_speed_m_s", "turn_speed_rad_s", "close_time_s", "lost_distance_m"):
+        for name in ("fast_speed_m_s", "slow_speed_m_s", "turn_speed_rad_s", "accel_m_s2", "close_time_s", "lost_distance_m"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"ExpertParams.{name} must be positive, got {getattr(self, name)}")
         if self.horizon_steps < 1:
@@ -122,27 +125,51 @@ def plan_ee_delta_rows(
     turn_speed_rad_s: float,
     period_s: float,
     steps: int,
-) -> np.ndarray:
-    """(steps, 6) ee_delta rows moving from (position, rotation) straight to the goal at bounded
-    linear and angular speed, then staying. Rotations follow the geodesic; row deltas compose as
-    R_i = R_delta_i R_{i-1} (base frame), the action-space convention."""
+    accel_m_s2: float = math.inf,
+    start_speed_m_s: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, 6) ee_delta rows moving from (position, rotation) straight to the goal, and the
+    (steps,) path speed at the row times (for a later plan's `start_speed_m_s`).
+
+    Position and orientation share one progress variable so they arrive together (a straight
+    tool path, the geodesic in rotation). Its profile is trapezoidal in the path metric
+    D = max(distance, angle * speed / turn_speed): start at `start_speed_m_s`, accelerate at
+    `accel_m_s2` to `speed_m_s`, brake to arrive at rest. Row deltas compose as
+    R_i = R_delta_i R_{i-1} in the base frame (the action-space convention)."""
     offset = goal_position - position
     distance = float(np.linalg.norm(offset))
     err = _rotvec(goal_rotation @ rotation.T)
     angle = float(np.linalg.norm(err))
-    # One shared progress so position and orientation arrive together (straight-line motion
-    # of the tool, not a curve).
-    duration = max(distance / speed_m_s, angle / turn_speed_rad_s, 1e-9)
+    length = max(distance, angle * speed_m_s / turn_speed_rad_s)
     rows = np.zeros((steps, 6))
+    if length < 1e-9:
+        return rows, np.zeros(steps)
+    # Integrate the 1-D profile finely and sample it at the row times.
+    dt = min(period_s / 20.0, 0.005)
+    s = 0.0
+    v = min(max(start_speed_m_s, 0.0), speed_m_s) if math.isfinite(accel_m_s2) else speed_m_s
+    samples, speeds, t, k = [], [], 0.0, 1
+    while k <= steps:
+        braking = math.sqrt(2.0 * accel_m_s2 * max(length - s, 0.0)) if math.isfinite(accel_m_s2) else speed_m_s
+        target_v = min(speed_m_s, braking)
+        dv = accel_m_s2 * dt if math.isfinite(accel_m_s2) else math.inf
+        v_old = v
+        v = min(target_v, v + dv) if target_v >= v else max(target_v, v - dv)
+        s = min(length, s + 0.5 * (v_old + v) * dt)  # exact for a constant acceleration
+        t += dt
+        if t >= k * period_s - 1e-12:
+            samples.append(s)
+            speeds.append(v)
+            k += 1
     prev_p, prev_R = position, rotation
-    for i in range(steps):
-        s = min(1.0, (i + 1) * period_s / duration)
-        p = position + s * offset
-        R = _exp(s * err) @ rotation
+    for i, si in enumerate(samples):
+        u = si / length
+        p = position + u * offset
+        R = _exp(u * err) @ rotation
         rows[i, :3] = p - prev_p
         rows[i, 3:] = matrix_to_rpy(R @ prev_R.T)
         prev_p, prev_R = p, R
-    return rows
+    return rows, np.array(speeds)
 
 
 class ScriptedExpert:
@@ -176,6 +203,8 @@ class ScriptedExpert:
         self._grasp_rotation: dict[str, np.ndarray] = {}
         self._grasp_position: np.ndarray | None = None
         self._handover_point: np.ndarray | None = None
+        self._speed: dict[str, tuple[float, np.ndarray]] = {}
+        self._stamp_s = 0.0
 
     # ------------------------------------------------------------------ helpers
     def _set_phase(self, phase: str, stamp_s: float) -> None:
@@ -232,11 +261,30 @@ class ScriptedExpert:
             raise ValueError("the cube is tipped over (no horizontal face normal); the top-down expert cannot grasp it")
         return best
 
-    def _rows(self, T_tool: np.ndarray, goal_p: np.ndarray, goal_R: np.ndarray, speed: float) -> np.ndarray:
+    def _rows(self, arm: str, T_tool: np.ndarray, goal_p: np.ndarray, goal_R: np.ndarray, speed: float) -> np.ndarray:
+        """Rows towards the goal, continuing from the speed the previous chunk had planned for now
+        (the observation carries no velocities; the plan is what the arm was asked to do)."""
         p = self.params
-        return plan_ee_delta_rows(
-            T_tool[:3, 3], T_tool[:3, :3], goal_p, goal_R, speed, p.turn_speed_rad_s, self.period_s, p.horizon_steps
+        previous = self._speed.get(arm)
+        start_speed = 0.0
+        if previous is not None:
+            stamp, speeds = previous
+            row = int(round((self._stamp_s - stamp) / self.period_s)) - 1
+            start_speed = float(speeds[min(max(row, 0), len(speeds) - 1)])
+        rows, speeds = plan_ee_delta_rows(
+            T_tool[:3, 3],
+            T_tool[:3, :3],
+            goal_p,
+            goal_R,
+            speed,
+            p.turn_speed_rad_s * speed / p.fast_speed_m_s,
+            self.period_s,
+            p.horizon_steps,
+            accel_m_s2=p.accel_m_s2,
+            start_speed_m_s=start_speed,
         )
+        self._speed[arm] = (self._stamp_s, speeds)
+        return rows
 
     def _gripper_opening(self, observation: Observation, arm: ArmSpec) -> float | None:
         g = arm.gripper
@@ -247,6 +295,7 @@ class ScriptedExpert:
 
     # ------------------------------------------------------------------ policy
     def infer(self, observation: Observation) -> ActionChunk:
+        self._stamp_s = observation.stamp_s
         q = observation.positions_for(self.spec.joint_names)
         cube = self._target_cube(observation)
         T_world_cube = np.asarray(observation.privileged["objects"][cube], dtype=float)
@@ -304,7 +353,7 @@ class ScriptedExpert:
             goal_R, speed = self._grasp_rotation[arm.name], p.slow_speed_m_s
             if np.linalg.norm(tool_p - goal_p) < p.position_tolerance_m:
                 self._set_phase("hold", stamp)
-        rows = self._rows(T_bt, goal_p, goal_R, speed)
+        rows = self._rows(arm.name, T_bt, goal_p, goal_R, speed)
         return np.column_stack([rows, np.full(p.horizon_steps, gripper)])
 
     def _handover(self, obs: Observation, q: np.ndarray, T_world_cube: np.ndarray) -> np.ndarray:
