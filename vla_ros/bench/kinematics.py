@@ -34,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--embodiments", default=",".join(DEFAULT_EMBODIMENTS), help="comma-separated embodiments to measure"
     )
     parser.add_argument("--chunks", type=int, default=60, help="IK chunks timed per embodiment and mode (default 60)")
-    parser.add_argument("--calls", type=int, default=5000, help="FK / Jacobian calls timed per embodiment (default 5000)")
+    parser.add_argument(
+        "--calls", type=int, default=5000, help="FK / Jacobian calls timed per embodiment (default 5000)"
+    )
 
 
 def _smooth_path(kin, steps: int, period_s: float, rng: np.random.Generator) -> np.ndarray:
@@ -78,7 +80,9 @@ def bench_embodiment(name: str, chunks: int, calls: int, seed: int = 0) -> dict:
     model, data = kin.model, kin.model.createData()
     tool_id = kin.frame_id(tool)
     raw_args = [(model, data, qs[i % len(qs)], tool_id) for i in range(calls)]
-    fk_raw_us = _time_calls(lambda m, d, q, f: (pin.forwardKinematics(m, d, q), pin.updateFramePlacement(m, d, f)), raw_args)
+    fk_raw_us = _time_calls(
+        lambda m, d, q, f: (pin.forwardKinematics(m, d, q), pin.updateFramePlacement(m, d, f)), raw_args
+    )
     jac_raw_us = _time_calls(lambda m, d, q, f: pin.computeFrameJacobian(m, d, q, f, pin.LOCAL_WORLD_ALIGNED), raw_args)
 
     # One long path; chunk k covers steps [k*T, (k+1)*T).

@@ -39,7 +39,9 @@ def _floats(text: str, what: str, count: int | None = None) -> np.ndarray:
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--embodiment", required=True, help="embodiment config name (fr3, panda, ur5, ur5e, aloha) or YAML path")
+    parser.add_argument(
+        "--embodiment", required=True, help="embodiment config name (fr3, panda, ur5, ur5e, aloha) or YAML path"
+    )
     parser.add_argument("--frame", default=None, help="frame to report/solve for (default: the first arm's tool frame)")
     parser.add_argument("--base", default=None, help="frame the pose is expressed in (default: that arm's base frame)")
 
@@ -68,7 +70,9 @@ def ik_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     parser.add_argument("--position", required=True, help="x,y,z of the frame in the base frame (m)")
     parser.add_argument("--orientation-xyzw", required=True, help="quaternion x,y,z,w (normalised here)")
     parser.add_argument("--seed", default=None, help="starting joints (default: the config's home)")
-    parser.add_argument("--restarts", type=int, default=20, help="random restarts if the first attempt fails (default 20)")
+    parser.add_argument(
+        "--restarts", type=int, default=20, help="random restarts if the first attempt fails (default 20)"
+    )
 
 
 def _load(args: argparse.Namespace):
@@ -96,6 +100,10 @@ def _resolve_frames(kin, frame: str | None, base: str | None, need_tool: bool) -
     return arm or kin.arm_names[0], frame, base
 
 
+def _count_message(option: str, kin, embodiment: str, got: int) -> str:
+    return f"{option} needs {kin.num_joints} values for '{embodiment}' ({','.join(kin.joint_names)}), got {got}"
+
+
 def _print(result: dict) -> None:
     print(json.dumps(result))
 
@@ -108,9 +116,7 @@ def fk_run(args: argparse.Namespace) -> int:
         spec, kin = _load(args)
         q = _floats(args.joints, "--joints")
         if q.shape[0] != kin.num_joints:
-            raise _CliError(
-                f"--joints needs {kin.num_joints} values for '{spec.name}' ({','.join(kin.joint_names)}), got {q.shape[0]}"
-            )
+            raise _CliError(_count_message("--joints", kin, spec.name, q.shape[0]))
         _, frame, base = _resolve_frames(kin, args.frame, args.base, need_tool=False)
         pose = kin.frame_pose(q, frame, base)
     except (_CliError, KinematicsError) as exc:
@@ -145,9 +151,7 @@ def ik_run(args: argparse.Namespace) -> int:
         if args.seed is not None:
             seed = _floats(args.seed, "--seed")
             if seed.shape[0] != kin.num_joints:
-                raise _CliError(
-                    f"--seed needs {kin.num_joints} values for '{spec.name}' ({','.join(kin.joint_names)}), got {seed.shape[0]}"
-                )
+                raise _CliError(_count_message("--seed", kin, spec.name, seed.shape[0]))
         target = np.eye(4)
         target[:3, :3] = quaternion_xyzw_to_matrix(quat / norm)
         target[:3, 3] = position

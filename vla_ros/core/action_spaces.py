@@ -290,7 +290,9 @@ class ActionAdapter:
         n = len(self.spec.joint_names)
         q_ref = np.asarray(q_reference, dtype=np.float64)
         if q_ref.shape != (n,):
-            raise ActionSpaceError(f"q_reference must have shape ({n},) ({list(self.spec.joint_names)}), got {q_ref.shape}")
+            raise ActionSpaceError(
+                f"q_reference must have shape ({n},) ({list(self.spec.joint_names)}), got {q_ref.shape}"
+            )
         if not np.all(np.isfinite(q_ref)):
             raise ActionSpaceError(f"q_reference contains non-finite values: {q_ref.tolist()}")
         # Columns in this adapter's order, whatever order the chunk used.
