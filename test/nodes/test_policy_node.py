@@ -34,7 +34,9 @@ class FakePolicy:
 
     needs_privileged = False
 
-    def __init__(self, embodiment, latency_s: float = 0.0, steps: int = 5, period_s: float = 0.05):
+    def __init__(self, embodiment, latency_s: float = 0.0, steps: int = 5, period_s: float = 0.05,
+                 privileged: bool = False):
+        self.needs_privileged = bool(privileged)
         self.action_names = tuple(embodiment.joint_names) + ("gripper",)
         self.period_s = float(period_s)
         self.steps = int(steps)
@@ -53,7 +55,7 @@ class FakePolicy:
         self.observations.append(observation)
         values = np.zeros((self.steps, len(self.action_names)))
         values[:, 0] = len(observation.instruction)
-        values[:, 1] = observation.joint_positions[0]
+        values[:, 1] = observation.joint_positions[0] if len(observation.joint_positions) else 0.0
         self.finished.set()
         self.started.clear()
         return ActionChunk(self.action_names, values, self.period_s, observation.stamp_s)
@@ -311,3 +313,47 @@ def test_configure_fails_clearly_on_unknown_policy(harness, caplog):
     assert h.node.policy is None
     h2 = harness(mode="eager")
     assert h2.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+
+
+def test_bimanual_joint_states_are_qualified_per_namespace(ros):
+    spec = load_embodiment("aloha")
+    h = Harness(embodiment="aloha")
+    try:
+        pubs = {c.slot: h.peer.create_publisher(Image, c.topic, 10) for c in spec.cameras}
+        left = h.peer.create_publisher(JointState, "follower_left/joint_states", 10)
+        right = h.peer.create_publisher(JointState, "follower_right/joint_states", 10)
+        h.start()
+        bare = list(spec.arms[0].joint_names) + ["gripper"]
+        now = time.time()
+        for pub in pubs.values():
+            pub.publish(cv.array_to_image(h.image, "rgb8", stamp_s=now))
+        left.publish(cv.make_joint_state(bare, np.arange(7) * 0.1, stamp_s=now))
+        right.publish(cv.make_joint_state(bare, -np.arange(7) * 0.1, stamp_s=now))
+        assert h.wait_for(lambda: len(h.chunks) >= 1)
+        obs = FakePolicy.last.observations[-1]
+        assert obs.joint_names[:2] == ("follower_left/waist", "follower_left/shoulder")
+        assert obs.joint_names[7] == "follower_right/waist"
+        np.testing.assert_allclose(obs.positions_for(["follower_right/shoulder", "follower_left/gripper"]), [-0.1, 0.6])
+        assert set(obs.images) == {c.slot for c in spec.cameras}
+    finally:
+        h.close()
+
+
+def test_privileged_policy_gets_sim_objects(harness):
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    h = harness(policy_kwargs="{privileged: true}")
+    pub = h.peer.create_publisher(MarkerArray, "sim/objects", 10)
+    h.start()
+    h.publish_set(time.time())
+    time.sleep(0.2)
+    assert h.chunks == [] and h.node.stats.refusals.get("no_privileged", 0) > 0
+    m = Marker(ns="red_cube")
+    m.pose.position.x, m.pose.position.y, m.pose.position.z = 0.5, 0.1, 0.02
+    pub.publish(MarkerArray(markers=[m]))
+    assert h.wait_for(lambda: h.node._sync is not None and h.node._sync._has_privileged)
+    h.publish_set(time.time())
+    assert h.wait_for(lambda: len(h.chunks) >= 1)
+    pose = FakePolicy.last.observations[-1].privileged["objects"]["red_cube"]
+    np.testing.assert_allclose(pose[:3, 3], [0.5, 0.1, 0.02])
+    np.testing.assert_allclose(pose[:3, :3], np.eye(3))
