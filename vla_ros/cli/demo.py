@@ -219,6 +219,8 @@ def run_demo(
     rclpy.init(context=context, args=[])
     sim_time = Parameter("use_sim_time", value=True)
     nodes = []
+    lifecycle_configured: list = []  # what the teardown must undo, in order
+    lifecycle_active: list = []
     executor = None
     spin_thread = None
     try:
@@ -261,13 +263,16 @@ def run_demo(
         spin_thread.start()
 
         _transition(controller, "controller_node", "configure")
+        lifecycle_configured.append(controller)
         _transition(policy_node, "policy_node", "configure")
+        lifecycle_configured.insert(0, policy_node)
         reports: list[EpisodeReport] = []
         active = False
         for k in range(episodes):
             if active:
                 # Hold first, let the hold reach the sim, then reset: the controller must not
                 # carry a plan from the old episode into the new one.
+                lifecycle_active.clear()
                 _transition(policy_node, "policy_node", "deactivate")
                 _transition(controller, "controller_node", "deactivate")
                 _wait_sim_time(sim, 0.2)
@@ -279,7 +284,9 @@ def run_demo(
             start_s = sim.hw.time_s
             wall0 = time.monotonic()
             _transition(controller, "controller_node", "activate")
+            lifecycle_active.append(controller)
             _transition(policy_node, "policy_node", "activate")
+            lifecycle_active.insert(0, policy_node)
             active = True
             while True:
                 done_at = supervisor.success_at_s
@@ -300,6 +307,14 @@ def run_demo(
         render_ms = {k: v * 1e3 for k, v in sim.hw.render_time_s().items()}
         return DemoReport(embodiment, policy, tuple(reports), rtf, render_ms)
     finally:
+        # Quiet the graph before tearing it down: no physics, no timers, then the executor.
+        for n in nodes:
+            if isinstance(n, SimNode):
+                n.stop()
+        for n in lifecycle_active:
+            n.trigger_deactivate()
+        for n in lifecycle_configured:
+            n.trigger_cleanup()
         if executor is not None:
             executor.shutdown(timeout_sec=5.0)
         for n in reversed(nodes):
