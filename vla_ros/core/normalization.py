@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -203,7 +203,6 @@ class NormStats:
     source: str = ""
     num_transitions: int | None = None
     num_trajectories: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         canon: dict[str, FeatureStats] = {}
