@@ -63,6 +63,16 @@ def test_uint8_resize_matches_pillow(mode, pil_filter, src_hw, dst_hw):
     assert diff.max() <= 1 and diff.mean() < 0.05
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_float_path_for_non_cpu_devices_matches_uint8_kernel(mode):
+    # CUDA has no uint8 resize kernel: the float fallback must give the same uint8 result
+    x = pp.images_to_tensor([_rng_image(120, 160, seed=3)])
+    fast = pp.resize(x, (56, 72), mode=mode)
+    fallback = pp.resize_uint8_via_float(x, (56, 72), mode=mode)
+    assert fallback.dtype == torch.uint8
+    assert (fast.int() - fallback.int()).abs().max().item() <= 1
+
+
 def test_center_crop_hand_computed():
     x = torch.arange(36, dtype=torch.float32).view(1, 1, 6, 6).expand(1, 3, 6, 6)
     c = pp.center_crop(x, 3)  # margin 3: 1 above/left, 2 below/right

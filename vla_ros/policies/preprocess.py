@@ -102,7 +102,19 @@ def resize(
     hw = _size_hw(size, "resize size")
     if tuple(x.shape[-2:]) == hw:
         return x
+    if x.dtype == torch.uint8 and x.device.type != "cpu":
+        # torch's uint8 resize kernels are CPU-only; elsewhere resize in float and round back,
+        # which keeps the uint8-in/uint8-out contract.
+        return resize_uint8_via_float(x, hw, mode, antialias)
     return F.interpolate(x, size=hw, mode=mode, antialias=antialias, align_corners=False)
+
+
+def resize_uint8_via_float(
+    x: torch.Tensor, size: tuple[int, int], mode: ResizeMode = "bilinear", antialias: bool = True
+) -> torch.Tensor:
+    """uint8 resize computed in float32, rounded half-up and clamped to [0, 255] (as PIL)."""
+    y = F.interpolate(x.to(torch.float32), size=size, mode=mode, antialias=antialias, align_corners=False)
+    return torch.floor(y + 0.5).clamp_(0, 255).to(torch.uint8)
 
 
 def resize_with_pad(
