@@ -159,3 +159,22 @@ def test_first_takes_the_leading_dims_of_padded_stats():
     np.testing.assert_array_equal(head.q99, np.arange(7.0) + 2)
     with pytest.raises(ValueError, match="first 33 dims of 32-D"):
         fs.first(33)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(-5, 5), st.floats(0.01, 5), st.floats(0, 1), st.booleans()),
+                min_size=1, max_size=8))
+def test_property_bounds_q99_inverts_inside_the_range_and_masked_dims_pass(dims):
+    q01 = np.array([d[0] for d in dims])
+    q99 = q01 + np.array([d[1] for d in dims])
+    mask = np.array([d[3] for d in dims])
+    x = q01 + np.array([d[2] for d in dims]) * (q99 - q01)  # inside [q01, q99]
+    fs = FeatureStats(q01=q01, q99=q99, mask=mask)
+    n = fs.normalize(x, "bounds_q99")
+    assert np.all(np.abs(n[mask]) <= 1.0)
+    np.testing.assert_array_equal(n[~mask], x[~mask])
+    np.testing.assert_allclose(fs.unnormalize(n, "bounds_q99"), x, rtol=0, atol=1e-6)

@@ -85,3 +85,21 @@ def test_refusals():
         tok.encode(np.array([1, 2]))
     with pytest.raises(TypeError, match="integer"):
         tok.decode(np.array([31999.0]))
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float64, st.integers(1, 16), elements=st.floats(-3.0, 3.0)))
+def test_property_numpy_torch_agree_and_roundtrip_stays_within_one_bin(a):
+    tok = ActionTokenizer()
+    ids = tok.encode(a)
+    np.testing.assert_array_equal(ids, reference_encode(a))
+    np.testing.assert_array_equal(tok.encode(torch.from_numpy(a)).numpy(), ids)
+    assert np.all(tok.is_action_token(ids))
+    # a value in bin i (edges i-1, i) decodes to the centre of that bin, and +1 to the last
+    # centre: never more than half a bin width (1/255) from the clipped input
+    assert np.max(np.abs(tok.decode(ids) - np.clip(a, -1, 1))) <= 1.0 / 255.0 + 1e-12
