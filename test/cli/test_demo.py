@@ -1,0 +1,73 @@
+"""`vla-ros demo`: argument checks and the summary (fast), the full graph end to end (slow)."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vla_ros.cli.demo import DemoReport, EpisodeReport, _check_args, demo_add_arguments, run_demo
+
+
+def _args(*argv):
+    parser = argparse.ArgumentParser()
+    demo_add_arguments(parser, list(argv))
+    return parser.parse_args(list(argv))
+
+
+def test_defaults_match_make_demo():
+    args = _args()
+    assert (args.embodiment, args.policy, args.episodes, args.seed) == ("fr3", "scripted", 3, 0)
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [(["--episodes", "0"], "--episodes"), (["--timeout-s", "-1"], "--timeout-s"), (["--real-time-factor", "-2"], "--real-time-factor")],
+)
+def test_bad_arguments_name_the_option(argv, fragment):
+    with pytest.raises(SystemExit, match=fragment):
+        _check_args(_args(*argv))
+
+
+def test_summary_counts_and_means_only_successes():
+    episodes = (
+        EpisodeReport(0, 4, "pick up the red cube", True, 4.0, 5.0),
+        EpisodeReport(1, 5, "pick up the blue cube", False, 25.0, 26.0),
+        EpisodeReport(2, 6, "pick up the red cube", True, 6.0, 7.0),
+    )
+    s = DemoReport("fr3", "scripted", episodes, 0.9, {"front": 5.0}).summary()
+    assert s["episodes"] == 3 and s["successes"] == 2
+    assert s["success_rate"] == pytest.approx(2 / 3)
+    assert s["mean_episode_time_s"] == pytest.approx(5.0)
+    assert s["real_time_factor"] == 0.9 and s["seeds"] == [4, 5, 6]
+
+
+@pytest.mark.slow
+def test_demo_through_the_real_graph():
+    lines = []
+    report = run_demo(embodiment="fr3", episodes=2, seed=3, on_episode=lambda e, n: lines.append(e))
+    assert [e.seed for e in report.episodes] == [3, 4]
+    assert report.successes == 2, report.summary()
+    for e in report.episodes:
+        assert e.instruction.startswith("pick up the ") and 0.5 < e.episode_time_s < 15.0
+    assert 0.05 < report.real_time_factor <= 1.1  # capped at 1.0 by default
+    assert set(report.render_ms) == {"front", "wrist"}
+    assert len(lines) == 2
+
+
+@pytest.mark.slow
+def test_cli_prints_one_line_per_episode_and_json_last():
+    env = dict(os.environ)
+    out = subprocess.run(
+        [sys.executable, "-m", "vla_ros.cli.main", "demo", "--episodes", "1", "--seed", "7", "--json"],
+        capture_output=True, text=True, timeout=240, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    assert lines[-2].startswith("episode 1/1  seed 7  success")
+    summary = json.loads(lines[-1])
+    assert summary["episodes"] == 1 and summary["successes"] == 1 and summary["success_rate"] == 1.0
+    assert summary["embodiment"] == "fr3" and summary["policy"] == "scripted"
+    assert summary["mean_episode_time_s"] > 0 and summary["real_time_factor"] > 0
