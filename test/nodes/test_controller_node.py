@@ -408,3 +408,56 @@ def test_end_to_end_with_the_mujoco_sim_the_arm_follows_a_joint_chunk():
             n.destroy_node()
         rclpy.shutdown(context=context)
         thread.join(timeout=5)
+
+
+@pytest.mark.slow
+def test_main_sends_a_hold_on_ctrl_c(ros, tmp_path):
+    """The console-script entry point: configure + activate, follow a chunk, and on SIGINT publish
+    a hold (zero final velocity, at rest) and exit 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    peer = Node("main_test_peer")
+    received: list[JointTrajectory] = []
+    peer.create_subscription(JointTrajectory, JTC_TOPIC, received.append, 100)
+    state_pub = peer.create_publisher(JointState, "joint_states", 10)
+    chunk_pub = peer.create_publisher(JointTrajectory, "action_chunk", 10)
+    peer.create_timer(0.01, lambda: state_pub.publish(
+        cv.make_joint_state(BARE + ("fr3_finger_joint1",), list(HOME) + [0.04])))
+    executor = SingleThreadedExecutor()
+    executor.add_node(peer)
+    proc = subprocess.Popen([sys.executable, "-m", "vla_ros.nodes.controller_node", "--ros-args",
+                             "-p", "embodiment:=fr3"], env=dict(os.environ), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+    def spin_until(pred, timeout):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not pred():
+            executor.spin_once(timeout_sec=0.01)
+        return pred()
+
+    try:
+        assert spin_until(lambda: peer.count_subscribers("action_chunk") > 0, 30.0)
+        spin_until(lambda: False, 1.0)  # the node needs fresh joint_states before it accepts a chunk
+        chunk = ActionChunk(BARE + ("gripper",), np.hstack([_ramp(HOME, 0, 0.3, steps=20), np.ones((20, 1))]),
+                            0.1, peer.get_clock().now().nanoseconds * 1e-9)
+        chunk_pub.publish(cv.chunk_to_msg(chunk))
+        if not spin_until(lambda: len(received) >= 3, 15.0):
+            proc.send_signal(signal.SIGINT)
+            pytest.fail(f"no trajectories from the controller; its output:\n{proc.communicate(timeout=10)[0]}")
+        n = len(received)
+        proc.send_signal(signal.SIGINT)
+        assert spin_until(lambda: proc.poll() is not None and len(received) > n, 15.0)
+        hold = received[-1]
+        assert hold.points[-1].velocities.tolist() == [0.0] * 7
+        assert validate_trajectory(_jtc_command(hold), BARE, now_s=cv.time_to_s(hold.header.stamp)) is None
+        out = proc.communicate(timeout=10)[0]
+        assert proc.returncode == 0, out
+        assert "hold sent" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        executor.shutdown()
+        peer.destroy_node()

@@ -34,6 +34,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
@@ -274,7 +275,9 @@ class ControllerNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Configure + activate, spin; on Ctrl-C publish a hold and shut down cleanly."""
-    rclpy.init(args=args)
+    # SIGINT must reach us as KeyboardInterrupt while the context is still up, so that the hold
+    # can be published; rclpy keeps handling SIGTERM.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.SIGTERM)
     node = ControllerNode()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -282,7 +285,8 @@ def main(args: list[str] | None = None) -> int:
     try:
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             node.get_logger().error("configure failed; exiting")
-            return 1
+            code = 1
+            return code
         node.trigger_activate()
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
