@@ -50,3 +50,12 @@ def test_pipelined_stream_never_stalls_and_seams_stay_smooth():
 def test_needs_enough_chunks():
     with pytest.raises(ValueError, match="at least 4 chunk arrivals"):
         execute_chunks(_stream(1.0, duration_s=2.0), 7, 100.0, 0.1)
+
+
+def test_chunk_to_command_matching():
+    from vla_ros.bench.pipeline import chunk_to_command_latencies
+
+    chunks = [(10.00, 9.98), (10.10, 10.07), (10.20, 10.18)]  # (received, capture stamp)
+    commands = [10.001, 10.5, 10.102]  # the third chunk got no command within 50 ms
+    got = chunk_to_command_latencies(chunks, commands)
+    assert got == [pytest.approx((0.021, 0.001)), pytest.approx((0.032, 0.002))]

@@ -6,9 +6,11 @@ All times are wall clock (not simulated time), on this machine, torch limited to
    RGB array (vla_ros.nodes.conversions), preprocessing to 224x224 (SigLIP normalisation,
    vla_ros.policies.preprocess), observation assembly, and publishing one action chunk.
    Also one 640x480 JPEG CompressedImage decode.
-2. latency: image published -> action_chunk received, through a real in-process policy_node
-   (async mode, a policy that answers instantly), cameras and joint states streamed at 30 Hz.
-   It ends at `action_chunk`: the controller node's command output is not part of it.
+2. latency: camera capture stamp -> action_chunk received -> arm command received, through a
+   real in-process policy_node (async mode, a policy that answers instantly with the home
+   pose) and controller_node (fr3: JointTrajectory on fr3_arm_controller/joint_trajectory,
+   replanning slowed to 1 Hz so that every command counted is the one a chunk triggered),
+   cameras (640x480 rgb8) and joint states streamed at 30 Hz.
 3. modes: a policy whose inference sleeps 50 % of the chunk duration (a chunk of 10 rows at
    the embodiment's 0.1 s period, so 0.5 s), run through policy_node in sync mode, async with
    one inference at a time, and async with two in flight. The policy is perfect: every row is
@@ -71,8 +73,10 @@ class ReferencePolicy:
 
     needs_privileged = False
 
-    def __init__(self, embodiment, latency_s: float, steps: int, period_s: float, t0_s: float) -> None:
-        self.motion = ReferenceMotion(np.asarray(embodiment.arms[0].home_rad, dtype=float), t0_s=t0_s)
+    def __init__(self, embodiment, latency_s: float, steps: int, period_s: float, t0_s: float,
+                 amplitude_rad: float = 0.2) -> None:  # fmt: skip
+        self.motion = ReferenceMotion(np.asarray(embodiment.arms[0].home_rad, dtype=float),
+                                      amplitude_rad=amplitude_rad, t0_s=t0_s)  # fmt: skip
         self.action_names = tuple(embodiment.arms[0].qualified_joint_names) + ("gripper",)
         self.period_s = float(period_s)
         self.steps = int(steps)
@@ -90,8 +94,8 @@ class ReferencePolicy:
 
 
 def make_reference_policy(embodiment, latency_s: float = 0.0, steps: int = 10, period_s: float = 0.1,
-                          t0_s: float = 0.0) -> ReferencePolicy:  # fmt: skip
-    return ReferencePolicy(embodiment, latency_s, steps, period_s, t0_s)
+                          t0_s: float = 0.0, amplitude_rad: float = 0.2) -> ReferencePolicy:  # fmt: skip
+    return ReferencePolicy(embodiment, latency_s, steps, period_s, t0_s, amplitude_rad)
 
 
 # ------------------------------------------------------------------------- execution analysis
@@ -242,9 +246,10 @@ def measure_plumbing(node, reps: int, camera_counts=(1, 2, 4), width: int = 640,
 
 
 class _Graph:
-    """policy_node + a peer node streaming 640x480 cameras and joint states, spinning in a thread."""
+    """policy_node (+ controller_node) + a peer node streaming 640x480 cameras and joint states,
+    spinning in a thread."""
 
-    def __init__(self, namespace: str, params: dict, image_hw=(480, 640)) -> None:
+    def __init__(self, namespace: str, params: dict, image_hw=(480, 640), controller: bool = False) -> None:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
         from rclpy.parameter import Parameter
@@ -264,9 +269,19 @@ class _Graph:
         arm = self.spec.arms[0]
         self.joint_names = list(arm.joint_names) + [arm.gripper.joint_name]
         self.image = np.random.default_rng(1).integers(0, 256, (*image_hw, 3), dtype=np.uint8)
+        self.commands: list[tuple[float, JointTrajectory]] = []
+        self.controller = None
+        if controller:
+            from vla_ros.nodes.controller_node import ControllerNode
+
+            self.controller = ControllerNode(namespace=namespace, parameter_overrides=[
+                Parameter("embodiment", value=EMBODIMENT), Parameter("replan_rate_hz", value=1.0)])  # fmt: skip
+            self.peer.create_subscription(JointTrajectory, arm.command.topic,
+                                          lambda m: self.commands.append((time.time(), m)), 50)  # fmt: skip
         self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.peer)
+        for n in (self.node, self.peer, self.controller):
+            if n is not None:
+                self.executor.add_node(n)
         self._spin = threading.Thread(target=self.executor.spin, daemon=True)
         self._stop = threading.Event()
         self._stream = threading.Thread(target=self._publish_sensors, daemon=True)
@@ -288,6 +303,10 @@ class _Graph:
         from rclpy.lifecycle import TransitionCallbackReturn
 
         ok = TransitionCallbackReturn.SUCCESS
+        if self.controller is not None:
+            time.sleep(0.2)  # joint states first: the controller holds where the arm is measured
+            if self.controller.trigger_configure() != ok or self.controller.trigger_activate() != ok:
+                raise RuntimeError("controller_node failed to configure/activate for the benchmark")
         if self.node.trigger_configure() != ok or self.node.trigger_activate() != ok:
             raise RuntimeError("policy_node failed to configure/activate for the benchmark")
         time.sleep(duration_s)
@@ -300,6 +319,21 @@ class _Graph:
         self._spin.join(timeout=5)
         self.node.destroy_node()
         self.peer.destroy_node()
+        if self.controller is not None:
+            self.controller.destroy_node()
+
+
+def chunk_to_command_latencies(chunks: Sequence[tuple[float, float]], commands_recv_s: Sequence[float],
+                               window_s: float = 0.05) -> list[tuple[float, float]]:  # fmt: skip
+    """For each (chunk received, chunk stamp), the first command received within window_s after
+    the chunk: returns (capture -> command, chunk -> command) pairs; chunks without one are skipped."""
+    cmd = np.sort(np.asarray(commands_recv_s, dtype=float))
+    out = []
+    for recv, stamp in chunks:
+        i = int(np.searchsorted(cmd, recv))
+        if i < cmd.shape[0] and cmd[i] - recv <= window_s:
+            out.append((cmd[i] - stamp, cmd[i] - recv))
+    return out
 
 
 def measure_latency(namespace: str, duration_s: float) -> dict:
@@ -310,18 +344,25 @@ def measure_latency(namespace: str, duration_s: float) -> dict:
     from vla_ros.nodes import conversions as cv
 
     g = _Graph(namespace, {"embodiment": EMBODIMENT, "policy": BENCH_POLICY, "mode": "async",
-                           "policy_kwargs": "{latency_s: 0.0, steps: 3, period_s: 0.1}"})  # fmt: skip
+                           "policy_kwargs": "{latency_s: 0.0, steps: 3, period_s: 0.1, amplitude_rad: 0.0}"},
+               controller=True)  # fmt: skip
     try:
         g.run(duration_s)
-        lat = [recv - cv.time_to_s(m.header.stamp) for recv, m in g.arrivals]
+        chunks = [(recv, cv.time_to_s(m.header.stamp)) for recv, m in g.arrivals]
+        commands = [recv for recv, _ in g.commands]
         stats = g.node.stats
     finally:
         g.close()
-    if not lat:
+    if not chunks:
         raise RuntimeError("no action chunk arrived during the latency run")
+    both = chunk_to_command_latencies(chunks, commands)
+    if not both:
+        raise RuntimeError(f"{len(chunks)} chunks but no controller command followed any of them")
     return {
-        "capture_to_action_chunk": _stats_ms(lat),
-        "ends_at": "action_chunk (controller command output not included)",
+        "capture_to_action_chunk": _stats_ms([recv - stamp for recv, stamp in chunks]),
+        "action_chunk_to_command": _stats_ms([c for _, c in both]),
+        "capture_to_command": _stats_ms([t for t, _ in both]),
+        "chunks_followed_by_a_command": f"{len(both)}/{len(chunks)}",
         "last_observation_age_ms": round(stats.last_observation_age_s * 1e3, 3),
     }
 
