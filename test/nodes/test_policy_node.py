@@ -357,3 +357,26 @@ def test_privileged_policy_gets_sim_objects(harness):
     pose = FakePolicy.last.observations[-1].privileged["objects"]["red_cube"]
     np.testing.assert_allclose(pose[:3, 3], [0.5, 0.1, 0.02])
     np.testing.assert_allclose(pose[:3, :3], np.eye(3))
+
+
+def test_compressed_camera_from_config(ros, tmp_path):
+    from sensor_msgs.msg import CompressedImage
+
+    text = open(SPEC.config_path).read()
+    assert "front: {topic: cameras/front/image_raw, width: 224, height: 224, compressed: false}" in text
+    text = text.replace("front: {topic: cameras/front/image_raw, width: 224, height: 224, compressed: false}",
+                        "front: {topic: cameras/front/compressed, width: 224, height: 224, compressed: true}")
+    (tmp_path / "fr3_compressed.yaml").write_text(text)
+    h = Harness(embodiment=str(tmp_path / "fr3_compressed.yaml"))
+    try:
+        pub = h.peer.create_publisher(CompressedImage, "cameras/front/compressed", 10)
+        h.start()
+        frame = np.random.default_rng(2).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        now = time.time()
+        pub.publish(cv.array_to_compressed(frame, "png", stamp_s=now))
+        h.pub_wrist.publish(cv.array_to_image(h.image, "rgb8", stamp_s=now))
+        h.pub_js.publish(cv.make_joint_state(JOINTS, np.zeros(len(JOINTS)), stamp_s=now))
+        assert h.wait_for(lambda: len(h.chunks) >= 1)
+        np.testing.assert_array_equal(FakePolicy.last.observations[-1].images["front"], frame)
+    finally:
+        h.close()
