@@ -205,6 +205,9 @@ def test_policy_returns_one_ee_delta_row(vla):
     assert chunk.values.shape == (1, 7) and chunk.stamp_s == 12.5 and chunk.period_s == 0.2
     np.testing.assert_array_equal(chunk.values[0, :6], raw_action[:6])
     assert chunk.values[0, 6] == np.clip(raw_action[6], 0, 1)
+    policy.warmup()  # black frame of the camera's configured size, fixed instruction
+    with pytest.raises(ValueError, match="needs an instruction"):
+        policy.infer(Observation(1.0, {"front": img}, ("joint1",), [0.0], ""))
     with pytest.raises(KeyError, match="lacks camera 'front'"):
         policy.infer(Observation(1.0, {"wrist": img}, ("joint1",), [0.0], INSTRUCTION))
     with pytest.raises(ValueError, match="OpenVLA drives one arm"):

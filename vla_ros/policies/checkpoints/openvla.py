@@ -609,9 +609,16 @@ class OpenVLAPolicy:
             raise ValueError(f"camera '{camera}' is not one of embodiment '{embodiment.name}' cameras {slots}")
         self.camera = camera
         self.period_s = float(embodiment.policy_period_s)
+        size = {c.slot: (c.height, c.width) for c in embodiment.cameras}.get(camera, (224, 224))
+        self._warmup_image = np.zeros((*size, 3), np.uint8)
 
     def reset(self) -> None:
         """OpenVLA is memoryless: nothing to reset."""
+
+    def warmup(self) -> None:
+        """One inference on a black frame (the policy node's warm-up has no instruction, which
+        `infer` refuses)."""
+        self.vla.predict_action(self._warmup_image, "pick up the object", self.unnorm_key)
 
     def infer(self, observation: Observation) -> ActionChunk:
         if self.camera not in observation.images:
