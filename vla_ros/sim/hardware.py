@@ -101,7 +101,8 @@ class SimulatedHardware:
 
     def _match_coupled_joints(self) -> None:
         m = self.model
-        for e in range(m.neq):
+        # Twice: a finger may mimic a finger that is itself coupled to a gripper motor.
+        for e in list(range(m.neq)) * 2:
             if m.eq_type[e] != mujoco.mjtEq.mjEQ_JOINT:
                 continue
             j1, j2 = m.eq_obj1id[e], m.eq_obj2id[e]

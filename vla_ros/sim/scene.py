@@ -273,7 +273,61 @@ def _add_arm_actuators(mj, joints: dict, bodies: dict, arm: ArmSpec, spec: Embod
         # The gripper is everything below the last arm joint's child link.
         last = joints[qualified[-1]].parent
         gripper_bodies = tuple(b.name for b in _subtree_bodies(last))
+        if joint.type != mujoco.mjtJoint.mjJNT_SLIDE:
+            _couple_fingers_to_motor(mj, arm, joint, [joints[n] for n in joints if n not in qualified and n != gj
+                                                      and joints[n].parent.name in gripper_bodies])
     return _ArmPlan(arm, qualified, tuple(actuators), tuple(ratios), gripper_joint, gripper_actuator, gripper_bodies)
+
+
+def _couple_fingers_to_motor(mj, arm: ArmSpec, motor, fingers: list) -> None:
+    """A gripper driven by a motor joint (ViperX: `gripper`, rad) moves its prismatic fingers
+    through a linkage the URDF does not model: couple the leading finger linearly, closed -> its
+    inner limit, open -> its outer limit (the other finger mirrors it through its URDF mimic).
+
+    The self-written ViperX fingers are plain outer plates (a 42 mm gap at the inner limit), so
+    each finger also gets a pad reaching towards the other finger, as the real fingers have,
+    leaving ~4 mm at full close: a 40 mm cube is then gripped near half stroke."""
+    mimicked = {e.name1 for e in mj.equalities if e.type == mujoco.mjtEq.mjEQ_JOINT}
+    sliders = [f for f in fingers if f.type == mujoco.mjtJoint.mjJNT_SLIDE]
+    leaders = [f for f in sliders if f.name not in mimicked]
+    if len(leaders) != 1:
+        raise SceneError(
+            f"arm '{arm.name}': gripper '{motor.name}' is a motor joint; expected exactly one prismatic finger "
+            f"that no other joint mimics, found {[f.name for f in leaders]}"
+        )
+    leader = leaders[0]
+    g = arm.gripper
+    lo, hi = float(leader.range[0]), float(leader.range[1])
+    # Which finger limit is "closed": the one nearer the gripper's centre line.
+    inner, outer = (lo, hi) if abs(lo) < abs(hi) else (hi, lo)
+    slope = (outer - inner) / (g.open_position - g.closed_position)
+    eq = mj.add_equality(type=mujoco.mjtEq.mjEQ_JOINT, name1=leader.name, name2=motor.name)
+    # MuJoCo joint equality: q1 = c0 + c1 * q2 (reference positions are 0 here).
+    eq.data[:5] = (inner - slope * g.closed_position, slope, 0.0, 0.0, 0.0)
+    for finger in sliders:
+        body = finger.parent
+        side = 1.0 if (finger.range[0] + finger.range[1]) > 0 else -1.0  # which side of the centre line
+        axis = np.asarray(finger.axis, dtype=float)
+        plate = next((geom for geom in body.geoms if geom.type == mujoco.mjtGeom.mjGEOM_BOX), None)
+        if plate is None:
+            raise SceneError(f"finger '{finger.name}' has no box collision geometry to put a pad on")
+        reach = abs(min(abs(lo), abs(hi))) - 0.002
+        half = np.asarray(plate.size, dtype=float).copy()
+        k = int(np.argmax(np.abs(axis)))
+        inner_face = np.asarray(plate.pos, dtype=float) - side * axis * half[k]
+        half[k] = reach / 2.0
+        body.add_geom(
+            name=f"{finger.name}_pad",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=half,
+            pos=inner_face - side * axis * reach / 2.0,
+            rgba=(0.2, 0.2, 0.2, 1.0),
+            friction=_FRICTION,
+            condim=4,
+            contype=_ROBOT_CONTYPE,
+            conaffinity=_ROBOT_CONAFFINITY,
+            mass=0.001,
+        )
 
 
 def _bind_arm(model: mujoco.MjModel, plan: _ArmPlan) -> ArmBinding:
@@ -378,17 +432,55 @@ def _add_environment(mj, spec: EmbodimentSpec, region: CubeRegion) -> None:
     world.add_light(name="fill", pos=(center[0] + 1.5, center[1] + 1.0, 2.0), dir=(-0.6, -0.4, -0.7), castshadow=0, diffuse=(0.3, 0.3, 0.3))
 
 
+def _approach_axes(mj, spec: EmbodimentSpec) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per arm, (approach, side) unit axes in the tool frame. The approach axis points from the
+    last arm joint's link to the tool frame (Franka/UR tool frames approach along z, ViperX
+    along x); the side axis is the tool axis most orthogonal to both it and the fingers (y)."""
+    model = mj.compile()
+    data = mujoco.MjData(model)
+    for arm in spec.arms:
+        for j, q in zip(arm.qualified_joint_names, arm.home_rad):
+            data.qpos[model.jnt_qposadr[model.joint(j).id]] = q
+    mujoco.mj_kinematics(model, data)
+    out = []
+    for arm in spec.arms:
+        tool = model.body(arm.tool_frame).id
+        wrist = model.jnt_bodyid[model.joint(arm.qualified_joint_names[-1]).id]
+        R = data.xmat[tool].reshape(3, 3)
+        d = R.T @ (data.xpos[tool] - data.xpos[wrist])
+        if np.linalg.norm(d) < 1e-6:
+            d = np.array([0.0, 0.0, 1.0])
+        k = int(np.argmax(np.abs(d)))
+        approach = np.zeros(3)
+        approach[k] = np.sign(d[k])
+        side = np.zeros(3)
+        side[3 - k - 1] = 1.0  # z -> x, x -> z: never the finger axis y
+        out.append((approach, side))
+    return out
+
+
 def _add_cameras(mj, spec: EmbodimentSpec, region: CubeRegion) -> None:
-    c = np.array([region.center_xy_m[0], region.center_xy_m[1], TABLE_TOP_Z_M])
-    u = np.array([region.axis_u[0], region.axis_u[1], 0.0])
-    v = np.array([region.axis_v[0], region.axis_v[1], 0.0])
+    frames = _home_frames(mj, spec)
+    if len(spec.arms) == 1:
+        c = np.array([region.center_xy_m[0], region.center_xy_m[1], TABLE_TOP_Z_M])
+        u = np.array([region.axis_u[0], region.axis_u[1], 0.0])
+        v = np.array([region.axis_v[0], region.axis_v[1], 0.0])
+    else:
+        # Bimanual: centred between the arms; u runs from the first arm to the second.
+        bases = np.array([f[0] for f in frames])
+        c = np.array([bases[:, 0].mean(), bases[:, 1].mean(), TABLE_TOP_Z_M])
+        u = np.array([region.axis_u[0], region.axis_u[1], 0.0])
+        v = np.array([region.axis_v[0], region.axis_v[1], 0.0])
     bodies = {b.name: b for b in mj.bodies}
+    up = np.array([0.0, 0.0, 1.0])
     fixed = {
         # opposite the (first) arm, looking back over the cubes towards it
-        "front": (c + 0.85 * u + np.array([0, 0, 0.65]), c - 0.25 * u + np.array([0, 0, 0.15])),
-        "cam_high": (c - 0.05 * u + 0.45 * v + np.array([0, 0, 0.85]), c + np.array([0, 0, 0.0])),
-        "cam_low": (c + 0.6 * v + np.array([0, 0, 0.15]), c + np.array([0, 0, 0.05])),
+        "front": (c + 0.85 * u + 0.65 * up, c - 0.25 * u + 0.15 * up),
+        # ALOHA: high above the operator's edge of the table, and low in front of it
+        "cam_high": (c - 0.35 * v + 0.8 * up, c + 0.05 * up),
+        "cam_low": (c - 0.6 * v + 0.15 * up, c + 0.08 * up),
     }
+    axes = _approach_axes(mj, spec)
     wrist_arm = {"wrist": 0, "cam_left_wrist": 0, "cam_right_wrist": 1}
     for cam in spec.cameras:
         if cam.slot in wrist_arm or cam.slot.endswith("wrist"):
@@ -396,10 +488,11 @@ def _add_cameras(mj, spec: EmbodimentSpec, region: CubeRegion) -> None:
             if index >= len(spec.arms):
                 raise SceneError(f"camera slot '{cam.slot}' needs arm #{index + 1}; '{spec.name}' has {len(spec.arms)}")
             tool = bodies[spec.arms[index].tool_frame]
-            # Off the hand's side and behind the fingertips, looking at the grasp point between
-            # the fingers (the tool frame's origin) so fingers and object are both in view.
-            pos = np.array([0.1, 0.0, -0.07])
-            quat = _look_at_quat(pos, np.array([0.0, 0.0, 0.25]), up=(1.0, 0.0, 0.0))
+            approach, side = axes[index]
+            # Off the hand's side and behind the fingertips, looking ahead along the approach
+            # axis so the fingers and what lies between and beyond them are in view.
+            pos = 0.1 * side - 0.07 * approach
+            quat = _look_at_quat(pos, 0.25 * approach, up=tuple(side))
             tool.add_camera(name=cam.slot, pos=pos, quat=quat, fovy=75.0)
         elif cam.slot in fixed:
             pos, target = fixed[cam.slot]
