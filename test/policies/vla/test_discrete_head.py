@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from test.policies.vla.vla_helpers import build_model, inputs_for
@@ -49,8 +50,9 @@ def test_llama2_vocabulary_gives_openvla_token_ids():
     assert ids[:2] == [31744, 31999]
 
 
-def test_autoregressive_decoding_agrees_with_one_teacher_forced_pass():
-    model = build_model("openvla", chunk_size=2)
+@pytest.mark.parametrize("prefix_attention", ["causal", "bidirectional"])
+def test_autoregressive_decoding_agrees_with_one_teacher_forced_pass(prefix_attention):
+    model = build_model("openvla", chunk_size=2, prefix_attention=prefix_attention)
     inputs = inputs_for(model, batch=2)  # different instruction lengths -> left padding in the prefix
     head = model.head
     lm = model.backbone
@@ -62,6 +64,8 @@ def test_autoregressive_decoding_agrees_with_one_teacher_forced_pass():
     embeds = torch.cat([prefix.embeds, lm.get_input_embeddings()(tokens[:, :-1])], dim=1)
     mask = torch.cat([prefix.mask, torch.ones(2, n - 1, dtype=torch.bool)], dim=1)
     positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+    if prefix_attention == "bidirectional":
+        mask = prefix.attention_mask(n - 1)
     with torch.no_grad():
         hidden = lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
         logits = head._action_logits(lm, hidden[:, prefix.length - 1:])

@@ -108,6 +108,39 @@ def test_prefix_is_left_padded_with_positions_from_zero():
     assert torch.allclose(prefix.embeds[0, pad], img[0, 0], atol=1e-6)
 
 
+def test_bidirectional_prefix_mask_by_hand():
+    from vla_ros.policies.vla.heads.common import Prefix
+
+    mask = torch.tensor([[False, True, True]])
+    prefix = Prefix(torch.zeros(1, 3, 4), mask, torch.tensor([[0, 0, 1]]), bidirectional=True)
+    got = prefix.attention_mask(extra=2)[0, 0].int().tolist()
+    assert got == [
+        [1, 1, 1, 0, 0],  # padding row: never read, and no real token attends to it
+        [0, 1, 1, 0, 0],  # real prefix tokens see every real prefix token, never the padding
+        [0, 1, 1, 0, 0],
+        [0, 1, 1, 1, 0],  # appended tokens: the real prefix, then causal among themselves
+        [0, 1, 1, 1, 1],
+    ]
+    causal = Prefix(torch.zeros(1, 3, 4), mask, torch.tensor([[0, 0, 1]]))
+    assert causal.attention_mask(extra=2).tolist() == [[False, True, True, True, True]]
+
+
+@pytest.mark.parametrize("preset,sees_state", [("pi0", True), ("default", False)])
+def test_prefix_attention_pattern_reaches_the_backbone(preset, sees_state):
+    m = build_model(preset)
+    inputs = inputs_for(m)
+    other = type(inputs)(inputs.pixels, inputs.input_ids, inputs.text_mask, inputs.state + 0.5)
+    with torch.no_grad():
+        outs = []
+        for x in (inputs, other):
+            prefix = m.encode_prefix(x)
+            hidden = m.backbone.model(inputs_embeds=prefix.embeds, attention_mask=prefix.attention_mask(),
+                                      position_ids=prefix.positions).last_hidden_state
+            outs.append(hidden[1, 0])  # sample 1 has no padding: its first image patch
+    # with a bidirectional (pi0) prefix the first image token sees the state token at the end
+    assert (not torch.allclose(outs[0], outs[1], atol=1e-6)) == sees_state
+
+
 def test_camera_order_matters_through_camera_embeddings():
     m = build_model("default", camera_slots=("front", "wrist"))
     inputs = inputs_for(m)

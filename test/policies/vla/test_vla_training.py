@@ -17,6 +17,7 @@ def _fixed_loss(model, batch) -> float:
 
 @pytest.mark.parametrize("preset,overrides,steps,ratio", [
     ("default", {"chunk_size": 4}, 30, 0.6),                                   # flow
+    ("pi0", {"chunk_size": 4}, 30, 0.6),                                      # flow, Gemma, bidirectional prefix
     ("octo", {}, 30, 0.6),                                                    # diffusion
     ("openvla", {"chunk_size": 2}, 15, 0.5),                                  # discrete, autoregressive
     ("openvla", {"chunk_size": 2, "head": {"parallel": True}}, 15, 0.5),      # discrete, parallel (OFT)

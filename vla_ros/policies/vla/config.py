@@ -18,6 +18,7 @@ CONFIG_FORMAT = "vla_ros.vla_config/1"
 VISION_KINDS = ("siglip", "dino", "dinosiglip", "conv_film")
 BACKBONE_KINDS = ("llama", "gemma")
 HEAD_KINDS = ("discrete", "diffusion", "flow")
+PREFIX_ATTENTION = ("causal", "bidirectional")
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
 TEXT_ENCODERS = ("bpe", "minilm")
 
@@ -222,6 +223,8 @@ class VLAConfig:
     action_dim / chunk_size: one chunk is (chunk_size, action_dim).
     state_dim: proprioceptive state length (0: no state token).
     instruction_in_sequence: False for RT-1, where language only conditions the vision FiLM layers.
+    prefix_attention: "causal" (Llama / OpenVLA / Octo's causal readout) or "bidirectional"
+                      (PaliGemma / pi0 prefix-LM: image, text and state tokens see each other).
     action_norm / state_norm: vla_ros.core.normalization rules.
     """
 
@@ -237,6 +240,7 @@ class VLAConfig:
     projector_layers: int = 2
     camera_embedding: bool = True
     instruction_in_sequence: bool = True
+    prefix_attention: str = "causal"
     action_norm: str = "bounds_q99"
     state_norm: str = "bounds_q99"
 
@@ -252,6 +256,7 @@ class VLAConfig:
         if self.projector_layers not in (2, 3):
             raise ValueError(f"VLAConfig.projector_layers must be 2 (gelu-mlp) or 3 (OpenVLA fused-gelu-mlp), "
                              f"got {self.projector_layers}")
+        _one_of("VLAConfig", "prefix_attention", self.prefix_attention, PREFIX_ATTENTION)
         _one_of("VLAConfig", "action_norm", self.action_norm, NORM_RULES)
         _one_of("VLAConfig", "state_norm", self.state_norm, NORM_RULES)
         if self.head.kind == "discrete" and self.action_norm not in ("bounds_q99", "bounds"):

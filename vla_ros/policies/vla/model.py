@@ -272,7 +272,8 @@ class VLAModel(nn.Module):
         mask = torch.gather(mask, 1, order)
         embeds = torch.gather(embeds, 1, order[..., None].expand_as(embeds))
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-        return Prefix(embeds=embeds, mask=mask, positions=positions)
+        return Prefix(embeds=embeds, mask=mask, positions=positions,
+                      bidirectional=cfg.prefix_attention == "bidirectional")
 
     def compute_loss(self, inputs: VLAInputs, actions: torch.Tensor, generator: torch.Generator | None = None
                      ) -> torch.Tensor:

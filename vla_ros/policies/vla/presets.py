@@ -109,6 +109,7 @@ def _pi0() -> VLAConfig:
         head=HeadConfig(kind="flow", flow_steps=10, expert_hidden_size=64, expert_intermediate_size=128),
         chunk_size=50,
         state_dim=8,
+        prefix_attention="bidirectional",
         action_norm="mean_std",
         state_norm="mean_std",
     )

@@ -14,11 +14,14 @@ class Prefix:
     embeds:    (B, P, H) backbone-width embeddings, LEFT-padded so the last position is real.
     mask:      (B, P) bool, True on real tokens.
     positions: (B, P) int64 rotary positions (0 at each sample's first real token).
+    bidirectional: prefix tokens attend to each other in both directions (PaliGemma / pi0
+               prefix-LM) instead of causally (Llama / OpenVLA).
     """
 
     embeds: torch.Tensor
     mask: torch.Tensor
     positions: torch.Tensor
+    bidirectional: bool = False
 
     def __post_init__(self) -> None:
         if self.embeds.ndim != 3:
@@ -42,6 +45,26 @@ class Prefix:
         """(B, n) positions of n tokens appended after the prefix."""
         start = self.mask.sum(dim=1, keepdim=True)
         return start + torch.arange(n, device=self.mask.device)[None, :]
+
+    def attention_mask(self, extra: int = 0) -> torch.Tensor:
+        """Mask for one pass over the prefix plus `extra` appended tokens that attend causally.
+
+        Causal prefix: the (B, P + extra) padding mask (transformers adds the causal part).
+        Bidirectional prefix: (B, 1, L, L) bool, True = may attend; the prefix block is full
+        (over real tokens), appended tokens see the real prefix and themselves causally.
+        """
+        b, p = self.mask.shape
+        dev = self.mask.device
+        keys = torch.cat([self.mask, torch.ones(b, extra, dtype=torch.bool, device=dev)], dim=1)
+        if not self.bidirectional:
+            return keys
+        total = p + extra
+        pattern = torch.ones(total, total, dtype=torch.bool, device=dev).tril()
+        pattern[:p, :p] = True
+        # A padding row would attend to nothing (NaN softmax); letting it see itself keeps it finite,
+        # and no real token ever attends to it.
+        allowed = (pattern[None] & keys[:, None, :]) | torch.eye(total, dtype=torch.bool, device=dev)[None]
+        return allowed[:, None]
 
     def suffix_mask(self, n: int) -> torch.Tensor:
         """(B, 1, n, P + n) bool: n appended tokens see every real prefix token and each other

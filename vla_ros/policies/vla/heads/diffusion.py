@@ -103,9 +103,8 @@ class DiffusionActionHead(nn.Module):
         """(B, H): the readout token's final hidden state."""
         readout = self.readout.to(prefix.embeds.dtype)[None].expand(prefix.batch_size, -1, -1)
         embeds = torch.cat([prefix.embeds, readout], dim=1)
-        mask = torch.cat([prefix.mask, torch.ones_like(prefix.mask[:, :1])], dim=1)
         positions = torch.cat([prefix.positions, prefix.next_positions(1)], dim=1)
-        hidden, _ = run_decoder(base_model(lm), embeds, mask, positions)
+        hidden, _ = run_decoder(base_model(lm), embeds, prefix.attention_mask(1), positions)
         return hidden[:, -1]
 
     def predict_noise(self, readout: torch.Tensor, t: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:

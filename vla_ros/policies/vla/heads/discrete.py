@@ -56,7 +56,7 @@ class DiscreteActionHead(nn.Module):
     # ---- passes --------------------------------------------------------------------------------
     def _parallel_hidden(self, lm: nn.Module, prefix: Prefix) -> torch.Tensor:
         decoder = base_model(lm)
-        _, cache = run_decoder(decoder, prefix.embeds, prefix.mask, prefix.positions)
+        _, cache = run_decoder(decoder, prefix.embeds, prefix.attention_mask(), prefix.positions)
         queries = self.action_queries.to(prefix.embeds.dtype)[None].expand(prefix.batch_size, -1, -1)
         hidden, _ = run_decoder(decoder, queries, prefix.suffix_mask(self.num_tokens),
                                 prefix.next_positions(self.num_tokens), cache)
@@ -75,9 +75,8 @@ class DiscreteActionHead(nn.Module):
             embed = lm.get_input_embeddings()
             n = self.num_tokens
             inputs = torch.cat([prefix.embeds, embed(targets[:, :-1])], dim=1)
-            mask = torch.cat([prefix.mask, torch.ones_like(targets[:, :-1], dtype=torch.bool)], dim=1)
             positions = torch.cat([prefix.positions, prefix.next_positions(n - 1)], dim=1)
-            hidden, _ = run_decoder(base_model(lm), inputs, mask, positions)
+            hidden, _ = run_decoder(base_model(lm), inputs, prefix.attention_mask(n - 1), positions)
             # The token at sequence index j is predicted from position j - 1.
             logits = lm.lm_head(hidden[:, prefix.length - 1:])
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
@@ -95,8 +94,10 @@ class DiscreteActionHead(nn.Module):
             return self._action_logits(lm, self._parallel_hidden(lm, prefix)).argmax(-1) + first
         decoder = base_model(lm)
         embed = lm.get_input_embeddings()
-        hidden, cache = run_decoder(decoder, prefix.embeds, prefix.mask, prefix.positions)
+        hidden, cache = run_decoder(decoder, prefix.embeds, prefix.attention_mask(), prefix.positions)
         positions = prefix.next_positions(self.num_tokens)
+        # Cached steps: a 2-D padding mask over cache + new token (the new token is last, so
+        # causality is automatic) works for both prefix attention patterns.
         mask = prefix.mask
         tokens = []
         for i in range(self.num_tokens):

@@ -65,7 +65,7 @@ class FlowActionHead(nn.Module):
 
     def encode_prefix(self, lm: nn.Module, prefix: Prefix) -> DynamicCache:
         """Run the backbone over the prefix once; the returned cache holds every layer's K/V."""
-        _, cache = run_decoder(base_model(lm), prefix.embeds, prefix.mask, prefix.positions)
+        _, cache = run_decoder(base_model(lm), prefix.embeds, prefix.attention_mask(), prefix.positions)
         return cache
 
     def velocity(self, prefix: Prefix, cache: DynamicCache, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
