@@ -147,12 +147,13 @@ def test_jump_limit_includes_the_step_from_the_current_command():
 
 def test_workspace_box_uses_forward_kinematics():
     env = _planar_envelope(max_time_scale=100.0, max_step_rad=3.0)
-    # q = (0, 0): tool at (2, 0), inside.  q = (pi/2, 0): tool at (0, 2): x < 0.5 and y > 1.
-    verdict = env.validate_chunk(np.array([[0.0, 0.0], [math.pi / 2, 0.0]]), 10.0)
+    # q = (0, 1): tool at (1 + cos 1, sin 1), inside.  q = (pi/2, 1): tool at (-sin 1, 1 + cos 1):
+    # x < 0.5 and y > 1.
+    verdict = env.validate_chunk(np.array([[0.0, 1.0], [math.pi / 2, 1.0]]), 10.0)
     got = {(v.kind, v.step, v.joint): (v.value, v.limit) for v in verdict.violations}
     assert set(got) == {(WORKSPACE, 1, "arm/x"), (WORKSPACE, 1, "arm/y")}
-    assert got[(WORKSPACE, 1, "arm/x")] == pytest.approx((0.0, 0.5), abs=1e-12)
-    assert got[(WORKSPACE, 1, "arm/y")] == pytest.approx((2.0, 1.0))
+    assert got[(WORKSPACE, 1, "arm/x")] == pytest.approx((-math.sin(1.0), 0.5))
+    assert got[(WORKSPACE, 1, "arm/y")] == pytest.approx((1.0 + math.cos(1.0), 1.0))
 
 
 def test_reason_text_is_truncated_with_a_count():
@@ -304,3 +305,21 @@ def test_property_accepted_chunks_respect_every_limit_at_their_scaled_period(q, 
     assert np.all(np.abs(vel) <= lim.velocity_rad_s * (1 + 1e-9))
     if len(q) >= 3:
         assert np.all(np.abs(np.diff(vel, axis=0) / dt) <= lim.acceleration_rad_s2 * (1 + 1e-9))
+
+
+def test_chunk_moving_towards_a_singularity_is_slowed_then_refused():
+    env = _planar_envelope(max_time_scale=3.0)
+    # Two steps straightening the elbow; the second ends where the condition number is c.
+    q2 = next(x for x in np.linspace(0.5, 0.001, 20000) if _planar_condition(x) >= 23.5)
+    c = _planar_condition(q2)
+    verdict = env.validate_chunk(np.array([[0.0, 0.4], [0.0, 0.3], [0.0, q2]]), 10.0)
+    assert verdict.ok and verdict.time_scale == pytest.approx(13.0 / (30.0 - c))  # 1 / speed scale
+    # Moving away from it (the same steps reversed) is not slowed.
+    assert env.validate_chunk(np.array([[0.0, q2], [0.0, 0.3], [0.0, 0.4]]), 10.0).time_scale == 1.0
+    # Into the stop zone (condition number >= 30): refused, naming step and arm.
+    q_stop = next(x for x in np.linspace(0.5, 0.001, 20000) if _planar_condition(x) >= 31.0)
+    verdict = env.validate_chunk(np.array([[0.0, 0.4], [0.0, q_stop]]), 10.0)
+    assert not verdict.ok and "step 1 arm arm: moves towards a singularity" in verdict.reason
+    # Slowed beyond max_time_scale: refused with the slow-down it would need.
+    strict = _planar_envelope(max_time_scale=1.5).validate_chunk(np.array([[0.0, 0.4], [0.0, q2]]), 10.0)
+    assert not strict.ok and "x2.0" in strict.reason

@@ -10,7 +10,8 @@ What it does with an action chunk, in order (any failure -> refusal + HOLD, neve
    the chunk's stamp while a motion is executing, else the measured position; IK must succeed
    on every step;
 5. the whole chunk through the SafetyEnvelope (limits with margin, jumps, velocity/acceleration at
-   the policy period with time-scaling up to `max_time_scale`, workspace box);
+   the policy period with time-scaling up to `max_time_scale`, workspace box, and for Cartesian
+   chunks the slow-down near singularities);
 6. the ChunkScheduler blends it into the executing plan; the resulting plan's exact peak velocity
    and acceleration must be within the limits: a blend that is too abrupt is widened (up to
    `max_blend_s`), a chunk curve that is too fast is slowed further (up to `max_time_scale`),
@@ -52,6 +53,9 @@ from vla_ros.core.scheduler import ChunkScheduler
 from vla_ros.core.types import ActionChunk
 
 _log = logging.getLogger(__name__)
+
+# Chunks in these spaces get the singularity slow-down (see SafetyEnvelope.validate_chunk).
+CARTESIAN_SPACES = ("ee_delta", "ee_pose")
 
 # Controller states reported in diagnostics.
 INACTIVE = "inactive"
@@ -178,6 +182,7 @@ class ControllerCore:
         self._send_now = False
         self._last_sent_s: float | None = None
         self._cmd: tuple[np.ndarray, np.ndarray] | None = None  # streaming limiter state (q, qd)
+        self._cartesian = False  # the executing plan came from a Cartesian chunk
         self._last_tick_s: float | None = None
         self._gripper_times = np.zeros(0)
         self._gripper_values = np.zeros((0, len(self._grippers)))
@@ -361,7 +366,9 @@ class ControllerCore:
                 f"IK failed for steps {bad.tolist()} (position error up to "
                 f"{float(np.max(targets.ik_position_error_m[bad])):.4f} m, orientation error up to "
                 f"{float(np.max(targets.ik_orientation_error_rad[bad])):.4f} rad)", now_s)
-        verdict = self.envelope.validate_chunk(targets.positions, chunk.period_s, q_start=q_ref)
+        cartesian = space in CARTESIAN_SPACES
+        verdict = self.envelope.validate_chunk(targets.positions, chunk.period_s, q_start=q_ref,
+                                               singularity=cartesian)
         if not verdict.ok:
             return self._refuse(f"unsafe chunk: {verdict.reason}", now_s)
 
@@ -370,6 +377,7 @@ class ControllerCore:
             return self._refuse(proposal, now_s)
         result, scale, blend = proposal
         self.scheduler.commit(result.plan)
+        self._cartesian = cartesian
         gripper = np.asarray(targets.gripper, dtype=np.float64)
         if gripper.size and (np.any(gripper < 0.0) or np.any(gripper > 1.0)):
             # Normalised commands saturate at open/closed (the documented gripper convention);
@@ -488,7 +496,8 @@ class ControllerCore:
         if self._cmd is None:
             self._cmd = (q_target.copy(), np.zeros_like(q_target))
         q_prev, v_prev = self._cmd
-        step = self.envelope.limit_step(q_prev, v_prev, q_target, dt, qd_target=v_target)
+        step = self.envelope.limit_step(q_prev, v_prev, q_target, dt, qd_target=v_target,
+                                        singularity=self._cartesian)
         if step.limited and not np.allclose(step.position_rad, q_target, atol=1e-6):
             self.limiter_interventions += 1
         self._cmd = (np.array(step.position_rad), np.array(step.velocity_rad_s))

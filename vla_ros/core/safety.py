@@ -11,7 +11,7 @@ Two checks, both pure (numpy only; kinematics is passed in):
   Velocity/acceleration policy (chosen): a chunk that needs more than the limits is TIME-SCALED,
   i.e. executed slower, by the smallest factor s >= 1 that brings every step within the limits
   (velocities scale by 1/s, accelerations by 1/s^2), as long as s <= `max_time_scale`; beyond that
-  it is REFUSED. Slowing a slightly-too-fast chunk is what a human operator would want; slowing a
+  it is REFUSED (the same holds for the slow-down near singularities below). Slowing a slightly-too-fast chunk is what a human operator would want; slowing a
   chunk by more than `max_time_scale` would turn it into a different motion than the policy meant,
   so it is refused instead. `max_time_scale = 1` disables slowing.
 
@@ -39,6 +39,7 @@ JUMP = "jump"
 VELOCITY = "velocity"
 ACCELERATION = "acceleration"
 WORKSPACE = "workspace"
+SINGULARITY = "singularity"
 
 _MAX_REASONS_IN_TEXT = 6
 
@@ -202,6 +203,12 @@ class Violation:
             side = "below lower" if self.value < self.limit else "above upper"
             return (f"step {self.step} {self.joint}: position {self.value:.4f} {self.unit} is {side} "
                     f"limit {self.limit:.4f} {self.unit} (joint limit with margin)")
+        if self.kind == SINGULARITY:
+            if self.step < 0:
+                return (f"moving towards a singularity needs a x{self.value:.2f} slow-down, more than "
+                        f"max_time_scale {self.limit:.2f}")
+            return (f"step {self.step} arm {self.joint}: moves towards a singularity, condition number "
+                    f"{self.value:.1f} >= {self.limit:.1f}")
         if self.kind == WORKSPACE:
             side = "below" if self.value < self.limit else "above"
             return (f"step {self.step} {self.joint}: tool position {self.value:.4f} {self.unit} is {side} "
@@ -260,6 +267,14 @@ def speed_scale_for_condition(condition: float, slowdown: float = 17.0, stop: fl
     return float((stop - condition) / (stop - slowdown))
 
 
+def _towards(c_from: float, c_to: float) -> bool:
+    """Does a move from condition number c_from to c_to approach a singularity? A relative margin
+    keeps rounding noise (e.g. a base rotation, which leaves it unchanged) from counting."""
+    if not np.isfinite(c_to):
+        return True
+    return np.isfinite(c_from) and c_to > c_from * (1.0 + 1e-9)
+
+
 def _braking_speed(distance: np.ndarray, accel: np.ndarray, dt: float) -> np.ndarray:
     """Largest speed v towards a bound `distance` away such that after moving v*dt this period the
     joint can still stop before the bound by decelerating at `accel`: v*dt + v^2/(2a) <= d."""
@@ -312,8 +327,13 @@ class SafetyEnvelope:
         return self.kinematics is not None
 
     # ------------------------------------------------------------------ whole chunk
-    def validate_chunk(self, positions: np.ndarray, period_s: float, q_start: np.ndarray | None = None) -> ChunkVerdict:
+    def validate_chunk(self, positions: np.ndarray, period_s: float, q_start: np.ndarray | None = None,
+                       singularity: bool = True) -> ChunkVerdict:
         """Check joint targets (T, n) meant to be reached at 0, period_s, 2 period_s, ...
+
+        singularity: apply the singularity slow-down (meant for chunks that came from Cartesian
+        actions, where IK near a singularity turns small tool motions into large joint motions; a
+        joint-space chunk says exactly how the joints move and is only rate-limited).
 
         q_start: the position the arm is commanded to be at when the chunk starts; the jump from it
         to step 0 is checked against max_step_rad (velocity is not: the chunk's start time relative
@@ -357,6 +377,8 @@ class SafetyEnvelope:
             with np.errstate(over="ignore", invalid="ignore"):
                 time_scale = self._rate_violations(q, period_s, violations)
         violations.extend(self._workspace_violations(q))
+        if singularity:
+            time_scale = max(time_scale, self._singularity_time_scale(q, violations))
         return ChunkVerdict(not violations, tuple(violations), time_scale if not violations else 1.0)
 
     def _rate_violations(self, q: np.ndarray, period_s: float, violations: list[Violation]) -> float:
@@ -384,6 +406,33 @@ class SafetyEnvelope:
                                                 float(lim.acceleration_rad_s2[j] * s_max**2),
                                                 "rad/s^2 at the policy period"))
         return time_scale
+
+    def _singularity_time_scale(self, q: np.ndarray, violations: list[Violation]) -> float:
+        """The same slow-down as the streaming limiter, for a whole chunk: every step that moves an
+        arm towards a singularity (its condition number grows) must run at most at
+        speed_scale(condition) of the speed, i.e. the chunk is stretched by 1/scale; a step at or
+        beyond the stop threshold is a violation."""
+        if self.kinematics is None or q.shape[0] < 2:
+            return 1.0
+        conds = [self.condition_numbers(row) for row in q]
+        scale = 1.0
+        stop = self.config.singularity_stop_condition
+        for i in range(1, len(conds)):
+            for arm, c1 in conds[i].items():
+                c0 = conds[i - 1][arm]
+                if not _towards(c0, c1):
+                    continue
+                s = speed_scale_for_condition(c1, self.config.singularity_slowdown_condition, stop)
+                if s <= 0.0:
+                    violations.append(Violation(SINGULARITY, i, arm, float(c1), stop, "(Jacobian condition number)"))
+                scale = min(scale, s)
+        if scale <= 0.0:
+            return 1.0
+        need = 1.0 / scale
+        if need > self.config.max_time_scale:
+            violations.append(Violation(SINGULARITY, -1, "chunk", need, self.config.max_time_scale,
+                                        "x slow-down near a singularity"))
+        return need
 
     def tool_positions(self, q: np.ndarray) -> dict[str, np.ndarray]:
         """Tool-frame origin of every arm in its base frame, (3,) each. Needs kinematics."""
@@ -431,7 +480,7 @@ class SafetyEnvelope:
         scale = 1.0
         for arm, c0 in c_from.items():
             c1 = c_to[arm]
-            if c1 > c0 or not np.isfinite(c0):
+            if _towards(c0, c1):
                 scale = min(scale, speed_scale_for_condition(
                     max(c0, c1) if np.isfinite(c1) else c1,
                     self.config.singularity_slowdown_condition, self.config.singularity_stop_condition))
@@ -445,6 +494,7 @@ class SafetyEnvelope:
         q_target: np.ndarray,
         dt_s: float,
         qd_target: np.ndarray | None = None,
+        singularity: bool = True,
     ) -> LimitedStep:
         """One command period of the streaming limiter.
 
@@ -452,7 +502,7 @@ class SafetyEnvelope:
         be finite). q_target: where the plan wants to be after dt_s (anything: non-finite targets
         are refused and the limiter brakes to a hold). qd_target: the plan's velocity there, used so
         that a moving target is followed without lag while a standing one is approached without
-        overshoot.
+        overshoot. singularity: apply the singularity slow-down (see validate_chunk).
 
         Guarantees, by induction from a state at rest inside the margin-shrunk limits: the returned
         position stays inside them, |velocity| <= velocity limit and |velocity - qd_prev| <=
@@ -486,7 +536,7 @@ class SafetyEnvelope:
         v = np.clip(v_want, w - approach, w + approach)
 
         speed_scale = 1.0
-        if self.kinematics is not None and np.any(v != 0.0):
+        if singularity and self.kinematics is not None and np.any(v != 0.0):
             speed_scale = self.singularity_scale(q0, q0 + v * dt_s)
         # Uniform scaling keeps the direction of motion (the tool path) while slowing down.
         ratio = float(np.max(np.abs(v) / (vmax * speed_scale))) if speed_scale > 0.0 else (
