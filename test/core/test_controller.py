@@ -301,8 +301,13 @@ def test_forward_stream_follows_the_plan_within_limits(fr3_forward):
         assert np.all(np.abs(v - prev_v) <= lim.acceleration_rad_s2 * dt + 1e-9)
         positions.append(q[0])
         prev_q, prev_v = q, v
-    # It reaches the chunk's last target (0.5 rad/s * 0.9 s) and holds it.
+    # It reaches the chunk's last target (0.5 rad/s * 0.9 s) and holds it from the first command
+    # period after the plan ends (the chunk stream stopped: hold, never extrapolate).
     assert positions[-1] == pytest.approx(0.45, abs=1e-6)
+    end = core.scheduler.plan.end_time_s
+    first_after = int(np.ceil((end - now) / dt - 1e-9))
+    assert first_after < 149
+    assert np.allclose(positions[first_after:], 0.45, atol=1e-6)
     assert core.scheduler.sample(now + 0.5)[0][0] == pytest.approx(positions[50], abs=2e-3)
 
 

@@ -461,3 +461,63 @@ def test_main_sends_a_hold_on_ctrl_c(ros, tmp_path):
             proc.kill()
         executor.shutdown()
         peer.destroy_node()
+
+
+def test_aloha_two_joint_state_topics_two_command_topics(ros):
+    spec = load_embodiment("aloha")
+    kin = RobotKinematics.from_embodiment(spec)
+    node = ControllerNode(spec=spec, kinematics=kin)
+    peer = Node("aloha_test_peer")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(peer)
+    got: dict[str, list] = {a.command.topic: [] for a in spec.arms}
+    for topic, bucket in got.items():
+        peer.create_subscription(JointTrajectory, topic, bucket.append, 10)
+    home = np.array(spec.arms[0].home_rad)
+    names = spec.arms[0].joint_names + ("gripper",)
+    pubs = {a.name: peer.create_publisher(JointState, a.joint_states_topic, 10) for a in spec.arms}
+    publish_left = {"on": True}
+
+    def send_states():
+        for arm, pub in pubs.items():
+            if arm == "follower_left" and not publish_left["on"]:
+                continue
+            pub.publish(cv.make_joint_state(names, list(home) + [1.0]))
+
+    peer.create_timer(0.01, send_states)
+    chunk_pub = peer.create_publisher(JointTrajectory, "action_chunk", 10)
+
+    def spin_until(pred, timeout=3.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not pred():
+            executor.spin_once(timeout_sec=0.005)
+        return pred()
+
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert spin_until(lambda: node.core.measured_positions() is not None)
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        spin_until(lambda: False, 0.2)
+        from vla_ros.core.action_spaces import action_names
+
+        row = np.concatenate([home, [1.0], home, [0.0]])
+        rows = np.tile(row, (10, 1))
+        rows[:, 7] += 0.004 * np.arange(10)  # right waist, 0.2 rad/s at 50 Hz
+        chunk = ActionChunk(action_names(spec, "joint_position"), rows, 0.02, node.now_s())
+        chunk_pub.publish(cv.chunk_to_msg(chunk))
+        assert spin_until(lambda: all(got.values()))
+        left, right = (got[a.command.topic][0] for a in spec.arms)
+        for msg in (left, right):
+            assert tuple(msg.joint_names) == spec.arms[0].joint_names
+            assert validate_trajectory(_jtc_command(msg), spec.arms[0].joint_names, now_s=node.now_s()) is None
+        assert np.allclose([p.positions for p in left.points], home, atol=1e-9)  # left holds
+        assert right.points[-1].positions[0] > home[0] + 0.01  # right waist moves
+        # Only the left arm's joint_states stop: the whole controller refuses to command.
+        publish_left["on"] = False
+        assert spin_until(lambda: node.core.state(node.now_s()) == "fault")
+        assert "follower_left/joint_states" in node.core.status(node.now_s()).message
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
