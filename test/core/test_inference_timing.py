@@ -60,9 +60,9 @@ def _simulate(mode, latency_s, T=10, period_s=0.1, duration_s=20.0, max_in_fligh
         t = k * dt
         for job in [j for j in running if j[0] <= t + 1e-12]:
             running.remove(job)
-            sched.on_finish()
             sched.on_latency(latency_s)
             sched.on_chunk(job[1], T, period_s)
+            sched.on_finish(job[1])
             if newest_end is not None:
                 slacks.append(newest_end - t)
             newest_end = max(newest_end or -1.0, chunk_end_s(job[1], T, period_s))
@@ -104,11 +104,22 @@ def test_first_inference_blocks_pipelining_until_the_chunk_length_is_known():
     assert sched.due(0.0)
     sched.on_start(0.0)
     assert not sched.due(100.0)  # T and period unknown yet
-    sched.on_finish()
     sched.on_chunk(0.0, 10, 0.1)
+    sched.on_finish(0.0)
     assert sched.in_flight == 0 and sched.due(1.0 - 0.02)
     with pytest.raises(RuntimeError, match="without a matching on_start"):
-        sched.on_finish()
+        sched.on_finish(0.0)
+
+
+def test_failed_inference_does_not_delay_the_next_one():
+    sched = InferenceScheduler(mode="async", margin_s=0.0, max_in_flight=2, latency=LatencyEstimator(initial_s=0.3))
+    sched.on_start(0.0)
+    sched.on_chunk(0.0, 10, 0.1)
+    sched.on_finish(0.0)
+    sched.on_start(0.7)  # pipelined inference on the observation of t = 0.7
+    assert sched.newest_stamp_s == 0.7 and sched.next_start_s == pytest.approx(1.4)
+    sched.on_finish(0.7)  # ...failed: the schedule falls back to the chunk that exists
+    assert sched.newest_stamp_s == 0.0 and sched.next_start_s == pytest.approx(0.7)
 
 
 def test_latency_longer_than_horizon_is_reported():

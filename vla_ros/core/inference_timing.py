@@ -116,8 +116,9 @@ class InferenceScheduler:
     """Decides when the next inference may start; the node reports what happens.
 
     The node calls `on_start(observation_stamp_s)` when it hands an observation to a worker,
-    `on_finish()` when that inference ends (published or not), `on_chunk` when it publishes a
-    chunk and `on_latency` with every measured latency; it starts an inference when `due(now)`.
+    `on_finish(observation_stamp_s)` when that inference ends (published, dropped or failed),
+    `on_chunk` when it publishes a chunk and `on_latency` with every measured latency; it starts
+    an inference when `due(now)`, on an observation newer than `newest_stamp_s`.
 
     The next start is computed from the newest chunk that exists *or is being computed* (its
     stamp is the observation's), so with `max_in_flight` > 1 a second inference starts while
@@ -143,28 +144,36 @@ class InferenceScheduler:
         self.max_in_flight = 1 if mode == "sync" else int(max_in_flight)
         self.latency = latency if latency is not None else LatencyEstimator()
         self._geometry: _Geometry | None = None
-        self._newest_stamp_s: float | None = None
-        self._in_flight = 0
+        self._published_stamp_s: float | None = None
+        self._running: list[float] = []  # observation stamps of the inferences in flight
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return len(self._running)
+
+    @property
+    def newest_stamp_s(self) -> float | None:
+        """Stamp of the newest chunk published or being computed (None: nothing yet)."""
+        stamps = self._running + ([] if self._published_stamp_s is None else [self._published_stamp_s])
+        return max(stamps) if stamps else None
 
     def on_start(self, observation_stamp_s: float) -> None:
-        self._in_flight += 1
-        s = float(observation_stamp_s)
-        self._newest_stamp_s = s if self._newest_stamp_s is None else max(self._newest_stamp_s, s)
+        self._running.append(float(observation_stamp_s))
 
-    def on_finish(self) -> None:
-        if self._in_flight == 0:
-            raise RuntimeError("InferenceScheduler.on_finish without a matching on_start")
-        self._in_flight -= 1
+    def on_finish(self, observation_stamp_s: float) -> None:
+        """The inference on that observation ended; if it published, on_chunk came first."""
+        try:
+            self._running.remove(float(observation_stamp_s))
+        except ValueError:
+            raise RuntimeError(
+                f"InferenceScheduler.on_finish({observation_stamp_s}) without a matching on_start"
+            ) from None
 
     def on_chunk(self, stamp_s: float, num_steps: int, period_s: float) -> None:
         chunk_end_s(stamp_s, num_steps, period_s)  # validates
         self._geometry = _Geometry(int(num_steps), float(period_s))
         s = float(stamp_s)
-        self._newest_stamp_s = s if self._newest_stamp_s is None else max(self._newest_stamp_s, s)
+        self._published_stamp_s = s if self._published_stamp_s is None else max(self._published_stamp_s, s)
 
     def on_latency(self, latency_s: float) -> None:
         self.latency.add(latency_s)
@@ -173,20 +182,21 @@ class InferenceScheduler:
         """Forget the chunks (the next inference is due at once); keep latencies and the count
         of inferences still running (they will report on_finish)."""
         self._geometry = None
-        self._newest_stamp_s = None
+        self._published_stamp_s = None
 
     @property
     def next_start_s(self) -> float:
-        if self._geometry is None or self._newest_stamp_s is None:
+        newest = self.newest_stamp_s
+        if self._geometry is None or newest is None:
             # Nothing executing: start now, unless the first inference is still running (the
             # chunk length is unknown until it returns).
-            return -math.inf if self._in_flight == 0 else math.inf
+            return -math.inf if not self._running else math.inf
         g = self._geometry
-        return next_inference_start_s(self.mode, self._newest_stamp_s, g.num_steps, g.period_s,
+        return next_inference_start_s(self.mode, newest, g.num_steps, g.period_s,
                                       self.latency.estimate_s, self.margin_s, self.lookahead_steps)  # fmt: skip
 
     def due(self, now_s: float) -> bool:
-        return self._in_flight < self.max_in_flight and now_s >= self.next_start_s
+        return len(self._running) < self.max_in_flight and now_s >= self.next_start_s
 
     @property
     def latency_exceeds_horizon(self) -> bool:

@@ -372,6 +372,9 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().warn(f"no observation: {r.message}", throttle_duration_sec=2.0)
                 return
             self.stats.last_refusal = ""
+            newest = self._scheduler.newest_stamp_s
+            if newest is not None and assembly.observation.stamp_s <= newest:
+                return  # no new reading since the last inference started: its chunk would be a duplicate
             self.stats.last_observation_age_s = assembly.age_s
             self.stats.last_sync_spread_s = assembly.spread_s
             self._scheduler.on_start(assembly.observation.stamp_s)
@@ -388,7 +391,7 @@ class PolicyNode(LifecycleNode):
             finally:
                 with self._lock:
                     if self._scheduler is not None:
-                        self._scheduler.on_finish()
+                        self._scheduler.on_finish(job.observation.stamp_s)
 
     def _run_job(self, job: _Job) -> None:
         policy = self.policy
