@@ -31,7 +31,7 @@ _AXES = {"x": 0, "y": 1, "z": 2}
 class ExpertParams:
     """Speeds and distances of the expert (m, m/s, rad/s, s)."""
 
-    horizon_steps: int = 8
+    horizon_s: float = 0.8  # chunk length; rows = round(horizon_s / policy period)
     fast_speed_m_s: float = 0.25
     slow_speed_m_s: float = 0.08
     turn_speed_rad_s: float = 1.0
@@ -46,13 +46,20 @@ class ExpertParams:
     close_time_s: float = 0.6
     release_time_s: float = 0.5
     lost_distance_m: float = 0.05
+    # hand-over: where the cube is presented (above the midpoint between the arms) and how the
+    # two grasps share it (left fingers on the half nearer the left arm, right on the other)
+    handover_height_m: float = 0.15
+    left_grasp_offset_m: float = 0.008
+    right_grasp_offset_m: float = 0.012
+    receive_standoff_m: float = 0.10
+    retreat_height_m: float = 0.08
 
     def __post_init__(self) -> None:
         for name in ("fast_speed_m_s", "slow_speed_m_s", "turn_speed_rad_s", "accel_m_s2", "close_time_s", "lost_distance_m"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"ExpertParams.{name} must be positive, got {getattr(self, name)}")
-        if self.horizon_steps < 1:
-            raise ValueError(f"ExpertParams.horizon_steps must be >= 1, got {self.horizon_steps}")
+        if not self.horizon_s > 0.0:
+            raise ValueError(f"ExpertParams.horizon_s must be positive, got {self.horizon_s}")
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,8 @@ class ScriptedExpert:
         self.params = params if params is not None else ExpertParams()
         self.period_s = float(embodiment.policy_period_s)
         self.action_names = action_names(embodiment, "ee_delta")
+        self.horizon_steps = max(1, int(round(self.params.horizon_s / self.period_s)))
+        self._home_q = np.concatenate([np.asarray(a.home_rad, dtype=float) for a in embodiment.arms])
         self.axes = {arm.name: (grasp_axes or {}).get(arm.name, _default_axes(arm)) for arm in embodiment.arms}
         if len(embodiment.arms) not in (1, 2):
             raise ValueError(f"the scripted expert handles one or two arms, '{embodiment.name}' has {len(embodiment.arms)}")
@@ -204,6 +213,9 @@ class ScriptedExpert:
         self._grasp_position: np.ndarray | None = None
         self._handover_point: np.ndarray | None = None
         self._speed: dict[str, tuple[float, np.ndarray]] = {}
+        self._home_tool: dict[str, np.ndarray] | None = None
+        self._hold_right: tuple[np.ndarray, np.ndarray] | None = None
+        self._release_from: tuple[np.ndarray, np.ndarray] | None = None
         self._stamp_s = 0.0
 
     # ------------------------------------------------------------------ helpers
@@ -279,7 +291,7 @@ class ScriptedExpert:
             speed,
             p.turn_speed_rad_s * speed / p.fast_speed_m_s,
             self.period_s,
-            p.horizon_steps,
+            self.horizon_steps,
             accel_m_s2=p.accel_m_s2,
             start_speed_m_s=start_speed,
         )
@@ -354,10 +366,123 @@ class ScriptedExpert:
             if np.linalg.norm(tool_p - goal_p) < p.position_tolerance_m:
                 self._set_phase("hold", stamp)
         rows = self._rows(arm.name, T_bt, goal_p, goal_R, speed)
-        return np.column_stack([rows, np.full(p.horizon_steps, gripper)])
+        return np.column_stack([rows, np.full(self.horizon_steps, gripper)])
+
+    def _nearest_rotation(self, arm: ArmSpec, approach: np.ndarray, closing: np.ndarray, current: np.ndarray) -> np.ndarray:
+        """Of the two finger orientations (closing axis +/-), the one nearer `current`."""
+        candidates = [_rotation_from_axes(approach, sign * closing, self.axes[arm.name]) for sign in (1.0, -1.0)]
+        return min(candidates, key=lambda R: _rotation_angle(R @ current.T))
 
     def _handover(self, obs: Observation, q: np.ndarray, T_world_cube: np.ndarray) -> np.ndarray:
-        raise NotImplementedError("bimanual hand-over expert")
+        """Left picks the cube top-down and presents it above the middle; right takes it from the
+        side, left lets go and backs off. All goals are world poses, re-derived from the cube's
+        current pose on every call."""
+        p = self.params
+        left, right = self.spec.arms
+        stamp = obs.stamp_s
+        up = np.array([0.0, 0.0, 1.0])
+        T_wb = {a.name: self.kin.frame_pose(q, a.base_frame) for a in (left, right)}
+        T_tool = {a.name: T_wb[a.name] @ self.kin.frame_pose(q, a.tool_frame, a.base_frame) for a in (left, right)}
+        base_l, base_r = T_wb[left.name][:3, 3], T_wb[right.name][:3, 3]
+        across = base_r - base_l
+        across[2] = 0.0
+        u = across / np.linalg.norm(across)  # from the left arm towards the right arm
+        v = np.cross(up, u)
+        meet = 0.5 * (base_l + base_r)
+        meet[2] = p.handover_height_m
+        c = T_world_cube[:3, 3]
+        pl, Rl = T_tool[left.name][:3, 3], T_tool[left.name][:3, :3]
+        pr, Rr = T_tool[right.name][:3, 3], T_tool[right.name][:3, :3]
+        if self._home_tool is None:
+            self._home_tool = {
+                a.name: T_wb[a.name] @ self.kin.frame_pose(self._home_q, a.tool_frame, a.base_frame) for a in (left, right)
+            }
+
+        R_pick = self._grasp_rotation_for(left, T_world_cube, Rl, up)
+        left_grasp = c - p.left_grasp_offset_m * u
+        R_present = self._nearest_rotation(left, -up, v, Rl)
+        R_receive = self._nearest_rotation(right, -u, v, Rr)
+        right_grasp = c + p.right_grasp_offset_m * u
+        right_ready = c + p.receive_standoff_m * u
+        tol = p.position_tolerance_m
+        lost = float(np.linalg.norm(c - pl)) > p.lost_distance_m
+
+        phase = self.phase
+        if phase == "approach":
+            pre = left_grasp + p.pregrasp_height_m * up
+            if np.linalg.norm(pl - pre) < tol and _rotation_angle(R_pick @ Rl.T) < p.orientation_tolerance_rad:
+                phase = "descend"
+        if phase == "descend" and np.linalg.norm(pl - left_grasp) < 0.6 * tol:
+            self._grasp_position = (pl - c).copy()  # where the cube sits in the left hand, world axes
+            phase = "close"
+        if phase == "close" and self._elapsed_for("close", stamp) >= p.close_time_s:
+            phase = "present"
+        if phase in ("present", "receive", "insert") and lost:
+            phase = "approach"  # dropped before the right hand had it: pick it up again
+        if phase == "present":
+            goal = meet + self._grasp_position
+            if np.linalg.norm(pl - goal) < tol and _rotation_angle(R_present @ Rl.T) < p.orientation_tolerance_rad:
+                phase = "receive"
+        if phase == "receive":
+            if np.linalg.norm(pr - right_ready) < tol and _rotation_angle(R_receive @ Rr.T) < p.orientation_tolerance_rad:
+                phase = "insert"
+        if phase == "insert" and np.linalg.norm(pr - right_grasp) < 0.6 * tol:
+            phase = "take"
+        if phase == "take" and self._elapsed_for("take", stamp) >= p.close_time_s:
+            phase = "release"
+        if phase == "release" and self._elapsed_for("release", stamp) >= p.release_time_s:
+            phase = "retreat"
+        self._set_phase(phase, stamp)
+
+        # Goals per phase: (left position, left rotation, left gripper, right ..., speed)
+        slow, fast = p.slow_speed_m_s, p.fast_speed_m_s
+        home_l, home_r = self._home_tool[left.name], self._home_tool[right.name]
+        goal_l, R_l, g_l, speed_l = home_l[:3, 3], home_l[:3, :3], GRIPPER_OPEN, fast
+        goal_r, R_r, g_r, speed_r = home_r[:3, 3], home_r[:3, :3], GRIPPER_OPEN, fast
+        if phase == "approach":
+            goal_l, R_l = left_grasp + p.pregrasp_height_m * up, R_pick
+            height = float(up @ (pl - c))
+            if height < 0.5 * p.pregrasp_height_m and np.linalg.norm((pl - left_grasp) - up * height) > tol:
+                goal_l = pl + up * (p.pregrasp_height_m - height)  # straight up first
+        elif phase == "descend":
+            goal_l, R_l, speed_l = left_grasp, R_pick, slow
+        elif phase == "close":
+            goal_l, R_l, g_l, speed_l = left_grasp, R_pick, GRIPPER_CLOSED, slow
+        if phase in ("present", "receive", "insert", "take"):
+            goal_l, R_l, g_l, speed_l = meet + self._grasp_position, R_present, GRIPPER_CLOSED, slow
+        if phase == "receive":
+            goal_r, R_r = right_ready, R_receive
+        elif phase == "insert":
+            goal_r, R_r, speed_r = right_grasp, R_receive, slow
+        elif phase in ("take", "release", "retreat"):
+            if self._hold_right is None:
+                self._hold_right = (pr.copy(), Rr.copy())
+            goal_r, R_r, g_r, speed_r = self._hold_right[0], self._hold_right[1], GRIPPER_CLOSED, slow
+        if phase in ("approach", "descend", "close", "present", "receive", "insert"):
+            self._hold_right = None
+        if phase in ("release", "retreat"):
+            if self._release_from is None:
+                self._release_from = (pl.copy(), Rl.copy())
+            start, R_start = self._release_from
+            goal_l, R_l, g_l, speed_l = start, R_start, GRIPPER_OPEN, slow
+            if phase == "retreat":
+                goal_l = start + p.retreat_height_m * up - 0.05 * u  # up and back, clear of the cube
+        else:
+            self._release_from = None
+
+        columns = []
+        for arm, goal_p, goal_R, grip, speed in ((left, goal_l, R_l, g_l, speed_l), (right, goal_r, R_r, g_r, speed_r)):
+            T_bw = np.linalg.inv(T_wb[arm.name])
+            T_bt = T_bw @ T_tool[arm.name]
+            rows = self._rows(arm.name, T_bt, T_bw[:3, :3] @ goal_p + T_bw[:3, 3], T_bw[:3, :3] @ goal_R, speed)
+            columns.append(np.column_stack([rows, np.full(self.horizon_steps, grip)]))
+        return np.hstack(columns)
+
+    def _elapsed_for(self, phase: str, stamp_s: float) -> float:
+        """Time spent in `phase` so far (0 on the call that enters it)."""
+        if self.phase != phase:
+            return 0.0
+        return self._elapsed(stamp_s)
 
 
 def make_scripted_policy(embodiment: EmbodimentSpec, **kwargs) -> ScriptedExpert:
