@@ -236,3 +236,11 @@ def test_normalisation_round_trip_through_the_model():
     expected = np.where(mask, 2 * (raw - q01) / (q99 - q01 + 1e-8) - 1, raw)
     assert np.allclose(norm.numpy(), expected, atol=1e-6)
     assert np.allclose(m.unnormalize_actions(norm), raw, atol=1e-6)
+
+
+def test_norm_stats_lacking_the_rule_statistics_are_refused():
+    m = build_model("octo")  # mean_std rule
+    stats = NormStats({"action": FeatureStats(q01=-np.ones(7), q99=np.ones(7)),
+                       "state": FeatureStats(mean=np.zeros(8), std=np.ones(8))})
+    with pytest.raises(ValueError, match=r"'action'.*rule 'mean_std' needs statistics \['mean', 'std'\]"):
+        VLAModel(m.config, tokenizer=m.tokenizer, norm_stats=stats)

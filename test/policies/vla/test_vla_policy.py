@@ -143,3 +143,9 @@ def test_bf16_weights_run_and_track_float32():
     assert np.all(np.isfinite(chunk.values))
     # same noise, bf16 rounding only: the flow head's 10 Euler steps stay within a few hundredths
     assert np.abs(chunk.values - reference).max() < 0.05
+
+
+def test_building_a_policy_leaves_the_global_rng_alone():
+    before = torch.get_rng_state()
+    make_vla_policy(load_embodiment("fr3"), preset="octo", seed=11)
+    assert torch.equal(before, torch.get_rng_state())

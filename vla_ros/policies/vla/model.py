@@ -160,7 +160,10 @@ class VLAModel(nn.Module):
             if stats[key].dim != dim:
                 raise ValueError(f"{where}: '{key}' statistics are {stats[key].dim}-D, the model's {key} is {dim}-D")
             rule = self.config.action_norm if key == "action" else self.config.state_norm
-            stats[key]._require(rule)
+            try:
+                stats[key].normalize(np.zeros(dim), rule)
+            except ValueError as exc:
+                raise ValueError(f"{where}: '{key}': {exc}") from None
 
     # ---- properties ----------------------------------------------------------------------------
     @property

@@ -152,8 +152,10 @@ def make_vla_policy(
             "state_dim": len(state_names(spec)) if base.state_dim else 0,
         }
         sized.update(overrides)
-        torch.manual_seed(seed)
-        model = VLAModel(make_config(preset, **sized)).to(device=dev, dtype=dtype)
+        # Seeded initialisation without disturbing the caller's global RNG state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = VLAModel(make_config(preset, **sized)).to(device=dev, dtype=dtype)
         log.info("built an untrained '%s' VLA (%d parameters) for '%s' on %s", preset, model.num_parameters(),
                  spec.name, dev)
     return VLAPolicy(model, spec, seed=seed, warmup=warmup)

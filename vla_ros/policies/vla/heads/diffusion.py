@@ -9,7 +9,7 @@ MLP, concatenated with the readout and the flattened noisy chunk). Octo's schedu
   normalised by its t=0 value; beta_t = clip(1 - alpha_bar(t+1)/alpha_bar(t), 0, 0.999).
 - DDPM: x <- (x - (1 - alpha_t)/sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_t) + sqrt(beta_t) z (z = 0
   at the last step), clipped to [-max_action, max_action] after each step, as Octo does.
-- DDIM (eta = 0) over `ddim_steps` evenly spaced timesteps.
+- DDIM (eta = 0) over `ddim_steps` evenly spaced timesteps, x0 clipped to [-max_action, max_action].
 
 The backbone runs once per chunk; the sampling loop only runs the small MLP.
 """
@@ -144,6 +144,8 @@ class DiffusionActionHead(nn.Module):
             ab = self.alpha_bars[t]
             ab_prev = self.alpha_bars[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(ab)
             x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-self.max_action, self.max_action)
+            # Re-derive eps from the clipped x0 so the step stays on the DDIM trajectory of that x0.
+            eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
             x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
         return x
 
