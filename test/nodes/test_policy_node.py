@@ -22,6 +22,7 @@ from vla_ros.core.embodiment import load_embodiment
 from vla_ros.core.types import ActionChunk, Observation
 from vla_ros.nodes import conversions as cv
 from vla_ros.nodes.policy_node import INSTRUCTION_QOS, PolicyNode, parse_policy_kwargs
+from vla_ros.policies import base
 from vla_ros.policies.base import register_policy
 
 SPEC = load_embodiment("fr3")
@@ -71,16 +72,17 @@ def make_fake_policy(embodiment, **kwargs) -> FakePolicy:
     return FakePolicy(embodiment, **kwargs)
 
 
-register_policy("test_fake", f"{__name__}:make_fake_policy", "test double for policy_node")
-
 _ns = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def ros():
+    # registered like a real policy, and removed again so other tests see the real registry
+    register_policy("test_fake", f"{__name__}:make_fake_policy", "test double for policy_node")
     rclpy.init()
     yield
     rclpy.shutdown()
+    base._REGISTRY.pop("test_fake", None)
 
 
 class Harness:

@@ -41,7 +41,6 @@ from vla_ros.policies.base import register_policy
 EMBODIMENT = "fr3"
 BENCH_POLICY = "bench_reference_motion"
 
-register_policy(BENCH_POLICY, f"{__name__}:make_reference_policy", "bench: perfect policy tracking a sine, sleeps latency_s")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -259,6 +258,9 @@ class _Graph:
         from vla_ros.core.embodiment import load_embodiment
         from vla_ros.nodes.policy_node import PolicyNode
 
+        # registered only in the benchmark's own process, like a real policy
+        register_policy(BENCH_POLICY, f"{__name__}:make_reference_policy",
+                        "bench: perfect policy tracking a sine, sleeps latency_s")  # fmt: skip
         self.spec = load_embodiment(EMBODIMENT)
         self.node = PolicyNode(namespace=namespace, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         self.peer = Node("bench_peer", namespace=namespace)
