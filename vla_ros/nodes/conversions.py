@@ -417,7 +417,8 @@ def array_to_image(
 def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
     """Convert a decoded image array of `encoding` to (H, W, 3) uint8 RGB for a policy.
 
-    Colour orders are swapped and alpha dropped; mono8 is replicated; 16-bit colour and
+    Colour orders are swapped and alpha dropped (8UC3 says no order and is taken as RGB);
+    mono8/8UC1 is replicated; 16-bit colour and
     mono16/16UC1 are scaled by 255/65535 and rounded. Float and signed encodings (depth,
     disparity) have no canonical RGB and are refused.
     """
