@@ -418,9 +418,8 @@ def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
     """Convert a decoded image array of `encoding` to (H, W, 3) uint8 RGB for a policy.
 
     Colour orders are swapped and alpha dropped (8UC3 says no order and is taken as RGB);
-    mono8/8UC1 is replicated; 16-bit colour and
-    mono16/16UC1 are scaled by 255/65535 and rounded. Float and signed encodings (depth,
-    disparity) have no canonical RGB and are refused.
+    mono8/8UC1 is replicated; 16-bit colour and mono16/16UC1 are scaled by 255/65535 and
+    rounded. Float and signed encodings (depth, disparity) have no canonical RGB and are refused.
     """
     arr = np.asarray(array)
     if encoding in ("rgb8", "8UC3"):
