@@ -385,3 +385,19 @@ def test_compressed_camera_from_config(ros, tmp_path):
         np.testing.assert_array_equal(FakePolicy.last.observations[-1].images["front"], frame)
     finally:
         h.close()
+
+
+def test_replay_policy_through_the_registry(ros, tmp_path):
+    names = list(SPEC.joint_names) + ["gripper"]
+    actions = np.arange(20 * 8, dtype=np.float64).reshape(20, 8) * 0.01
+    np.savez(tmp_path / "episode.npz", actions=actions, names=np.array(names), fps=10.0)
+    h = Harness(policy="replay", policy_kwargs=f'{{episode: "{tmp_path / "episode.npz"}", chunk_steps: 3}}')
+    try:
+        h.start()
+        h.publish_set(time.time())
+        assert h.wait_for(lambda: len(h.chunks) >= 1)
+        chunk = cv.msg_to_chunk(h.chunks[0][1])
+        assert list(chunk.names) == names and chunk.period_s == pytest.approx(0.1)
+        np.testing.assert_allclose(chunk.values, actions[:3])  # first chunk after activate: rows 0..2
+    finally:
+        h.close()
