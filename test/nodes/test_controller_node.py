@@ -526,3 +526,14 @@ def test_aloha_two_joint_state_topics_two_command_topics(ros):
         executor.shutdown()
         node.destroy_node()
         peer.destroy_node()
+
+
+def test_configure_fails_cleanly_on_bad_parameters(ros, fr3):
+    for name, value in (("max_chunk_age_s", -1.0), ("path_rate_hz", 0.0), ("max_time_scale", 0.5)):
+        node = ControllerNode(spec=fr3[0], kinematics=fr3[1],
+                              parameter_overrides=[rclpy.parameter.Parameter(name, value=value)])
+        try:
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+            assert node.core is None
+        finally:
+            node.destroy_node()

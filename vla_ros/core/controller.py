@@ -559,15 +559,6 @@ class ControllerCore:
         return out
 
     # ------------------------------------------------------------------ introspection
-    def commanded(self, now_s: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """The commanded (position, velocity) now: the streamed command for forward controllers,
-        else the plan."""
-        if self.scheduler.plan is None:
-            return None
-        if self._forward_arms() and self._cmd is not None:
-            return self._cmd
-        return self.scheduler.sample(now_s)
-
     def planned_tool_path(self, now_s: float) -> dict[str, np.ndarray]:
         """{arm: (M, 3)} tool positions in the arm's base frame along the rest of the plan."""
         plan = self.scheduler.plan
@@ -595,7 +586,7 @@ class ControllerCore:
 
     def status(self, now_s: float) -> ControllerStatus:
         state = self.state(now_s)
-        problem = self._state_problem(now_s) if self.active else None
+        problem = (self._state_problem(now_s) or self._fault) if self.active else None
         level = {INACTIVE: "ok", HOLDING: "ok", EXECUTING: "ok", WAITING_FOR_STATE: "warn",
                  ESTOP: "error", FAULT: "error"}[state]
         message = {ESTOP: "e-stop latched", FAULT: f"refusing to command: {problem}",

@@ -117,7 +117,11 @@ class ControllerNode(LifecycleNode):
             spec = self._given_spec or load_embodiment(str(self._p("embodiment")))
             kin = self._given_kin or RobotKinematics.from_embodiment(spec)
             self.core = ControllerCore(spec, kin, self._config())
+            for name in ("diagnostics_rate_hz", "path_rate_hz"):
+                if not float(self._p(name)) > 0.0:
+                    raise ValueError(f"parameter '{name}' must be a positive rate in Hz, got {self._p(name)}")
         except (ValueError, KeyError, OSError) as err:
+            self.core = None
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
         self.spec = spec
