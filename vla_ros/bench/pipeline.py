@@ -2,7 +2,8 @@
 
 All times are wall clock (not simulated time), on this machine, torch limited to one thread.
 
-1. plumbing: per control step, for 1, 2 and 4 cameras at 640x480 rgb8: sensor_msgs/Image ->
+1. plumbing: per control step (wall time, and CPU time of the thread = the cost on one core
+   however loaded the machine is), for 1, 2 and 4 cameras at 640x480 rgb8: sensor_msgs/Image ->
    RGB array (vla_ros.nodes.conversions), preprocessing to 224x224 (SigLIP normalisation,
    vla_ros.policies.preprocess), observation assembly, and publishing one action chunk.
    Also one 640x480 JPEG CompressedImage decode.
@@ -208,8 +209,9 @@ def measure_plumbing(node, reps: int, camera_counts=(1, 2, 4), width: int = 640,
         msgs = [cv.array_to_image(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "rgb8", stamp_s=1.0)
                 for _ in slots]  # fmt: skip
         sync = ObservationSync(SyncConfig(camera_slots=slots, joint_sources=("",), max_age_s=1e9))
-        convert, preprocess, assemble, publish, total = [], [], [], [], []
+        convert, preprocess, assemble, publish, total, cpu = [], [], [], [], [], []
         for r in range(reps + 3):
+            c0 = time.thread_time()
             t0 = time.perf_counter()
             for slot, m in zip(slots, msgs):
                 sync.add_image(slot, 1.0 + r, cv.image_to_rgb8(m))
@@ -221,13 +223,17 @@ def measure_plumbing(node, reps: int, camera_counts=(1, 2, 4), width: int = 640,
             t3 = time.perf_counter()
             pub.publish(cv.chunk_to_msg(chunk))
             t4 = time.perf_counter()
+            c4 = time.thread_time()
             if r >= 3:  # warm-up
                 convert.append(t1 - t0), assemble.append(t2 - t1), preprocess.append(t3 - t2)
-                publish.append(t4 - t3), total.append(t4 - t0)
+                publish.append(t4 - t3), total.append(t4 - t0), cpu.append(c4 - c0)
         med_total = statistics.median(total)
         out[f"{n}_cameras"] = {
             "total": _stats_ms(total),
             "per_camera_ms": round(med_total / n * 1e3, 3),
+            # CPU time of this thread: the cost on one core, whatever else the machine runs
+            "cpu_total_ms": _stats_ms(cpu)["median_ms"],
+            "cpu_per_camera_ms": round(statistics.median(cpu) / n * 1e3, 3),
             "image_to_rgb_ms": _stats_ms(convert)["median_ms"],
             "preprocess_224_ms": _stats_ms(preprocess)["median_ms"],
             "assemble_ms": _stats_ms(assemble)["median_ms"],
