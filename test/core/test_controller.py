@@ -346,3 +346,46 @@ def test_config_rejects_bad_values():
         ControllerConfig(max_chunk_age_s=0.0)
     with pytest.raises(ValueError, match="max_blend_s"):
         ControllerConfig(blend_s=0.5, max_blend_s=0.2)
+
+
+def test_a_default_jtc_executes_exactly_the_plan_across_chunk_seams(fr3):
+    """Closed loop with core/jtc.py's JointTrajectoryController at 1 kHz (perfect tracking): every
+    trajectory the controller sends is accepted, and what the JTC interpolates is the plan."""
+    from vla_ros.core.jtc import JointTrajectoryController
+
+    spec = fr3[0]
+    now = 100.0
+    core = _core(fr3, now)
+    jtc = JointTrajectoryController(BARE)
+    jtc.hold(HOME)
+    state_q, state_v = HOME.copy(), np.zeros(7)
+    # Joint 7 (the flange rotation: the tool stays put, whatever the angle).
+    chunks = {0.0: _ramp(HOME, 6, -0.3, steps=10), 0.35: None, 0.7: None}
+    worst, peak_v = 0.0, np.zeros(7)
+    plans = []
+    for k in range(2800):
+        t = now + k * 0.001
+        core.update_joint_state("arm", BARE, state_q, t)
+        rel = round(t - now, 3)
+        if rel in chunks:
+            # Each new chunk continues the ramp from where the plan says joint 7 is, faster, so the
+            # seam has real work to do.
+            start = core.scheduler.sample(t)[0] if rel > 0 else HOME
+            rows = chunks[rel] if chunks[rel] is not None else _ramp(start, 6, -(0.3 + rel), steps=10)
+            assert core.submit_chunk(_joint_chunk(t, rows), t).accepted
+        if k % 10 == 0 or rel in chunks:
+            for out in _trajectories(core.tick(t, stream=rel not in chunks)):
+                assert jtc.receive(_as_jtc(out), t) is None
+                plans.append(core.scheduler.plan)
+        # Perfect tracking: the measured state at t is the previous desired state carried one
+        # cycle forward (passing the 1 ms old one would make every replan start 1 ms behind).
+        desired = jtc.update(t, state_q + state_v * 0.001, state_v)
+        if plans:
+            worst = max(worst, float(np.max(np.abs(desired.positions - plans[-1].sample(t)[0]))))
+        peak_v = np.maximum(peak_v, np.abs(desired.velocities))
+        state_q, state_v = desired.positions, desired.velocities
+    assert worst < 1e-4
+    assert np.all(peak_v <= spec.arms[0].limits.velocity_rad_s)
+    # It ends at rest on the last chunk's last target.
+    assert state_q[6] == pytest.approx(core.scheduler.plan.final_position_rad[6], abs=1e-9)
+    assert state_q[6] < HOME[6] - 0.5
