@@ -205,7 +205,8 @@ class VLAModel(nn.Module):
             raise ValueError(f"prepare_inputs got {len(images)} image sets but {len(instructions)} instructions")
         # The encoders normalise per family themselves (the fused one needs two normalisations).
         pre = ImagePreprocessor(size_px=(cfg.vision.image_size, cfg.vision.image_size), normalization="none")
-        pixels = torch.stack([pre.cameras(cams, cfg.camera_slots) for cams in images])
+        # Resizing on the model's device: on a GPU the uint8 frames are uploaded once, before resizing.
+        pixels = torch.stack([pre.cameras(cams, cfg.camera_slots, device=self.device) for cams in images])
         text_embedding = None
         if self.instruction_encoder is not None:
             prompts = [cfg.text.prompt.replace("{instruction}", t.strip()) for t in instructions]
