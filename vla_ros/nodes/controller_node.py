@@ -135,6 +135,10 @@ class ControllerNode(LifecycleNode):
             if arm.gripper is not None and arm.gripper.command is not None:
                 topic = arm.gripper.command.topic
                 self._pubs[topic] = self.create_publisher(Float64MultiArray, topic, COMMAND_QOS)
+            elif arm.gripper is not None:
+                self.get_logger().warning(
+                    f"arm '{arm.name}': the gripper has no command topic in the config (e.g. franka_gripper is "
+                    "action-only); chunks' gripper columns are accepted but not sent")
         self._subs.append(self.create_subscription(Bool, "estop", self._on_estop, 10))
         self._service = self.create_service(Trigger, "~/release_estop", self._on_release)
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
