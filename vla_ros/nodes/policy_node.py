@@ -36,6 +36,7 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -475,21 +476,25 @@ def _fmt(x: float) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.4f}"
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     node = PolicyNode()
     if node.get_parameter("autostart").value:
-        node.trigger_configure()
-        node.trigger_activate()
+        ok = TransitionCallbackReturn.SUCCESS
+        if node.trigger_configure() != ok or node.trigger_activate() != ok:
+            node.get_logger().fatal("autostart failed (see the error above); exiting")
+            node.destroy_node()
+            rclpy.try_shutdown()
+            return 1
     try:
         rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # Ctrl-C / external shutdown is the normal way out (the context is already down: no logging)
     finally:
         node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
