@@ -401,3 +401,15 @@ def test_replay_policy_through_the_registry(ros, tmp_path):
         np.testing.assert_allclose(chunk.values, actions[:3])  # first chunk after activate: rows 0..2
     finally:
         h.close()
+
+
+def test_main_exits_nonzero_when_autostart_fails():
+    import subprocess
+    import sys
+
+    code = ("import sys; from vla_ros.nodes.policy_node import main; "
+            "sys.exit(main(['policy_node', '--ros-args', '-p', 'embodiment:=fr3', '-p', 'policy:=no_such_policy', "
+            "'-p', 'autostart:=true']))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "unknown policy 'no_such_policy'" in proc.stderr and "autostart failed" in proc.stderr
