@@ -48,6 +48,7 @@ import numpy as np
 
 from vla_ros.core.action_spaces import ActionAdapter, ActionSpaceError, detect_space
 from vla_ros.core.embodiment import EmbodimentSpec
+from vla_ros.core.kinematics import RobotKinematics
 from vla_ros.core.safety import SafetyConfig, SafetyEnvelope
 from vla_ros.core.scheduler import ChunkScheduler
 from vla_ros.core.types import ActionChunk
@@ -158,7 +159,7 @@ class ControllerCore:
     """One embodiment's controller logic. Not thread-safe: call it from one thread (the node's
     executor callbacks are serialised by a single mutually-exclusive callback group)."""
 
-    def __init__(self, spec: EmbodimentSpec, kinematics, config: ControllerConfig | None = None) -> None:
+    def __init__(self, spec: EmbodimentSpec, kinematics: RobotKinematics, config: ControllerConfig | None = None) -> None:
         self.spec = spec
         self.kin = kinematics
         self.config = config or ControllerConfig()
