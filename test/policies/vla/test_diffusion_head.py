@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from test.policies.vla.vla_helpers import build_model, inputs_for
@@ -39,24 +40,23 @@ def test_head_buffers_hold_the_schedule():
     assert math.isclose(float(head.alpha_bars[9]), _alpha_bar(10, 20), rel_tol=1e-5)
 
 
-def test_both_samplers_recover_the_chunk_from_an_exact_noise_predictor():
-    for sampler in ("ddpm", "ddim"):
-        model = build_model("octo", head={"sampler": sampler, "ddim_steps": 5})
-        head = model.head
-        x0 = torch.linspace(-2.0, 2.0, 4 * 7).reshape(1, 4, 7).repeat(2, 1, 1)
-        seen = []
+@pytest.mark.parametrize("sampler,expected_steps", [("ddpm", list(range(19, -1, -1))), ("ddim", [19, 14, 10, 5, 0])])
+def test_samplers_recover_the_chunk_from_an_exact_noise_predictor(sampler, expected_steps):
+    model = build_model("octo", head={"sampler": sampler, "ddim_steps": 5})
+    head = model.head
+    x0 = torch.linspace(-2.0, 2.0, 4 * 7).reshape(1, 4, 7).repeat(2, 1, 1)
+    seen = []
 
-        def oracle(readout, t, noisy):
-            # the noise that takes x0 to `noisy` at step t: eps = (x_t - sqrt(ab) x0) / sqrt(1 - ab)
-            seen.append(int(t[0]))
-            ab = head.alpha_bars[t][:, None, None]
-            return (noisy - ab.sqrt() * x0) / (1 - ab).sqrt()
+    def oracle(readout, t, noisy):
+        # the noise that takes x0 to `noisy` at step t: eps = (x_t - sqrt(ab) x0) / sqrt(1 - ab)
+        seen.append(int(t[0]))
+        ab = head.alpha_bars[t][:, None, None]
+        return (noisy - ab.sqrt() * x0) / (1 - ab).sqrt()
 
-        head.predict_noise = oracle
-        out = model.predict_actions(inputs_for(model), generator=torch.Generator().manual_seed(0))
-        assert torch.allclose(out, x0, atol=1e-4), sampler
-        expected = list(range(19, -1, -1)) if sampler == "ddpm" else [19, 14, 10, 5, 0]
-        assert seen == expected
+    head.predict_noise = oracle
+    out = model.predict_actions(inputs_for(model), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, x0, atol=1e-4)
+    assert seen == expected_steps
 
 
 def test_ddim_timesteps_are_evenly_spaced_and_distinct():

@@ -46,7 +46,8 @@ def test_minilm_model_is_frozen_and_not_saved(tmp_path, rt1_minilm):
     assert not any(k.startswith("instruction_encoder.") for k in load_file(str(folder / "model.safetensors")))
     loaded = VLAModel.from_pretrained(folder)
     i1 = m.prepare_inputs(images, instructions, states)
-    assert torch.equal(m.predict_actions(i1), loaded.predict_actions(loaded.prepare_inputs(images, instructions, states)))
+    i2 = loaded.prepare_inputs(images, instructions, states)
+    assert torch.equal(m.predict_actions(i1), loaded.predict_actions(i2))
 
 
 def test_instruction_changes_the_film_conditioned_actions(rt1_minilm):

@@ -57,7 +57,8 @@ def test_aloha_state_is_joints_then_normalised_gripper_per_arm():
     spec = load_embodiment("aloha")
     left, right = spec.arms
     names = state_names(spec)
-    assert names[:7] == tuple(f"follower_left/{j}" for j in ALOHA_JOINTS) + (f"follower_left/{left.gripper.joint_name}",)
+    left_names = tuple(f"follower_left/{j}" for j in ALOHA_JOINTS) + (f"follower_left/{left.gripper.joint_name}",)
+    assert names[:7] == left_names
     q = np.arange(14, dtype=float) * 0.1
     q[6] = left.gripper.open_position
     q[13] = right.gripper.closed_position

@@ -105,9 +105,11 @@ class VisionConfig:
         vits = [v for v in (self.siglip, self.dino) if v is not None]
         for v in vits:
             if self.image_size % v.patch_size:
-                raise ValueError(f"VisionConfig.image_size {self.image_size} is not a multiple of patch_size {v.patch_size}")
+                raise ValueError(f"VisionConfig.image_size {self.image_size} is not a multiple of "
+                                 f"patch_size {v.patch_size}")
             if not -v.num_layers <= self.feature_layer <= -1:
-                raise ValueError(f"VisionConfig.feature_layer must be in [-{v.num_layers}, -1], got {self.feature_layer}")
+                raise ValueError(f"VisionConfig.feature_layer must be in [-{v.num_layers}, -1], "
+                                 f"got {self.feature_layer}")
         if len(vits) == 2 and vits[0].patch_size != vits[1].patch_size:
             # The fused encoder concatenates patch features position by position.
             raise ValueError("dinosiglip needs equal patch sizes for both encoders, got "
@@ -142,9 +144,11 @@ class BackboneConfig:
                   pad_vocab_multiple=self.pad_vocab_multiple,
                   max_position_embeddings=self.max_position_embeddings)
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"BackboneConfig.num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+            raise ValueError(f"BackboneConfig.num_heads {self.num_heads} is not a multiple of "
+                             f"num_kv_heads {self.num_kv_heads}")
         if self.vocab_size <= N_ACTION_BINS:
-            raise ValueError(f"BackboneConfig.vocab_size {self.vocab_size} must exceed the {N_ACTION_BINS} action tokens")
+            raise ValueError(f"BackboneConfig.vocab_size {self.vocab_size} must exceed the "
+                             f"{N_ACTION_BINS} action tokens")
 
     @property
     def padded_vocab_size(self) -> int:
