@@ -413,3 +413,32 @@ def test_main_exits_nonzero_when_autostart_fails():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "unknown policy 'no_such_policy'" in proc.stderr and "autostart failed" in proc.stderr
+
+
+def test_use_sim_time_follows_clock(harness):
+    from rosgraph_msgs.msg import Clock
+
+    h = harness(use_sim_time=True, warmup=False)
+    clock_pub = h.peer.create_publisher(Clock, "/clock", 10)
+    stop = threading.Event()
+    sim_t = [100.0]
+
+    def run_clock():  # simulated time from t = 100 s, sensors stamped with it
+        while not stop.is_set():
+            sim_t[0] += 0.01
+            clock_pub.publish(Clock(clock=cv.s_to_time(sim_t[0])))
+            if round(sim_t[0] * 100) % 3 == 0:
+                h.publish_set(sim_t[0])
+            time.sleep(0.01)
+
+    t = threading.Thread(target=run_clock, daemon=True)
+    t.start()
+    try:
+        assert h.wait_for(lambda: abs(h.node.get_clock().now().nanoseconds * 1e-9 - sim_t[0]) < 0.1)
+        h.start()
+        assert h.wait_for(lambda: len(h.chunks) >= 1)
+        stamp = cv.time_to_s(h.chunks[0][1].header.stamp)
+        assert 100.0 < stamp <= sim_t[0]
+    finally:
+        stop.set()
+        t.join()

@@ -142,8 +142,9 @@ class PolicyNode(LifecycleNode):
         self._last_published_stamp_s = -math.inf
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._workers: list[threading.Thread] = []
-        self._subscriptions: list = []
-        self._timers: list = []
+        # (not _subscriptions / _timers: those are rclpy.Node's own lists, /clock included)
+        self._input_subs: list = []
+        self._node_timers: list = []
         self._chunk_pub = None
         self._diag_pub = None
         self._zero_stamp_warned = False
@@ -205,7 +206,7 @@ class PolicyNode(LifecycleNode):
 
         self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "action_chunk", 10)
         self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "diagnostics", 10)
-        subs = self._subscriptions
+        subs = self._input_subs
         for cam in self.spec.cameras:
             msg_type = CompressedImage if cam.compressed else Image
             subs.append(self.create_subscription(
@@ -218,8 +219,8 @@ class PolicyNode(LifecycleNode):
         subs.append(self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS))
         if self.policy.needs_privileged:
             subs.append(self.create_subscription(MarkerArray, "sim/objects", self._on_objects, 10))
-        self._timers.append(self.create_timer(p("poll_period_s"), self._on_poll))
-        self._timers.append(self.create_timer(p("diagnostics_period_s"), self._publish_diagnostics))
+        self._node_timers.append(self.create_timer(p("poll_period_s"), self._on_poll))
+        self._node_timers.append(self.create_timer(p("diagnostics_period_s"), self._publish_diagnostics))
         for k in range(self._scheduler.max_in_flight):
             worker = threading.Thread(target=self._work, name=f"policy_inference_{k}", daemon=True)
             worker.start()
@@ -280,11 +281,11 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().warn(f"{worker.name} still running after 30 s; abandoning it")
         self._workers = []
         self._jobs = queue.Queue()
-        for t in self._timers:
+        for t in self._node_timers:
             self.destroy_timer(t)
-        for s in self._subscriptions:
+        for s in self._input_subs:
             self.destroy_subscription(s)
-        self._timers, self._subscriptions = [], []
+        self._node_timers, self._input_subs = [], []
         for pub in (self._chunk_pub, self._diag_pub):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
