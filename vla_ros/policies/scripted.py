@@ -53,6 +53,7 @@ class ExpertParams:
     right_grasp_offset_m: float = 0.012
     receive_standoff_m: float = 0.10
     retreat_height_m: float = 0.08
+    tilt_first_rad: float = 0.3  # travel only once the tool points this close to straight down
 
     def __post_init__(self) -> None:
         for name in ("fast_speed_m_s", "slow_speed_m_s", "turn_speed_rad_s", "accel_m_s2", "close_time_s", "lost_distance_m"):
@@ -273,6 +274,24 @@ class ScriptedExpert:
             raise ValueError("the cube is tipped over (no horizontal face normal); the top-down expert cannot grasp it")
         return best
 
+    def _points_down(self, arm: ArmSpec, current: np.ndarray, down: np.ndarray) -> bool:
+        a = current[:, _AXES[self.axes[arm.name].approach]]
+        return math.acos(max(-1.0, min(1.0, float(a @ down)))) < self.params.tilt_first_rad
+
+    def _tilt_down(self, arm: ArmSpec, current: np.ndarray, down: np.ndarray) -> np.ndarray:
+        """The smallest rotation that points the approach axis down: a pure pitch of the wrist.
+
+        Used, in place, before any travel while the tool is far from pointing down: a 6-DoF
+        wrist (ViperX) starts near its stretched-out singularity, where travelling sideways with
+        a fixed tool orientation needs wild forearm/wrist roll; pitched down it is far from it.
+        Franka and UR start pointing down and skip this."""
+        a = current[:, _AXES[self.axes[arm.name].approach]]
+        axis = np.cross(a, down)
+        angle = math.acos(max(-1.0, min(1.0, float(a @ down))))
+        if np.linalg.norm(axis) < 1e-9:
+            return current
+        return _exp(axis / np.linalg.norm(axis) * angle) @ current
+
     def _rows(self, arm: str, T_tool: np.ndarray, goal_p: np.ndarray, goal_R: np.ndarray, speed: float) -> np.ndarray:
         """Rows towards the goal, continuing from the speed the previous chunk had planned for now
         (the observation carries no velocities; the plan is what the arm was asked to do)."""
@@ -354,6 +373,8 @@ class ScriptedExpert:
         if self.phase == "approach":
             # Above the cube first; descend only once aligned, so the fingers never sweep it.
             goal_p, goal_R, speed = pre_p, R_grasp, p.fast_speed_m_s
+            if not self._points_down(arm, tool_R, -up):
+                goal_p, goal_R = tool_p, self._tilt_down(arm, tool_R, -up)
             if float(up @ (tool_p - c)) < 0.5 * p.pregrasp_height_m and horizontal_err > p.position_tolerance_m:
                 goal_p = tool_p + up * (p.pregrasp_height_m - float(up @ (tool_p - c)))  # straight up first
         elif self.phase == "descend":
@@ -441,6 +462,8 @@ class ScriptedExpert:
         goal_r, R_r, g_r, speed_r = home_r[:3, 3], home_r[:3, :3], GRIPPER_OPEN, fast
         if phase == "approach":
             goal_l, R_l = left_grasp + p.pregrasp_height_m * up, R_pick
+            if not self._points_down(left, Rl, -up):
+                goal_l, R_l = pl, self._tilt_down(left, Rl, -up)
             height = float(up @ (pl - c))
             if height < 0.5 * p.pregrasp_height_m and np.linalg.norm((pl - left_grasp) - up * height) > tol:
                 goal_l = pl + up * (p.pregrasp_height_m - height)  # straight up first
