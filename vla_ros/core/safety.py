@@ -531,9 +531,13 @@ class SafetyEnvelope:
 
         err = target_c - q0
         v_want = err / dt_s
-        # Approach the target no faster than one can still stop on it (relative to its motion).
+        # Close the gap no faster than one can still stop on the target (relative to its motion);
+        # only the closing side is bounded, so this never pushes the command past the target.
+        # Where landing on the target at v_want still lets the joint take the target's velocity w
+        # within one period, there is nothing to brake for: follow exactly.
         approach = _braking_speed(np.abs(err), amax, dt_s)
-        v = np.clip(v_want, w - approach, w + approach)
+        capped = np.where(err >= 0.0, np.minimum(v_want, w + approach), np.maximum(v_want, w - approach))
+        v = np.where(np.abs(v_want - w) <= amax * dt_s, v_want, capped)
 
         speed_scale = 1.0
         if singularity and self.kinematics is not None and np.any(v != 0.0):
