@@ -323,3 +323,19 @@ def test_chunk_moving_towards_a_singularity_is_slowed_then_refused():
     # Slowed beyond max_time_scale: refused with the slow-down it would need.
     strict = _planar_envelope(max_time_scale=1.5).validate_chunk(np.array([[0.0, 0.4], [0.0, q2]]), 10.0)
     assert not strict.ok and "x2.0" in strict.reason
+
+
+def test_limiter_follows_a_feasible_moving_target_exactly_despite_jittery_periods():
+    # q(t) = 0.3 (1 - cos 2t): starts at rest, |v| <= 0.6 rad/s, |a| <= 1.2 rad/s^2, all well inside
+    # the limits, so whatever the tick jitter the limiter must not change a single command.
+    env = _envelope()
+    rng = np.random.default_rng(3)
+    q, v, t = np.zeros(2), np.zeros(2), 0.0
+    for _ in range(300):
+        dt = rng.uniform(0.006, 0.014)
+        t += dt
+        target = 0.3 * (1 - math.cos(2 * t)) * np.ones(2)
+        step = env.limit_step(q, v, target, dt, qd_target=0.6 * math.sin(2 * t) * np.ones(2))
+        assert not step.limited
+        assert step.position_rad == pytest.approx(target, abs=1e-15)
+        q, v = step.position_rad, step.velocity_rad_s
