@@ -84,6 +84,23 @@ def test_velocity_with_reused_cache_equals_fresh_cache_and_depends_on_prefix():
     assert not torch.allclose(v_fresh, v_other, atol=1e-4)
 
 
+def test_pi0_state_is_the_first_suffix_token_not_a_prefix_token():
+    model = build_model("pi0", chunk_size=4)
+    inputs = inputs_for(model)
+    prefix = model.encode_prefix(inputs)
+    assert model.state_proj is None and model.head.state_proj is not None
+    assert prefix.mask.sum(1).tolist() == [49 + int(n) for n in inputs.text_mask.sum(1)]  # images + text only
+    assert torch.equal(prefix.suffix_state, inputs.state)
+    x = torch.randn(2, 4, 7, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.5, 0.5])
+    with torch.no_grad():
+        v1 = model.head.velocity(prefix, model.head.encode_prefix(model.backbone, prefix), x, t)
+        moved = type(prefix)(prefix.embeds, prefix.mask, prefix.positions, True, prefix.suffix_state + 0.5)
+        v2 = model.head.velocity(moved, model.head.encode_prefix(model.backbone, moved), x, t)
+    assert v1.shape == (2, 4, 7)
+    assert not torch.allclose(v1, v2, atol=1e-5)
+
+
 def test_flow_sampling_is_deterministic_under_a_seed():
     model = build_model("pi0")
     inputs = inputs_for(model)

@@ -121,15 +121,23 @@ def test_bidirectional_prefix_mask_by_hand():
         [0, 1, 1, 1, 0],  # appended tokens: the real prefix, then causal among themselves
         [0, 1, 1, 1, 1],
     ]
+    # suffix with one leading (state) token and two action tokens
+    assert prefix.suffix_mask(3, leading=1)[0, 0].int().tolist() == [
+        [0, 1, 1, 1, 0, 0],  # state: real prefix + itself
+        [0, 1, 1, 1, 1, 1],  # actions: real prefix + state + every action
+        [0, 1, 1, 1, 1, 1],
+    ]
     causal = Prefix(torch.zeros(1, 3, 4), mask, torch.tensor([[0, 0, 1]]))
     assert causal.attention_mask(extra=2).tolist() == [[False, True, True, True, True]]
 
 
-@pytest.mark.parametrize("preset,sees_state", [("pi0", True), ("default", False)])
-def test_prefix_attention_pattern_reaches_the_backbone(preset, sees_state):
+@pytest.mark.parametrize("preset,sees_later_tokens", [("pi0", True), ("default", False)])
+def test_prefix_attention_pattern_reaches_the_backbone(preset, sees_later_tokens):
     m = build_model(preset)
     inputs = inputs_for(m)
-    other = type(inputs)(inputs.pixels, inputs.input_ids, inputs.text_mask, inputs.state + 0.5)
+    ids = inputs.input_ids.clone()
+    ids[1, -1] = 300  # sample 1 has no padding: change its last instruction token
+    other = type(inputs)(inputs.pixels, ids, inputs.text_mask, inputs.state)
     with torch.no_grad():
         outs = []
         for x in (inputs, other):
@@ -137,8 +145,8 @@ def test_prefix_attention_pattern_reaches_the_backbone(preset, sees_state):
             hidden = m.backbone.model(inputs_embeds=prefix.embeds, attention_mask=prefix.attention_mask(),
                                       position_ids=prefix.positions).last_hidden_state
             outs.append(hidden[1, 0])  # sample 1 has no padding: its first image patch
-    # with a bidirectional (pi0) prefix the first image token sees the state token at the end
-    assert (not torch.allclose(outs[0], outs[1], atol=1e-6)) == sees_state
+    # with a bidirectional (pi0) prefix the first image token sees the instruction after it
+    assert (not torch.allclose(outs[0], outs[1], atol=1e-6)) == sees_later_tokens
 
 
 def test_camera_order_matters_through_camera_embeddings():

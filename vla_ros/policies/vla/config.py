@@ -19,6 +19,7 @@ VISION_KINDS = ("siglip", "dino", "dinosiglip", "conv_film")
 BACKBONE_KINDS = ("llama", "gemma")
 HEAD_KINDS = ("discrete", "diffusion", "flow")
 PREFIX_ATTENTION = ("causal", "bidirectional")
+STATE_TOKENS = ("prefix", "suffix")
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
 TEXT_ENCODERS = ("bpe", "minilm")
 
@@ -228,7 +229,9 @@ class VLAConfig:
     state_dim: proprioceptive state length (0: no state token).
     instruction_in_sequence: False for RT-1, where language only conditions the vision FiLM layers.
     prefix_attention: "causal" (Llama / OpenVLA / Octo's causal readout) or "bidirectional"
-                      (PaliGemma / pi0 prefix-LM: image, text and state tokens see each other).
+                      (PaliGemma / pi0 prefix-LM: image and text tokens see each other).
+    state_token: "prefix" (a backbone token after the instruction) or "suffix" (pi0: the flow
+                 head's expert embeds it as the first suffix token, recomputed every step).
     action_norm / state_norm: vla_ros.core.normalization rules.
     """
 
@@ -245,6 +248,7 @@ class VLAConfig:
     camera_embedding: bool = True
     instruction_in_sequence: bool = True
     prefix_attention: str = "causal"
+    state_token: str = "prefix"
     action_norm: str = "bounds_q99"
     state_norm: str = "bounds_q99"
 
@@ -261,6 +265,10 @@ class VLAConfig:
             raise ValueError(f"VLAConfig.projector_layers must be 2 (gelu-mlp) or 3 (OpenVLA fused-gelu-mlp), "
                              f"got {self.projector_layers}")
         _one_of("VLAConfig", "prefix_attention", self.prefix_attention, PREFIX_ATTENTION)
+        _one_of("VLAConfig", "state_token", self.state_token, STATE_TOKENS)
+        if self.state_token == "suffix" and (self.head.kind != "flow" or self.state_dim == 0):
+            raise ValueError(f"state_token='suffix' needs the flow head and state_dim > 0, got head "
+                             f"{self.head.kind!r} and state_dim {self.state_dim}")
         _one_of("VLAConfig", "action_norm", self.action_norm, NORM_RULES)
         _one_of("VLAConfig", "state_norm", self.state_norm, NORM_RULES)
         if self.head.kind == "discrete" and self.action_norm not in ("bounds_q99", "bounds"):

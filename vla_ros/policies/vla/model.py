@@ -137,7 +137,8 @@ class VLAModel(nn.Module):
         self.projector = MLPProjector(self.vision.out_dim, hidden, config.projector_layers)
         n_cam = len(config.camera_slots)
         self.camera_embed = nn.Parameter(torch.randn(n_cam, hidden) * 0.02) if config.camera_embedding else None
-        self.state_proj = nn.Linear(config.state_dim, hidden) if config.state_dim else None
+        in_prefix = config.state_dim and config.state_token == "prefix"
+        self.state_proj = nn.Linear(config.state_dim, hidden) if in_prefix else None
         if config.text.encoder == "minilm":
             self.instruction_encoder = MiniLMEncoder(max_tokens=config.text.max_tokens)
             self.text_proj = nn.Linear(MINILM_DIM, hidden)
@@ -277,7 +278,8 @@ class VLAModel(nn.Module):
         embeds = torch.gather(embeds, 1, order[..., None].expand_as(embeds))
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
         return Prefix(embeds=embeds, mask=mask, positions=positions,
-                      bidirectional=cfg.prefix_attention == "bidirectional")
+                      bidirectional=cfg.prefix_attention == "bidirectional",
+                      suffix_state=inputs.state if cfg.state_token == "suffix" else None)
 
     def compute_loss(self, inputs: VLAInputs, actions: torch.Tensor, generator: torch.Generator | None = None
                      ) -> torch.Tensor:

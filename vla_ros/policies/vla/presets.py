@@ -6,11 +6,11 @@
 | rt1     | FiLM conv net + TokenLearner (8/img)| Llama    | discrete, one pass (RT-1), chunk 1    |
 | openvla | DINOv2 + SigLIP fused, 3-layer proj | Llama    | discrete, autoregressive, chunk 1     |
 | octo    | SigLIP-style ViT, readout token     | Llama    | diffusion, cosine, 20 DDPM steps, chunk 4 |
-| pi0     | SigLIP-style ViT, prefix-LM mask    | Gemma    | flow, action expert, 10 steps, chunk 50 |
+| pi0     | SigLIP-style ViT, prefix-LM mask    | Gemma    | flow, expert, state in suffix, 10 steps, chunk 50 |
 
-Known simplifications against the real families: the state is a prefix token in every preset
-(pi0 puts it in the suffix with the actions), actions are not zero-padded to 32 dims (pi0), and
-the instruction follows the image tokens (OpenVLA puts the patches after <s>, before the prompt).
+Known simplifications against the real families: actions and state are not zero-padded to 32
+dims (pi0), and the instruction follows the image tokens (OpenVLA puts the patches after <s>,
+before the prompt).
 Dimensions are the tiny defaults; any field can be overridden (`make_config(..., backbone={...})`).
 The real checkpoints' sizes (OpenVLA-7B, pi0-3B) come from their config files through the
 checkpoint adapters, not from here.
@@ -113,6 +113,7 @@ def _pi0() -> VLAConfig:
         chunk_size=50,
         state_dim=8,
         prefix_attention="bidirectional",
+        state_token="suffix",
         action_norm="mean_std",
         state_norm="mean_std",
     )

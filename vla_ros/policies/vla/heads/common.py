@@ -16,12 +16,15 @@ class Prefix:
     positions: (B, P) int64 rotary positions (0 at each sample's first real token).
     bidirectional: prefix tokens attend to each other in both directions (PaliGemma / pi0
                prefix-LM) instead of causally (Llama / OpenVLA).
+    suffix_state: (B, state_dim) normalised state for a head that embeds it in its own suffix
+               (pi0), else None (the state, if any, is a prefix token).
     """
 
     embeds: torch.Tensor
     mask: torch.Tensor
     positions: torch.Tensor
     bidirectional: bool = False
+    suffix_state: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.embeds.ndim != 3:
@@ -66,13 +69,15 @@ class Prefix:
         allowed = (pattern[None] & keys[:, None, :]) | torch.eye(total, dtype=torch.bool, device=dev)[None]
         return allowed[:, None]
 
-    def suffix_mask(self, n: int) -> torch.Tensor:
-        """(B, 1, n, P + n) bool: n appended tokens see every real prefix token and each other
-        (bidirectional), the attention pattern of pi0's action tokens and OFT's action queries."""
+    def suffix_mask(self, n: int, leading: int = 0) -> torch.Tensor:
+        """(B, 1, n, P + n) bool for n appended tokens: all see every real prefix token; the
+        first `leading` ones (pi0's state token) see only each other in the suffix, the rest see
+        the whole suffix bidirectionally (pi0's action tokens, OFT's action queries)."""
         b = self.batch_size
         prefix_part = self.mask[:, None, None, :].expand(b, 1, n, self.length)
-        suffix_part = torch.ones(b, 1, n, n, dtype=torch.bool, device=self.mask.device)
-        return torch.cat([prefix_part, suffix_part], dim=-1)
+        suffix_part = torch.ones(n, n, dtype=torch.bool, device=self.mask.device)
+        suffix_part[:leading, leading:] = False
+        return torch.cat([prefix_part, suffix_part[None, None].expand(b, 1, n, n)], dim=-1)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, min_period: float, max_period: float) -> torch.Tensor:

@@ -8,8 +8,9 @@ Conventions (openpi's pi0):
   (action_in_proj -> concat time -> action_time_mlp_in -> swish -> action_time_mlp_out).
 
 The expert (`build_action_expert`) has the backbone's depth and attention geometry, so its layer
-i attends to the backbone's cached keys/values of layer i plus its own action tokens; the
-action tokens see each other bidirectionally. The prefix is encoded ONCE per chunk and its KV
+i attends to the backbone's cached keys/values of layer i plus its own suffix tokens; the
+action tokens see each other bidirectionally. With `state_token="suffix"` (pi0) the suffix
+starts with the projected state, which sees the prefix and itself, and which the action tokens see. The prefix is encoded ONCE per chunk and its KV
 cache reused by every Euler step: each step appends the action tokens to the cache, runs the
 expert only, and crops them off again.
 """
@@ -62,6 +63,7 @@ class FlowActionHead(nn.Module):
         self.action_time_mlp_in = nn.Linear(2 * width, width)
         self.action_time_mlp_out = nn.Linear(width, width)
         self.action_out_proj = nn.Linear(width, config.action_dim)
+        self.state_proj = nn.Linear(config.state_dim, width) if config.state_token == "suffix" else None
 
     def encode_prefix(self, lm: nn.Module, prefix: Prefix) -> DynamicCache:
         """Run the backbone over the prefix once; the returned cache holds every layer's K/V."""
@@ -75,14 +77,20 @@ class FlowActionHead(nn.Module):
         t_emb = sinusoidal_embedding(t, self.width, TIME_MIN_PERIOD, TIME_MAX_PERIOD).to(dtype)
         t_emb = t_emb[:, None, :].expand_as(a_emb)
         h = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([a_emb, t_emb], dim=-1))))
-        n = self.chunk_size
+        leading = 0
+        if self.state_proj is not None:
+            if prefix.suffix_state is None:
+                raise ValueError("this flow head embeds the state in its suffix, but the prefix carries no state")
+            h = torch.cat([self.state_proj(prefix.suffix_state.to(dtype))[:, None], h], dim=1)
+            leading = 1
+        n = h.shape[1]
         try:
-            out, _ = run_decoder(self.expert, h, prefix.suffix_mask(n), prefix.next_positions(n), cache)
+            out, _ = run_decoder(self.expert, h, prefix.suffix_mask(n, leading), prefix.next_positions(n), cache)
         finally:
-            # The decoder appended the action tokens' K/V; drop them so the next step sees the prefix only.
+            # The decoder appended the suffix's K/V; drop them so the next step sees the prefix only.
             if cache.get_seq_length() > prefix.length:
                 cache.crop(-n)
-        return self.action_out_proj(out).float()
+        return self.action_out_proj(out[:, leading:]).float()
 
     def loss(self, lm: nn.Module, prefix: Prefix, actions: torch.Tensor, generator: torch.Generator | None = None
              ) -> torch.Tensor:
