@@ -54,6 +54,7 @@ class ExpertParams:
     receive_standoff_m: float = 0.10
     retreat_height_m: float = 0.08
     tilt_first_rad: float = 0.3  # travel only once the tool points this close to straight down
+    handover_pick_pitch_rad: float = 0.52  # 30 deg down: reachable at table height away from the wrist singularity
 
     def __post_init__(self) -> None:
         for name in ("fast_speed_m_s", "slow_speed_m_s", "turn_speed_rad_s", "accel_m_s2", "close_time_s", "lost_distance_m"):
@@ -395,9 +396,12 @@ class ScriptedExpert:
         return min(candidates, key=lambda R: _rotation_angle(R @ current.T))
 
     def _handover(self, obs: Observation, q: np.ndarray, T_world_cube: np.ndarray) -> np.ndarray:
-        """Left picks the cube top-down and presents it above the middle; right takes it from the
-        side, left lets go and backs off. All goals are world poses, re-derived from the cube's
-        current pose on every call."""
+        """Left picks the cube with its fingers tilted down `handover_pick_pitch_rad` and presents
+        it above the middle with the fingers level; right takes it from the side, left lets go and
+        backs off. All goals are world poses, re-derived from the cube's current pose on every call.
+
+        No top-down grasps here: from ALOHA's start pose a 6-DoF ViperX can only point straight
+        down by passing its wrist singularity (wrist_angle 0), which a safe controller refuses."""
         p = self.params
         left, right = self.spec.arms
         stamp = obs.stamp_s
@@ -419,9 +423,20 @@ class ScriptedExpert:
                 a.name: T_wb[a.name] @ self.kin.frame_pose(self._home_q, a.tool_frame, a.base_frame) for a in (left, right)
             }
 
-        R_pick = self._grasp_rotation_for(left, T_world_cube, Rl, up)
-        left_grasp = c - p.left_grasp_offset_m * u
-        R_present = self._nearest_rotation(left, -up, v, Rl)
+        # Fingers close across the cube faces whose normal is most across u; the approach leans
+        # away from the left arm's base along the other face normal and pitches down.
+        normals = [T_world_cube[:3, 0], T_world_cube[:3, 1]]
+        closing = max(normals, key=lambda n: abs(float(n @ v)))
+        closing = closing - up * float(up @ closing)
+        closing /= np.linalg.norm(closing)
+        r = np.cross(closing, up)
+        r = r if float(r @ u) > 0 else -r
+        pitch = p.handover_pick_pitch_rad
+        a_pick = math.cos(pitch) * r - math.sin(pitch) * up
+        R_pick = self._nearest_rotation(left, a_pick, closing, Rl)
+        left_grasp = c - p.left_grasp_offset_m * r
+        left_pre = left_grasp - p.pregrasp_height_m * a_pick
+        R_present = self._nearest_rotation(left, u, v, Rl)
         R_receive = self._nearest_rotation(right, -u, v, Rr)
         right_grasp = c + p.right_grasp_offset_m * u
         right_ready = c + p.receive_standoff_m * u
@@ -430,18 +445,19 @@ class ScriptedExpert:
 
         phase = self.phase
         if phase == "approach":
-            pre = left_grasp + p.pregrasp_height_m * up
-            if np.linalg.norm(pl - pre) < tol and _rotation_angle(R_pick @ Rl.T) < p.orientation_tolerance_rad:
+            if np.linalg.norm(pl - left_pre) < tol and _rotation_angle(R_pick @ Rl.T) < p.orientation_tolerance_rad:
                 phase = "descend"
         if phase == "descend" and np.linalg.norm(pl - left_grasp) < 0.6 * tol:
-            self._grasp_position = (pl - c).copy()  # where the cube sits in the left hand, world axes
             phase = "close"
+        if phase == "close":
+            self._grasp_position = Rl.T @ (c - pl)  # the cube in the left tool frame
         if phase == "close" and self._elapsed_for("close", stamp) >= p.close_time_s:
             phase = "present"
         if phase in ("present", "receive", "insert") and lost:
             phase = "approach"  # dropped before the right hand had it: pick it up again
+        present_tool = meet - R_present @ self._grasp_position if self._grasp_position is not None else meet
         if phase == "present":
-            goal = meet + self._grasp_position
+            goal = present_tool
             if np.linalg.norm(pl - goal) < tol and _rotation_angle(R_present @ Rl.T) < p.orientation_tolerance_rad:
                 phase = "receive"
         if phase == "receive":
@@ -461,9 +477,7 @@ class ScriptedExpert:
         goal_l, R_l, g_l, speed_l = home_l[:3, 3], home_l[:3, :3], GRIPPER_OPEN, fast
         goal_r, R_r, g_r, speed_r = home_r[:3, 3], home_r[:3, :3], GRIPPER_OPEN, fast
         if phase == "approach":
-            goal_l, R_l = left_grasp + p.pregrasp_height_m * up, R_pick
-            if not self._points_down(left, Rl, -up):
-                goal_l, R_l = pl, self._tilt_down(left, Rl, -up)
+            goal_l, R_l = left_pre, R_pick
             height = float(up @ (pl - c))
             if height < 0.5 * p.pregrasp_height_m and np.linalg.norm((pl - left_grasp) - up * height) > tol:
                 goal_l = pl + up * (p.pregrasp_height_m - height)  # straight up first
@@ -472,7 +486,7 @@ class ScriptedExpert:
         elif phase == "close":
             goal_l, R_l, g_l, speed_l = left_grasp, R_pick, GRIPPER_CLOSED, slow
         if phase in ("present", "receive", "insert", "take"):
-            goal_l, R_l, g_l, speed_l = meet + self._grasp_position, R_present, GRIPPER_CLOSED, slow
+            goal_l, R_l, g_l, speed_l = present_tool, R_present, GRIPPER_CLOSED, slow
         if phase == "receive":
             goal_r, R_r = right_ready, R_receive
         elif phase == "insert":
@@ -489,7 +503,7 @@ class ScriptedExpert:
             start, R_start = self._release_from
             goal_l, R_l, g_l, speed_l = start, R_start, GRIPPER_OPEN, slow
             if phase == "retreat":
-                goal_l = start + p.retreat_height_m * up - 0.05 * u  # up and back, clear of the cube
+                goal_l = start + p.retreat_height_m * up - 0.06 * u  # back out of the grasp and up
         else:
             self._release_from = None
 
