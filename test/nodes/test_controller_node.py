@@ -346,8 +346,9 @@ def test_configure_fails_cleanly_on_unknown_embodiment(ros):
 
 @pytest.mark.slow
 def test_end_to_end_with_the_mujoco_sim_the_arm_follows_a_joint_chunk():
-    """controller_node + sim_node (simulated time): the arm follows a joint chunk, every trajectory
-    is accepted by the sim's JTC semantics, and the measured joints stay inside the limits."""
+    """controller_node + sim_node (simulated time): the arm follows a joint chunk, then an ee_delta
+    chunk moves the tool 3 cm down; every trajectory is accepted by the sim's JTC semantics, and the
+    measured joints stay inside the limits."""
     import threading
 
     from rclpy.executors import MultiThreadedExecutor
@@ -407,6 +408,23 @@ def test_end_to_end_with_the_mujoco_sim_the_arm_follows_a_joint_chunk():
         plan_q = controller.core.scheduler.plan.sample(t[during])[0]
         assert np.max(np.abs(q[during] - plan_q)) < 0.05
         assert np.all(np.abs(np.diff(q[:, 0]) / np.maximum(np.diff(t), 1e-6)) <= lim.velocity_rad_s[0] * 1.1)
+
+        # Then the policy's own space: ee_delta, 10 steps of -3 mm in z (base frame) -> 3 cm down.
+        from vla_ros.core.action_spaces import action_names
+
+        kin = controller.core.kin
+        tool_before = kin.frame_pose(q[-1], "fr3_hand_tcp", base="fr3_link0")[:3, 3]
+        stamp = cv.time_to_s(states[-1].header.stamp)
+        deltas = np.tile([0.0, 0.0, -0.003, 0.0, 0.0, 0.0, 1.0], (10, 1))
+        ee_chunk = ActionChunk(action_names(controller.spec, "ee_delta"), deltas, 0.1, stamp)
+        chunk_pub.publish(cv.chunk_to_msg(ee_chunk))
+        assert wait(lambda: controller.core.chunks_accepted + controller.core.chunks_refused == 2)
+        assert controller.core.chunks_accepted == 2, controller.core.last_refusal
+        assert wait(lambda: cv.time_to_s(states[-1].header.stamp) > stamp + 2.0, timeout_s=60.0)
+        q_end = cv.joint_state_positions(states[-1], BARE)
+        tool_after = kin.frame_pose(q_end, "fr3_hand_tcp", base="fr3_link0")[:3, 3]
+        np.testing.assert_allclose(tool_after - tool_before, [0.0, 0.0, -0.03], atol=3e-3)
+        assert sim.rejections == 0, sim.last_rejection
     finally:
         executor.shutdown()
         for n in (sim, controller, peer):
