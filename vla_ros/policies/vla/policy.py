@@ -138,7 +138,9 @@ def make_vla_policy(
                 with a checkpoint, whose config.json is authoritative.
     """
     spec = load_embodiment(embodiment) if isinstance(embodiment, str) else embodiment
-    dev, dtype = select_device(device)
+    # ROS string parameters cannot be None; an empty string means "not set".
+    checkpoint = checkpoint or None
+    dev, dtype = select_device(device or None)
     if checkpoint is not None:
         if overrides:
             raise ValueError(f"config overrides {sorted(overrides)} cannot be combined with a checkpoint "
