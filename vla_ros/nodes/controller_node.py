@@ -25,7 +25,9 @@ times and trajectory stamps are all on it.
 
 from __future__ import annotations
 
+import functools
 import sys
+import threading
 from typing import Any
 
 import rclpy
@@ -54,6 +56,18 @@ def _desc(text: str) -> ParameterDescriptor:
     return ParameterDescriptor(description=text)
 
 
+def _locked(method):
+    """Serialise access to the (not thread-safe) core: callbacks run on the executor's threads,
+    lifecycle transitions may be triggered from any other thread (a supervisor, a test)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class ControllerNode(LifecycleNode):
     """See the module docstring. `spec` / `kinematics` may be passed in-process (tests, bench);
     otherwise the `embodiment` parameter names the config."""
@@ -76,6 +90,7 @@ class ControllerNode(LifecycleNode):
         d("max_time_scale", 2.0, _desc("slow a too-fast chunk by up to this factor before refusing it"))
         d("diagnostics_rate_hz", 2.0, _desc("diagnostics publishing rate"))
         d("path_rate_hz", 5.0, _desc("planned_path marker publishing rate"))
+        self._lock = threading.RLock()
         self._given_spec = spec
         self._given_kin = kinematics
         self.spec: EmbodimentSpec | None = None
@@ -112,6 +127,7 @@ class ControllerNode(LifecycleNode):
         )
 
     # ------------------------------------------------------------------ lifecycle
+    @_locked
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             spec = self._given_spec or load_embodiment(str(self._p("embodiment")))
@@ -153,21 +169,25 @@ class ControllerNode(LifecycleNode):
             f"{[a.command.topic + ' (' + a.command.kind + ')' for a in spec.arms]}, ticking at {tick_hz:.0f} Hz")
         return TransitionCallbackReturn.SUCCESS
 
+    @_locked
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         now = self.now_s()
         self.core.activate(now)
         self._publish(self.core.tick(now))
         return super().on_activate(state)
 
+    @_locked
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.core.deactivate(self.now_s())
         self._publish(self.core.tick(self.now_s()))
         return super().on_deactivate(state)
 
+    @_locked
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._free()
         return TransitionCallbackReturn.SUCCESS
 
+    @_locked
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         if self.core is not None and self.core.active:
             self.core.deactivate(self.now_s())
@@ -192,6 +212,7 @@ class ControllerNode(LifecycleNode):
         self.core = None
         self.spec = None
 
+    @_locked
     def hold(self) -> None:
         """Stop where the arm is commanded now and publish that at once (used on deactivate and
         on Ctrl-C)."""
@@ -201,6 +222,7 @@ class ControllerNode(LifecycleNode):
             self._publish(self.core.tick(now))
 
     # ------------------------------------------------------------------ callbacks
+    @_locked
     def _on_chunk(self, msg: JointTrajectory) -> None:
         if self.core is None:
             return
@@ -215,10 +237,12 @@ class ControllerNode(LifecycleNode):
             self.get_logger().warning(f"action chunk refused: {decision.reason}")
         self._publish(self.core.tick(now, stream=False))
 
+    @_locked
     def _on_joint_state(self, arm: str, msg: JointState) -> None:
         if self.core is not None:
             self.core.update_joint_state(arm, msg.name, msg.position, self.now_s())
 
+    @_locked
     def _on_estop(self, msg: Bool) -> None:
         if self.core is None or not msg.data:
             return
@@ -228,6 +252,7 @@ class ControllerNode(LifecycleNode):
         self.core.estop(now)
         self._publish(self.core.tick(now, stream=False))
 
+    @_locked
     def _on_release(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         if self.core is None:
             response.success, response.message = False, "controller is not configured"
@@ -236,6 +261,7 @@ class ControllerNode(LifecycleNode):
         self.get_logger().info(response.message)
         return response
 
+    @_locked
     def _on_tick(self) -> None:
         if self.core is None:
             return
@@ -263,6 +289,7 @@ class ControllerNode(LifecycleNode):
             else:
                 pub.publish(cv.make_float64_multi_array(out.positions))
 
+    @_locked
     def _publish_diagnostics(self) -> None:
         if self.core is None:
             return
@@ -271,6 +298,7 @@ class ControllerNode(LifecycleNode):
         self._diag_pub.publish(cv.make_diagnostics(f"{self.get_name()}: controller", status.level, status.message,
                                                    status.values, hardware_id=self.spec.name, stamp_s=now))
 
+    @_locked
     def _publish_path(self) -> None:
         if self.core is None or not self.core.active:
             return
