@@ -38,6 +38,10 @@ def test_head_buffers_hold_the_schedule():
     assert torch.allclose(head.alpha_bars, torch.cumprod(1 - betas, 0))
     # before the clip kicks in, prod(1 - beta) telescopes to alpha_bar(t + 1)
     assert math.isclose(float(head.alpha_bars[9]), _alpha_bar(10, 20), rel_tol=1e-5)
+    # a bf16 model keeps the schedule in full precision (bf16 would turn 1 - 0.992 into 1 - 0.9922)
+    model.to(torch.bfloat16)
+    assert torch.allclose(head.alpha_bars, torch.cumprod(1 - betas, 0), rtol=1e-6, atol=0)
+    assert head.schedule("alpha_bars").dtype == torch.float32
 
 
 @pytest.mark.parametrize("sampler,expected_steps", [("ddpm", list(range(19, -1, -1))), ("ddim", [19, 14, 10, 5, 0])])

@@ -94,10 +94,25 @@ class DiffusionActionHead(nn.Module):
         flat = config.num_action_tokens
         self.score = MLPResNet(width + hc.time_dim + flat, hc.mlp_hidden_size, hc.mlp_blocks, flat)
         betas = cosine_beta_schedule(self.steps)
-        alphas = 1.0 - betas
-        # Constants of the schedule, not weights: rebuilt from the config, never saved.
-        for name, value in (("betas", betas), ("alphas", alphas), ("alpha_bars", np.cumprod(alphas))):
-            self.register_buffer(name, torch.tensor(value, dtype=torch.float32), persistent=False)
+        # Constants of the schedule, rebuilt from the config and never saved. Plain float64 arrays,
+        # not buffers: model.to(bfloat16) would round them (alpha_bar near 1 loses its 1 - alpha_bar).
+        self._schedule = {"betas": betas, "alphas": 1.0 - betas, "alpha_bars": np.cumprod(1.0 - betas)}
+
+    def schedule(self, name: str, device: torch.device | str = "cpu") -> torch.Tensor:
+        """"betas", "alphas" or "alpha_bars" as a float32 tensor of shape (diffusion_steps,)."""
+        return torch.tensor(self._schedule[name], dtype=torch.float32, device=device)
+
+    @property
+    def betas(self) -> torch.Tensor:
+        return self.schedule("betas")
+
+    @property
+    def alphas(self) -> torch.Tensor:
+        return self.schedule("alphas")
+
+    @property
+    def alpha_bars(self) -> torch.Tensor:
+        return self.schedule("alpha_bars")
 
     def readout_embedding(self, lm: nn.Module, prefix: Prefix) -> torch.Tensor:
         """(B, H): the readout token's final hidden state."""
@@ -120,7 +135,7 @@ class DiffusionActionHead(nn.Module):
         dev = actions.device
         t = torch.randint(0, self.steps, (b,), device=dev, generator=generator)
         eps = torch.randn(actions.shape, device=dev, generator=generator)
-        ab = self.alpha_bars[t][:, None, None]
+        ab = self.schedule("alpha_bars", dev)[t][:, None, None]
         noisy = ab.sqrt() * actions.float() + (1 - ab).sqrt() * eps
         return F.mse_loss(self.predict_noise(self.readout_embedding(lm, prefix), t, noisy), eps)
 
@@ -130,19 +145,21 @@ class DiffusionActionHead(nn.Module):
         b = prefix.batch_size
         dev = readout.device
         x = torch.randn((b, self.chunk_size, self.action_dim), device=dev, generator=generator)
+        alpha_bars = self.schedule("alpha_bars", dev)
         if self.sampler == "ddpm":
+            alphas, betas = self.schedule("alphas", dev), self.schedule("betas", dev)
             for t in range(self.steps - 1, -1, -1):
                 eps = self.predict_noise(readout, torch.full((b,), t, device=dev), x)
-                x = (x - (1 - self.alphas[t]) / (1 - self.alpha_bars[t]).sqrt() * eps) / self.alphas[t].sqrt()
+                x = (x - (1 - alphas[t]) / (1 - alpha_bars[t]).sqrt() * eps) / alphas[t].sqrt()
                 if t > 0:
-                    x = x + self.betas[t].sqrt() * torch.randn(x.shape, device=dev, generator=generator)
+                    x = x + betas[t].sqrt() * torch.randn(x.shape, device=dev, generator=generator)
                 x = x.clamp(-self.max_action, self.max_action)
             return x
         ts = ddim_timesteps(self.steps, self.ddim_steps)
         for i, t in enumerate(ts):
             eps = self.predict_noise(readout, torch.full((b,), t, device=dev), x)
-            ab = self.alpha_bars[t]
-            ab_prev = self.alpha_bars[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(ab)
+            ab = alpha_bars[t]
+            ab_prev = alpha_bars[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(ab)
             x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-self.max_action, self.max_action)
             # Re-derive eps from the clipped x0 so the step stays on the DDIM trajectory of that x0.
             eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
