@@ -232,7 +232,7 @@ def test_changed_instruction_is_used_by_the_next_chunk(harness):
 
 
 def test_slow_policy_does_not_block_the_executor(harness):
-    h = harness(policy_kwargs='{"latency_s": 0.6}', warmup=False)
+    h = harness(policy_kwargs='{"latency_s": 1.0}', warmup=False)
     h.start()
     h.publish_set(time.time())
     assert h.wait_for(lambda: FakePolicy.last.started.is_set())
@@ -241,9 +241,9 @@ def test_slow_policy_does_not_block_the_executor(harness):
     for k in range(20):
         h.pub_js.publish(cv.make_joint_state(JOINTS, np.zeros(len(JOINTS)), stamp_s=time.time()))
         time.sleep(0.01)
-    # all 20 joint states were processed while the 0.6 s inference was still running
+    # all 20 joint states were processed while the 1 s inference was still running
     assert h.wait_for(lambda: h.node.stats.joint_state_messages >= before + 20, timeout_s=0.3)
-    assert not FakePolicy.last.finished.is_set() and time.time() - t0 < 0.6
+    assert not FakePolicy.last.finished.is_set() and time.time() - t0 < 1.0
     assert h.wait_for(lambda: len(h.chunks) >= 1)
 
 
@@ -289,8 +289,9 @@ def test_sync_mode_waits_for_the_chunk_to_end(harness):
     assert h.wait_for(lambda: len(h.chunks) >= 3, timeout_s=5)
     h.stop_stream()
     stamps = [cv.time_to_s(m.header.stamp) for _, m in h.chunks]
-    # the next observation is taken once the 0.3 s chunk has run out (newest frame <= 1/30 s older)
-    assert min(np.diff(stamps)) >= 0.3 - 1 / 30 - 0.005
+    # the next observation is taken once the 0.3 s chunk has run out (its newest frame is ~1/30 s
+    # older, more on a loaded machine); async would start every 0.3 - 0.12 - 0.05 - 0.02 = 0.11 s
+    assert min(np.diff(stamps)) >= 0.22
 
 
 def test_lifecycle_round_trip(harness):
