@@ -398,37 +398,43 @@ class ControllerCore:
         return decision
 
     def _fit_plan(self, chunk: ActionChunk, positions: np.ndarray, scale: float, now_s: float):
-        """Find the smallest slow-down and blend window whose plan respects the rate limits."""
+        """Find the smallest slow-down, and for it the shortest blend window, whose plan (from now
+        on) respects the velocity and acceleration limits exactly (`Plan.peak_rates`).
+
+        Blends double from blend_s to max_blend_s; when none fits, the chunk is slowed by the
+        factor the best candidate still needs (velocity ratio, or the square root of the
+        acceleration ratio), up to max_time_scale. Returns (MergeResult, scale, blend) or the
+        refusal reason.
+        """
         vmax, amax = self.limits.velocity_rad_s, self.limits.acceleration_rad_s2
         s_max = self.config.safety.max_time_scale
         steps = np.arange(chunk.num_steps)
-        for _ in range(6):
-            times = chunk.stamp_s + steps * chunk.period_s * scale
-            peak_v, peak_a = self.scheduler.curve(times, positions, now_s)[0].peak_rates(from_s=now_s)
-            need = max(float(np.max(peak_v / vmax)), float(np.sqrt(np.max(peak_a / amax))))
-            if need <= 1.0 + 1e-9:
-                break
-            if scale * need > s_max + 1e-9:
-                j = int(np.argmax(np.maximum(peak_v / vmax, np.sqrt(peak_a / amax))))
-                return (f"unsafe chunk: its interpolated motion needs x{scale * need:.2f} slow-down "
-                        f"(> max_time_scale {s_max}) for joint {self.limits.joint_names[j]} "
-                        f"(peak {peak_v[j]:.3f} rad/s vs {vmax[j]:.3f}, {peak_a[j]:.2f} rad/s^2 vs {amax[j]:.2f})")
-            scale = min(scale * need * 1.001, s_max)
+        blends = []
         blend = self.config.blend_s
-        last_problem = ""
         while blend <= self.config.max_blend_s + 1e-9:
-            times = chunk.stamp_s + steps * chunk.period_s * scale
-            result = self.scheduler.propose(times, positions, now_s, blend)
-            peak_v, peak_a = result.plan.peak_rates(from_s=now_s)
-            over_v, over_a = peak_v / vmax, peak_a / amax
-            if np.all(over_v <= 1.0 + 1e-9) and np.all(over_a <= 1.0 + 1e-9):
-                return result, scale, blend
-            j = int(np.argmax(np.maximum(over_v, over_a)))
-            last_problem = (f"joint {self.limits.joint_names[j]} peak {peak_v[j]:.3f} rad/s (limit {vmax[j]:.3f}), "
-                            f"{peak_a[j]:.2f} rad/s^2 (limit {amax[j]:.2f})")
+            blends.append(blend)
             blend *= 2.0
-        return (f"unsafe chunk: the transition from the executing motion exceeds the rate limits even with a "
-                f"{self.config.max_blend_s} s blend (max_blend_s): {last_problem}")
+        problem = ""
+        for _ in range(8):
+            times = chunk.stamp_s + steps * chunk.period_s * scale
+            best = np.inf
+            for blend in blends:
+                result = self.scheduler.propose(times, positions, now_s, blend)
+                peak_v, peak_a = result.plan.peak_rates(from_s=now_s)
+                ratios = np.maximum(peak_v / vmax, np.sqrt(peak_a / amax))
+                need = float(np.max(ratios))
+                if need <= 1.0 + 1e-9:
+                    return result, scale, blend
+                if need < best:
+                    best = need
+                    j = int(np.argmax(ratios))
+                    problem = (f"joint {self.limits.joint_names[j]} peaks at {peak_v[j]:.3f} rad/s (limit "
+                               f"{vmax[j]:.3f}) and {peak_a[j]:.2f} rad/s^2 (limit {amax[j]:.2f})")
+            if scale >= s_max - 1e-9:
+                break
+            scale = min(s_max, scale * max(best, 1.05))
+        return (f"unsafe chunk: no slow-down up to max_time_scale {s_max} with a blend up to max_blend_s "
+                f"{self.config.max_blend_s} s keeps its interpolated motion within the limits: {problem}")
 
     # ------------------------------------------------------------------ output
     def _forward_arms(self):

@@ -272,9 +272,12 @@ class ControllerNode(LifecycleNode):
             # State changes (fault, recovery, e-stop) are rare and always worth a log line.
             status = self.core.status(now)
             line = f"controller state {self._last_state} -> {state}: {status.message}"
-            # rclpy loggers fix one severity per call site, hence two calls.
+            # rclpy loggers fix one severity per call site, hence separate calls; the routine
+            # executing <-> holding flip between chunks is only worth a debug line.
             if status.level == "error":
                 self.get_logger().warning(line)
+            elif {self._last_state, state} <= {"executing", "holding"}:
+                self.get_logger().debug(line)
             else:
                 self.get_logger().info(line)
             self._last_state = state
