@@ -73,6 +73,18 @@ def test_everything_old_is_stale_even_if_synchronised():
     assert a.refusal.code == "stale" and a.refusal.source == "camera:front"
 
 
+def test_readings_from_the_future_are_refused():
+    s = _sync()
+    _feed(s, 1000.0)  # e.g. a camera host whose clock is 1000 s ahead
+    a = s.assemble(now_s=10.0)
+    assert a.refusal.code == "future" and a.refusal.source == "camera:front"
+    assert "990.000 s in the future" in a.refusal.message
+    # a few ms ahead (message transport on one host, clock granularity) is accepted
+    s2 = _sync()
+    _feed(s2, 10.0)
+    assert s2.assemble(now_s=9.99).ok
+
+
 def test_tolerance_decides_synchronisation():
     s = _sync(tolerance_s=0.02)
     s.add_image("front", 5.00, _img(1))

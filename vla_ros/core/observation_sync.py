@@ -9,7 +9,11 @@ either an Observation built from the newest set of readings whose stamps lie wit
 - "stale":          a source's newest reading is older than `max_age_s` (a silent camera);
 - "unsynchronised": every source is fresh, but no set of readings fits in `tolerance_s`
                     within the last `max_age_s`;
-- "no_privileged":  privileged data is required (scripted expert) but has not arrived.
+- "no_privileged":  privileged data is required (scripted expert) but has not arrived;
+- "future":         a reading is stamped more than `max_future_s` after `now_s`: the sensor's
+                    clock and this node's disagree (hosts not time-synchronised, or a sim
+                    publishing stamps without /clock), and a chunk stamped with it would be
+                    refused or mis-timed by the controller.
 
 A chunk is never computed from old frames: a stale source refuses the whole observation.
 The instruction is not time-synchronised: the latest one wins and takes effect at the
@@ -28,7 +32,7 @@ import numpy as np
 
 from vla_ros.core.types import Observation
 
-RefusalCode = Literal["missing", "stale", "unsynchronised", "no_privileged"]
+RefusalCode = Literal["missing", "stale", "unsynchronised", "no_privileged", "future"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class SyncConfig:
     tolerance_s:       largest spread between the oldest and newest stamp in one observation
                        (one frame at 30 Hz plus a margin by default).
     max_age_s:         a reading older than this, relative to `now_s`, is stale.
+    max_future_s:      a newest reading stamped further than this after `now_s` is refused.
     retention_s:       how long readings are kept for matching (at least tolerance + max age).
     require_privileged: refuse until privileged data (sim/objects) has been set.
     """
@@ -49,6 +54,7 @@ class SyncConfig:
     joint_sources: tuple[str, ...] = ("",)
     tolerance_s: float = 1.0 / 30.0 + 0.01
     max_age_s: float = 0.5
+    max_future_s: float = 0.05
     retention_s: float | None = None
     require_privileged: bool = False
 
@@ -61,7 +67,7 @@ class SyncConfig:
             raise ValueError(f"joint_sources must be unique, got {self.joint_sources}")
         if not self.camera_slots and not self.joint_sources:
             raise ValueError("SyncConfig needs at least one camera slot or joint source")
-        for label in ("tolerance_s", "max_age_s"):
+        for label in ("tolerance_s", "max_age_s", "max_future_s"):
             v = getattr(self, label)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"SyncConfig.{label} must be a positive number of seconds, got {v}")
@@ -204,6 +210,14 @@ class ObservationSync:
                     "stale", name,
                     f"{_describe(name)} is stale: newest reading is {age:.3f} s old "
                     f"(max_observation_age_s {cfg.max_age_s:.3f} s)",
+                )  # fmt: skip
+        for name, buf in sources:
+            ahead = buf.stamps_s[-1] - now_s
+            if ahead > cfg.max_future_s:
+                return _refuse(
+                    "future", name,
+                    f"{_describe(name)} is stamped {ahead:.3f} s in the future of this node's clock "
+                    f"(max {cfg.max_future_s:.3f} s): are the hosts' clocks synchronised / use_sim_time set?",
                 )  # fmt: skip
         if cfg.require_privileged and not self._has_privileged:
             return _refuse("no_privileged", "privileged", "the policy needs sim/objects and none has arrived")

@@ -121,6 +121,7 @@ class PolicyNode(LifecycleNode):
         d("mode", "async", _desc("async: infer ahead so the arm never waits; sync: infer after each chunk ends"))
         d("sync_tolerance_s", 1.0 / 30.0 + 0.01, _desc("largest stamp spread within one observation (s)"))
         d("max_observation_age_s", 0.5, _desc("readings older than this (s) are stale: no observation"))
+        d("max_observation_future_s", 0.05, _desc("readings stamped further ahead of this node's clock (s) are refused"))
         d("latency_margin_s", 0.02, _desc("async: start this much earlier than the latency estimate requires (s)"))
         d("latency_quantile", 0.9, _desc("quantile of recent latencies used as the latency estimate"))
         d("lookahead_steps", 2, _desc("async: chunk rows that should still lie ahead when the next chunk arrives"))
@@ -192,6 +193,7 @@ class PolicyNode(LifecycleNode):
                 joint_sources=tuple(a.namespace for a in self.spec.arms),
                 tolerance_s=p("sync_tolerance_s"),
                 max_age_s=p("max_observation_age_s"),
+                max_future_s=p("max_observation_future_s"),
                 require_privileged=bool(self.policy.needs_privileged),
             )
         )
