@@ -233,7 +233,10 @@ class ControllerNode(LifecycleNode):
             decision = self.core.refuse(f"malformed action chunk: {err}", now)
         else:
             decision = self.core.submit_chunk(chunk, now)
-        if not decision.accepted:
+        if not decision.accepted and not self.core.active:
+            # Chunks still in flight around a deactivation are expected; not worth a warning.
+            self.get_logger().debug(f"action chunk refused: {decision.reason}")
+        elif not decision.accepted:
             self.get_logger().warning(f"action chunk refused: {decision.reason}")
         self._publish(self.core.tick(now, stream=False))
 
