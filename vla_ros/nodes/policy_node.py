@@ -7,8 +7,9 @@ A lifecycle node (ros2/demos lifecycle_py pattern):
 - deactivate: stop (an inference in flight finishes but its chunk is dropped);
 - cleanup: drop the policy and free GPU memory.
 
-Inference runs on a worker thread, never on the executor thread, so joint states, images
-and instructions keep being received while the model runs. When to start the next inference
+Inference runs on worker threads (one, or `max_concurrent_inferences` when pipelining),
+never on the executor thread, so joint states, images and instructions keep being received
+while the model runs. When to start the next inference
 is decided by vla_ros.core.inference_timing (async by default: early enough that the next
 chunk arrives before the executing one runs out); what to infer on is decided by
 vla_ros.core.observation_sync (a time-synchronised, fresh set of readings, or a refusal that
@@ -233,8 +234,9 @@ class PolicyNode(LifecycleNode):
         )
 
     def _warm_up(self) -> float:
-        """One inference on a synthetic observation; returns its latency. Policies that need
-        privileged data (the scripted expert) warm up with no object instead of failing."""
+        """The policy's own warmup() if it has one, else one inference on a synthetic
+        observation; returns the latency (the first latency estimate). Policies that need
+        privileged data (the scripted expert) cannot infer without objects and are not run."""
         assert self.policy is not None and self.spec is not None
         warm = getattr(self.policy, "warmup", None)
         start = time.perf_counter()
