@@ -313,12 +313,14 @@ def run_demo(
                 n.stop()
         for n in lifecycle_active:
             n.trigger_deactivate()
-        for n in lifecycle_configured:
-            n.trigger_cleanup()
+        # Stop spinning before cleanup destroys the nodes' publishers and subscriptions: the
+        # executor must not be waiting on entities that are being destroyed.
         if executor is not None:
             executor.shutdown(timeout_sec=5.0)
+        if spin_thread is not None:
+            spin_thread.join(timeout=5.0)
+        for n in lifecycle_configured:
+            n.trigger_cleanup()
         for n in reversed(nodes):
             n.destroy_node()
         rclpy.try_shutdown(context=context)
-        if spin_thread is not None:
-            spin_thread.join(timeout=5.0)

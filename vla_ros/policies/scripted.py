@@ -38,6 +38,7 @@ class ExpertParams:
     # Gentle enough that a chunk's joint accelerations stay well inside an FR3/UR's limits
     # near the grasp poses (the controller refuses chunks that would need a big slow-down).
     accel_m_s2: float = 0.5
+    rest_lead_in_s: float = 0.3  # about the observation-to-controller latency of the graph
     pregrasp_height_m: float = 0.10
     lift_height_m: float = 0.12
     grasp_depth_m: float = 0.0  # tool frame below the cube centre (+ = deeper)
@@ -136,6 +137,7 @@ def plan_ee_delta_rows(
     steps: int,
     accel_m_s2: float = math.inf,
     start_speed_m_s: float = 0.0,
+    delay_s: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(steps, 6) ee_delta rows moving from (position, rotation) straight to the goal, and the
     (steps,) path speed at the row times (for a later plan's `start_speed_m_s`).
@@ -143,7 +145,8 @@ def plan_ee_delta_rows(
     Position and orientation share one progress variable so they arrive together (a straight
     tool path, the geodesic in rotation). Its profile is trapezoidal in the path metric
     D = max(distance, angle * speed / turn_speed): start at `start_speed_m_s`, accelerate at
-    `accel_m_s2` to `speed_m_s`, brake to arrive at rest. Row deltas compose as
+    `accel_m_s2` to `speed_m_s`, brake to arrive at rest; with `delay_s`, stay put that long
+    first (used when starting from rest). Row deltas compose as
     R_i = R_delta_i R_{i-1} in the base frame (the action-space convention)."""
     offset = goal_position - position
     distance = float(np.linalg.norm(offset))
@@ -159,6 +162,13 @@ def plan_ee_delta_rows(
     v = min(max(start_speed_m_s, 0.0), speed_m_s) if math.isfinite(accel_m_s2) else speed_m_s
     samples, speeds, t, k = [], [], 0.0, 1
     while k <= steps:
+        if t < delay_s - 1e-12:
+            t += dt
+            if t >= k * period_s - 1e-12:
+                samples.append(0.0)
+                speeds.append(0.0)
+                k += 1
+            continue
         braking = math.sqrt(2.0 * accel_m_s2 * max(length - s, 0.0)) if math.isfinite(accel_m_s2) else speed_m_s
         target_v = min(speed_m_s, braking)
         dv = accel_m_s2 * dt if math.isfinite(accel_m_s2) else math.inf
@@ -215,6 +225,8 @@ class ScriptedExpert:
         self._grasp_position: np.ndarray | None = None
         self._handover_point: np.ndarray | None = None
         self._speed: dict[str, tuple[float, np.ndarray]] = {}
+        self._last_tool: dict[str, tuple[float, np.ndarray]] = {}
+        self._rest_start: dict[str, float] = {}
         self._home_tool: dict[str, np.ndarray] | None = None
         self._hold_right: tuple[np.ndarray, np.ndarray] | None = None
         self._release_from: tuple[np.ndarray, np.ndarray] | None = None
@@ -303,6 +315,30 @@ class ScriptedExpert:
             stamp, speeds = previous
             row = int(round((self._stamp_s - stamp) / self.period_s)) - 1
             start_speed = float(speeds[min(max(row, 0), len(speeds) - 1)])
+        # Never assume more speed than the tool showed since the last observation: a chunk that
+        # the controller refused (or a hold) left the arm at rest, and continuing a plan at
+        # cruise speed from rest would ask for a jump the controller refuses again.
+        seen = self._last_tool.get(arm)
+        if seen is not None and self._stamp_s > seen[0]:
+            measured = float(np.linalg.norm(T_tool[:3, 3] - seen[1])) / (self._stamp_s - seen[0])
+            start_speed = min(start_speed, measured + 0.2 * p.accel_m_s2 * (self._stamp_s - seen[0]) + 0.01)
+        else:
+            start_speed = 0.0
+        self._last_tool[arm] = (self._stamp_s, T_tool[:3, 3].copy())
+        # Starting from rest, the motion begins `rest_lead_in_s` after the first plan from rest
+        # (later chunks keep that start time): by the time a chunk reaches the controller its
+        # first ~latency is in the past, and the arm must start from rest rather than jump onto
+        # a profile that is already moving. If the arm still has not moved well after that
+        # start (the chunk was refused), a new start time is set.
+        delay = 0.0
+        if start_speed < 0.02:
+            start = self._rest_start.get(arm)
+            if start is None or self._stamp_s > start + p.rest_lead_in_s + 0.5:
+                start = self._stamp_s
+                self._rest_start[arm] = start
+            delay = max(0.0, start + p.rest_lead_in_s - self._stamp_s)
+        else:
+            self._rest_start.pop(arm, None)
         rows, speeds = plan_ee_delta_rows(
             T_tool[:3, 3],
             T_tool[:3, :3],
@@ -314,6 +350,7 @@ class ScriptedExpert:
             self.horizon_steps,
             accel_m_s2=p.accel_m_s2,
             start_speed_m_s=start_speed,
+            delay_s=delay,
         )
         self._speed[arm] = (self._stamp_s, speeds)
         return rows
@@ -423,14 +460,15 @@ class ScriptedExpert:
                 a.name: T_wb[a.name] @ self.kin.frame_pose(self._home_q, a.tool_frame, a.base_frame) for a in (left, right)
             }
 
-        # Fingers close across the cube faces whose normal is most across u; the approach leans
-        # away from the left arm's base along the other face normal and pitches down.
-        normals = [T_world_cube[:3, 0], T_world_cube[:3, 1]]
-        closing = max(normals, key=lambda n: abs(float(n @ v)))
-        closing = closing - up * float(up @ closing)
-        closing /= np.linalg.norm(closing)
-        r = np.cross(closing, up)
-        r = r if float(r @ u) > 0 else -r
+        # The approach points from the left base towards the cube and pitches down; the fingers
+        # close across it. Its azimuth is the waist's: turning the tool about the vertical
+        # relative to the arm would need the wrist rolls near their singularity. The cube lies
+        # nearly square to the arms (the hand-over task draws its yaw within +/-0.15 rad) and
+        # the closing fingers square it up.
+        r = c - base_l
+        r = r - up * float(up @ r)
+        r /= np.linalg.norm(r)
+        closing = np.cross(up, r)
         pitch = p.handover_pick_pitch_rad
         a_pick = math.cos(pitch) * r - math.sin(pitch) * up
         R_pick = self._nearest_rotation(left, a_pick, closing, Rl)

@@ -19,6 +19,7 @@ from vla_ros.sim.scene import CUBE_HALF_SIZE_M, TABLE_TOP_Z_M, SimScene
 LIFT_HEIGHT_M = 0.05
 HANDOVER_CLEARANCE_M = 0.03
 MIN_CUBE_SEPARATION_M = 0.09
+HANDOVER_MAX_YAW_RAD = 0.15
 PICK_INSTRUCTION = "pick up the {colour} cube"
 HANDOVER_INSTRUCTION = "transfer the cube from the left arm to the right arm"
 
@@ -100,7 +101,9 @@ def make_task(scene: SimScene, seed: int) -> Task:
     # Hand-over: one cube in reach of the left arm; the others parked far behind, out of the way.
     target = scene.cubes[0]
     (p,) = _sample_positions(rng, scene, 1)
-    poses[target] = np.concatenate([[p[0], p[1], z], _yaw_quat(rng.uniform(-math.pi / 6, math.pi / 6))])
+    # Nearly square to the arms: a 6-DoF ViperX cannot turn its fingers far about the vertical
+    # near its start pose without passing its wrist singularity.
+    poses[target] = np.concatenate([[p[0], p[1], z], _yaw_quat(rng.uniform(-HANDOVER_MAX_YAW_RAD, HANDOVER_MAX_YAW_RAD))])
     r = scene.region
     for k, name in enumerate(scene.cubes[1:]):
         q = r.center_xy_m + 0.4 * r.axis_v + (0.15 * k - 0.05) * r.axis_u
