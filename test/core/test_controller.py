@@ -389,3 +389,42 @@ def test_a_default_jtc_executes_exactly_the_plan_across_chunk_seams(fr3):
     # It ends at rest on the last chunk's last target.
     assert state_q[6] == pytest.approx(core.scheduler.plan.final_position_rad[6], abs=1e-9)
     assert state_q[6] < HOME[6] - 0.5
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    deltas=st.lists(st.lists(st.floats(-0.4, 0.4), min_size=7, max_size=7), min_size=1, max_size=12),
+    latency=st.floats(0.0, 0.3),
+    period=st.sampled_from([0.02, 0.05, 0.1]),
+    second=st.booleans(),
+    size=st.sampled_from([0.05, 0.2, 1.0]),  # about half the chunks are then accepted
+)
+def test_property_every_accepted_plan_is_within_limits(fr3, deltas, latency, period, second, size):
+    """Random joint chunks (random walks from home, arriving late, possibly onto a running plan):
+    each is refused with a reason, or its plan stays inside the margined position limits and
+    within the velocity and acceleration limits from now on."""
+    spec = fr3[0]
+    lim = spec.arms[0].limits
+    now = 50.0
+    core = _core(fr3, now)
+    if second:
+        assert core.submit_chunk(_joint_chunk(now, _ramp(HOME, 6, -0.5, steps=8)), now).accepted
+        now += 0.25
+        _fresh(core, now)
+    rows = HOME + np.cumsum(np.asarray(deltas) * size, axis=0) * (period / 0.1)
+    decision = core.submit_chunk(_joint_chunk(now - latency, rows, period=period), now)
+    plan = core.scheduler.plan
+    if not decision.accepted:
+        assert decision.reason and core.last_refusal == decision.reason
+        assert np.all(plan.velocities_rad_s[-1] == 0.0)
+        return
+    peak_v, peak_a = plan.peak_rates(from_s=now)
+    assert np.all(peak_v <= lim.velocity_rad_s * (1 + 1e-9))
+    assert np.all(peak_a <= lim.acceleration_rad_s2 * (1 + 1e-9))
+    ts = np.linspace(now, plan.end_time_s, 400)
+    q = plan.sample(ts)[0]
+    assert np.all(q >= lim.lower_rad + 0.05 - 1e-9) and np.all(q <= lim.upper_rad - 0.05 + 1e-9)
