@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from test.policies.vla.vla_helpers import build_model, inputs_for
@@ -53,8 +54,9 @@ def test_euler_integration_runs_from_noise_to_actions():
     assert all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(times, [1.0 - k / 10 for k in range(10)]))
 
 
-def test_prefix_is_encoded_once_per_chunk_and_the_cache_reused():
-    model = build_model("default", chunk_size=4, head={"flow_steps": 7})
+@pytest.mark.parametrize("preset", ["default", "pi0"])
+def test_prefix_is_encoded_once_per_chunk_and_the_cache_reused(preset):
+    model = build_model(preset, chunk_size=4, head={"flow_steps": 7})
     calls = {"backbone": 0, "expert": 0}
     model.backbone.model.register_forward_pre_hook(lambda *_: calls.__setitem__("backbone", calls["backbone"] + 1))
     model.head.expert.register_forward_pre_hook(lambda *_: calls.__setitem__("expert", calls["expert"] + 1))
