@@ -126,6 +126,7 @@ def test_follows_a_joint_trajectory_through_the_topic(graph):
     sim, probe = graph
     target = ARM.home_rad + np.array([0.2, -0.2, 0.1, 0.2, -0.2, 0.2, -0.3])
     start = _sim_now(sim)
+    assert _wait(lambda: probe.traj_pub.get_subscription_count() > 0)
     probe.traj_pub.publish(cv.make_joint_trajectory(ARM.joint_names, target[None, :], [1.0]))
     assert _wait(lambda: cv.time_to_s(probe.joint_states[-1].header.stamp) > start + 1.6)
     q = cv.joint_state_positions(probe.joint_states[-1], ARM.joint_names)
@@ -142,6 +143,7 @@ def test_follows_a_joint_trajectory_through_the_topic(graph):
 
 def test_gripper_command_topic(graph):
     sim, probe = graph
+    assert _wait(lambda: probe.gripper_pub.get_subscription_count() > 0)
     probe.gripper_pub.publish(cv.make_float64_multi_array([0.01]))
     t = _sim_now(sim)
     assert _wait(lambda: cv.time_to_s(probe.joint_states[-1].header.stamp) > t + 0.8)
@@ -173,3 +175,39 @@ def test_real_time_factor_is_capped(graph):
     sim, _ = graph
     rtf = sim.real_time_factor()
     assert 0.0 < rtf <= 2.0 * 1.1
+
+
+def test_aloha_topics_live_under_the_arm_namespaces():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    sim = SimNode(context=context, parameter_overrides=[Parameter("embodiment", value="aloha"), Parameter("real_time_factor", value=0.0)])
+    probe = Node("aloha_probe", context=context)
+    states = {"follower_left": [], "follower_right": []}
+    for ns, received in states.items():
+        probe.create_subscription(JointState, f"{ns}/joint_states", received.append, 10)
+    traj_pub = probe.create_publisher(JointTrajectory, "follower_right/arm_controller/joint_trajectory", 10)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(sim)
+    executor.add_node(probe)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        assert _wait(lambda: all(len(v) > 3 for v in states.values()))
+        right = sim.spec.arm("follower_right")
+        # bare driver names on the namespaced topic, gripper motor joint last
+        assert list(states["follower_right"][-1].name) == list(right.joint_names) + ["gripper"]
+        target = right.home_rad + np.array([0.3, 0.1, -0.1, 0.2, 0.2, -0.3])
+        assert _wait(lambda: traj_pub.get_subscription_count() > 0)
+        traj_pub.publish(cv.make_joint_trajectory(right.joint_names, target[None, :], [0.5]))
+        t = sim.hw.time_s
+        assert _wait(lambda: cv.time_to_s(states["follower_right"][-1].header.stamp) > t + 1.2)
+        np.testing.assert_allclose(cv.joint_state_positions(states["follower_right"][-1], right.joint_names), target, atol=3e-3)
+        # the left arm did not move
+        left = sim.spec.arm("follower_left")
+        np.testing.assert_allclose(cv.joint_state_positions(states["follower_left"][-1], left.joint_names), left.home_rad, atol=3e-3)
+    finally:
+        executor.shutdown()
+        sim.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+        thread.join(timeout=5)
