@@ -234,16 +234,24 @@ def test_norm_stats_of_the_wrong_dimension_are_refused(saved):
 
 
 def test_normalisation_round_trip_through_the_model():
-    m = build_model("default")
     q01, q99 = np.linspace(-0.3, -0.1, 7), np.linspace(0.2, 0.9, 7)
     mask = np.array([True] * 6 + [False])
-    m.norm_stats = NormStats({"action": FeatureStats(q01=q01, q99=q99, mask=mask),
-                              "state": FeatureStats(q01=-np.ones(8), q99=np.ones(8))})
-    raw = np.random.default_rng(0).uniform(q01, q99, (2, 16, 7))
+    raw = np.random.default_rng(0).uniform(q01, q99, (2, 1, 7))
+    # discrete head (OpenVLA): bounds_q99 with the mask
+    m = build_model("openvla")
+    m.norm_stats = NormStats({"action": FeatureStats(q01=q01, q99=q99, mask=mask)})
     norm = m.normalize_actions(raw)
     expected = np.where(mask, 2 * (raw - q01) / (q99 - q01 + 1e-8) - 1, raw)
     assert np.allclose(norm.numpy(), expected, atol=1e-6)
     assert np.allclose(m.unnormalize_actions(norm), raw, atol=1e-6)
+    # default preset (openpi quantile rule): (x - q01) / (q99 - q01 + 1e-6) * 2 - 1, no mask, no clip
+    m = build_model("default", chunk_size=1)
+    m.norm_stats = NormStats({"action": FeatureStats(q01=q01, q99=q99),
+                              "state": FeatureStats(q01=-np.ones(8), q99=np.ones(8))})
+    outside = raw * 3.0
+    norm = m.normalize_actions(outside)
+    assert np.allclose(norm.numpy(), (outside - q01) / (q99 - q01 + 1e-6) * 2 - 1, atol=1e-6)
+    assert np.allclose(m.unnormalize_actions(norm), outside, atol=1e-5)
 
 
 def test_norm_stats_lacking_the_rule_statistics_are_refused():

@@ -46,8 +46,9 @@ def _default() -> VLAConfig:
         head=HeadConfig(kind="flow", flow_steps=10, expert_hidden_size=64, expert_intermediate_size=128),
         chunk_size=16,
         state_dim=8,
-        action_norm="bounds_q99",
-        state_norm="bounds_q99",
+        # openpi's quantile rule (pi0-FAST / pi0.5): robust to outliers, unclipped, exactly invertible.
+        action_norm="quantile",
+        state_norm="quantile",
     )
 
 
