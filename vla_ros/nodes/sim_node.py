@@ -119,10 +119,6 @@ def _matrix_to_quat_xyzw(R: np.ndarray) -> tuple[float, float, float, float]:
     return float(x), float(y), float(z), float(w)
 
 
-def _topic(arm: ArmSpec, topic: str) -> str:
-    return f"{arm.namespace}/{topic}" if arm.namespace else topic
-
-
 class SimNode(Node):
     """One simulated embodiment; see the module docstring."""
 
@@ -168,6 +164,7 @@ class SimNode(Node):
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._wall_start_s = 0.0
+        self._run_wall_start_s = 0.0
         self._sim_start_s = 0.0
         self._rtf_window: list[tuple[float, float]] = []
         self.last_rejection = ""
@@ -185,7 +182,7 @@ class SimNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
         self._subs = []
         for arm in self.spec.arms:
-            topic = _topic(arm, arm.command.topic)
+            topic = arm.command.topic  # the loader has applied the arm's namespace
             if arm.command.kind == "joint_trajectory":
                 cb = lambda m, a=arm.name: self._on_trajectory(a, m)  # noqa: E731
                 self._subs.append(self.create_subscription(JointTrajectory, topic, cb, 10))
@@ -193,7 +190,7 @@ class SimNode(Node):
                 cb = lambda m, a=arm: self._on_forward(a, m)  # noqa: E731
                 self._subs.append(self.create_subscription(Float64MultiArray, topic, cb, 10))
             if arm.gripper is not None and arm.gripper.command is not None:
-                gtopic = _topic(arm, arm.gripper.command.topic)
+                gtopic = arm.gripper.command.topic
                 cb = lambda m, a=arm: self._on_gripper(a, m)  # noqa: E731
                 self._subs.append(self.create_subscription(Float64MultiArray, gtopic, cb, 10))
         self._service_group = MutuallyExclusiveCallbackGroup()
@@ -229,7 +226,8 @@ class SimNode(Node):
         periods = {k: 1.0 / v for k, v in self.rates.items()}
         next_due = {k: hw.time_s for k in periods}
         next_diag = hw.time_s
-        self._wall_start_s = time.monotonic()
+        self._wall_start_s = time.monotonic()  # pacing origin (moved when far behind)
+        self._run_wall_start_s = self._wall_start_s  # measurement origin (never moved)
         self._sim_start_s = hw.time_s
         try:
             while not self._stop.is_set() and rclpy.ok(context=self.context):
@@ -335,9 +333,9 @@ class SimNode(Node):
         """Simulated seconds per wall second since the physics thread started."""
         with self._lock:
             last = self._rtf_window[-1] if self._rtf_window else None
-        if last is None or last[0] <= self._wall_start_s:
+        if last is None or last[0] <= self._run_wall_start_s:
             return float("nan")
-        return (last[1] - self._sim_start_s) / (last[0] - self._wall_start_s)
+        return (last[1] - self._sim_start_s) / (last[0] - self._run_wall_start_s)
 
     # ------------------------------------------------------------------ commands
     def _on_trajectory(self, arm: str, msg: JointTrajectory) -> None:
