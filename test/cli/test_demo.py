@@ -71,3 +71,11 @@ def test_cli_prints_one_line_per_episode_and_json_last():
     assert summary["episodes"] == 1 and summary["successes"] == 1 and summary["success_rate"] == 1.0
     assert summary["embodiment"] == "fr3" and summary["policy"] == "scripted"
     assert summary["mean_episode_time_s"] > 0 and summary["real_time_factor"] > 0
+
+
+@pytest.mark.slow
+def test_demo_aloha_hand_over_through_the_real_graph():
+    report = run_demo(embodiment="aloha", episodes=1, seed=2)
+    assert report.successes == 1, report.summary()
+    assert report.episodes[0].instruction == "transfer the cube from the left arm to the right arm"
+    assert set(report.render_ms) == {"cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist"}
