@@ -32,8 +32,9 @@ HEAD_OVERRIDES: dict[str, dict] = {
     "flow": {"head": {"kind": "flow"}},
     "diffusion_ddpm": {"head": {"kind": "diffusion", "sampler": "ddpm"}},
     "diffusion_ddim": {"head": {"kind": "diffusion", "sampler": "ddim"}},
-    "discrete_parallel": {"head": {"kind": "discrete", "parallel": True}},
-    "discrete_autoregressive": {"head": {"kind": "discrete", "parallel": False}},
+    # Discrete tokens cover [-1, 1]: the head needs OpenVLA's bounded rule, not the default's quantile.
+    "discrete_parallel": {"head": {"kind": "discrete", "parallel": True}, "action_norm": "bounds_q99"},
+    "discrete_autoregressive": {"head": {"kind": "discrete", "parallel": False}, "action_norm": "bounds_q99"},
 }
 
 
