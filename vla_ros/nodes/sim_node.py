@@ -406,7 +406,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         executor.spin()
     except KeyboardInterrupt:
-        pass
+        pass  # Ctrl-C is the normal way to stop a node; clean up below
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

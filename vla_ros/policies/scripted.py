@@ -4,7 +4,7 @@ ground truth, as an ordinary `Policy` that emits `ee_delta` chunks.
 Every call re-plans from the observation: the tool pose comes from the measured joints through
 `RobotKinematics`, the cube pose from `Observation.privileged["objects"]` (world frame). A small
 phase machine (approach -> descend -> close -> lift -> hold; for the hand-over: left picks and
-presents, right approaches and closes, left opens, right retreats) picks the goal pose; the chunk
+presents, right approaches and closes, left opens and backs off) picks the goal pose; the chunk
 moves the tool toward it at a bounded speed. Phases fall back when the world disagrees (the cube
 slipped out, was pushed away), so the expert recovers instead of replaying a script.
 
@@ -223,7 +223,6 @@ class ScriptedExpert:
         self._phase_since_s: float | None = None
         self._grasp_rotation: dict[str, np.ndarray] = {}
         self._grasp_position: np.ndarray | None = None
-        self._handover_point: np.ndarray | None = None
         self._speed: dict[str, tuple[float, np.ndarray]] = {}
         self._last_tool: dict[str, tuple[float, np.ndarray]] = {}
         self._rest_start: dict[str, float] = {}
