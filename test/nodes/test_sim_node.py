@@ -211,3 +211,45 @@ def test_aloha_topics_live_under_the_arm_namespaces():
         probe.destroy_node()
         rclpy.shutdown(context=context)
         thread.join(timeout=5)
+
+
+def test_wall_clock_mode_stamps_with_wall_time_and_no_clock():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    sim = SimNode(context=context, parameter_overrides=[Parameter("clock_mode", value="wall"), Parameter("joint_state_rate_hz", value=100.0)])
+    probe = Node("wall_probe", context=context)
+    states, clocks = [], []
+    probe.create_subscription(JointState, "joint_states", states.append, 10)
+    probe.create_subscription(Clock, "/clock", clocks.append, 10)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(sim)
+    executor.add_node(probe)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        assert _wait(lambda: len(states) > 20)
+        wall_now = time.time()
+        stamp = cv.time_to_s(states[-1].header.stamp)
+        assert abs(wall_now - stamp) < 0.5  # wall-clock stamps (epoch seconds), not sim seconds
+        assert clocks == []
+        assert sim.real_time_factor() == pytest.approx(1.0, abs=0.25)  # paced to the wall clock
+    finally:
+        executor.shutdown()
+        sim.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(
+    "name, value, fragment",
+    [("clock_mode", "fast", "clock_mode"), ("camera_rate_hz", 0.0, "camera_rate_hz"), ("real_time_factor", -1.0, "real_time_factor")],
+)
+def test_bad_parameters_are_named(name, value, fragment):
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(ValueError, match=fragment):
+            SimNode(context=context, parameter_overrides=[Parameter(name, value=value), Parameter("autostart", value=False)])
+    finally:
+        rclpy.shutdown(context=context)
