@@ -80,10 +80,10 @@ def graph():
     thread.start()
     yield sim, probe
     executor.shutdown()
+    thread.join(timeout=5)
     sim.destroy_node()
     probe.destroy_node()
     rclpy.shutdown(context=context)
-    thread.join(timeout=5)
 
 
 def _wait(predicate, timeout_s=20.0):
@@ -207,10 +207,10 @@ def test_aloha_topics_live_under_the_arm_namespaces():
         np.testing.assert_allclose(cv.joint_state_positions(states["follower_left"][-1], left.joint_names), left.home_rad, atol=3e-3)
     finally:
         executor.shutdown()
+        thread.join(timeout=5)
         sim.destroy_node()
         probe.destroy_node()
         rclpy.shutdown(context=context)
-        thread.join(timeout=5)
 
 
 def test_wall_clock_mode_stamps_with_wall_time_and_no_clock():
@@ -235,10 +235,10 @@ def test_wall_clock_mode_stamps_with_wall_time_and_no_clock():
         assert sim.real_time_factor() == pytest.approx(1.0, abs=0.25)  # paced to the wall clock
     finally:
         executor.shutdown()
+        thread.join(timeout=5)
         sim.destroy_node()
         probe.destroy_node()
         rclpy.shutdown(context=context)
-        thread.join(timeout=5)
 
 
 @pytest.mark.parametrize(
