@@ -157,3 +157,13 @@ def test_hold_and_shape_checks():
         jtc.hold(np.zeros(3))
     with pytest.raises(ValueError, match="duration"):
         interpolate_segment(1.0, np.zeros(1), None, None, 1.0, np.ones(1), None, None, 1.0)
+
+
+def test_stamp_in_the_past_starts_mid_trajectory():
+    # Stamped at 9.0, received at 10.0: the JTC samples the trajectory at its own time, so the
+    # points before 10.0 are skipped and the command starts halfway along the second segment.
+    jtc = JointTrajectoryController(("j",))
+    cmd_past = TrajectoryCommand(("j",), (P(0.5, (1.0,)), P(1.5, (3.0,)), P(2.0, (3.0,))), stamp_s=9.0)
+    assert jtc.receive(cmd_past, now_s=10.0) is None
+    s = jtc.update(10.0, np.array([0.0]), np.array([0.0]))
+    assert s.positions[0] == pytest.approx(2.0)  # 1.0 + (3.0 - 1.0) * (10.0 - 9.5) / 1.0

@@ -12,6 +12,9 @@ JTC would reject. Defaults mirrored (ros2_controllers, 2026):
 - A trajectory starts at `header.stamp`, or on arrival when the stamp is zero. When its first
   point lies after that start, the controller inserts the *measured* state at the moment the
   trajectory takes over as the segment's starting point.
+- A trajectory stamped in the past (but ending in the future) takes over on arrival and is sampled
+  at the current time: points already past are skipped, as on a real JTC (which can jump; send
+  stamp 0 or a future stamp for a smooth start).
 - A segment is linear when either end lacks velocities, a cubic Hermite spline when both ends have
   velocities, and a quintic when both ends also have accelerations. After the last point the
   controller holds it.
