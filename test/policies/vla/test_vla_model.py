@@ -149,6 +149,22 @@ def test_prefix_attention_pattern_reaches_the_backbone(preset, sees_later_tokens
     assert (not torch.allclose(outs[0], outs[1], atol=1e-6)) == sees_later_tokens
 
 
+def test_openvla_prefix_puts_the_patches_after_bos():
+    m = build_model("openvla")
+    inputs = inputs_for(m)
+    prefix = m.encode_prefix(inputs)
+    embed = m.backbone.get_input_embeddings()
+    with torch.no_grad():
+        patches = m.projector(m.vision(inputs.pixels[:, 0]))
+        text = embed(inputs.input_ids)
+    n = patches.shape[1]
+    length = int(inputs.text_mask[1].sum())  # sample 1: the longer instruction, no padding
+    assert prefix.length == 1 + n + length - 1
+    assert torch.equal(prefix.embeds[1, 0], text[1, 0])  # <s>
+    assert torch.allclose(prefix.embeds[1, 1: 1 + n], patches[1], atol=1e-6)
+    assert torch.equal(prefix.embeds[1, 1 + n:], text[1, 1:length])
+
+
 def test_camera_order_matters_through_camera_embeddings():
     m = build_model("default", camera_slots=("front", "wrist"))
     inputs = inputs_for(m)

@@ -20,6 +20,7 @@ BACKBONE_KINDS = ("llama", "gemma")
 HEAD_KINDS = ("discrete", "diffusion", "flow")
 PREFIX_ATTENTION = ("causal", "bidirectional")
 STATE_TOKENS = ("prefix", "suffix")
+IMAGE_POSITIONS = ("first", "after_bos")
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
 TEXT_ENCODERS = ("bpe", "minilm")
 
@@ -232,6 +233,8 @@ class VLAConfig:
                       (PaliGemma / pi0 prefix-LM: image and text tokens see each other).
     state_token: "prefix" (a backbone token after the instruction) or "suffix" (pi0: the flow
                  head's expert embeds it as the first suffix token, recomputed every step).
+    image_position: "first" (images, then the instruction) or "after_bos" (OpenVLA: <s>, images,
+                 then the rest of the prompt; needs the BPE tokens in the sequence).
     action_norm / state_norm: vla_ros.core.normalization rules.
     """
 
@@ -249,6 +252,7 @@ class VLAConfig:
     instruction_in_sequence: bool = True
     prefix_attention: str = "causal"
     state_token: str = "prefix"
+    image_position: str = "first"
     action_norm: str = "bounds_q99"
     state_norm: str = "bounds_q99"
 
@@ -266,6 +270,10 @@ class VLAConfig:
                              f"got {self.projector_layers}")
         _one_of("VLAConfig", "prefix_attention", self.prefix_attention, PREFIX_ATTENTION)
         _one_of("VLAConfig", "state_token", self.state_token, STATE_TOKENS)
+        _one_of("VLAConfig", "image_position", self.image_position, IMAGE_POSITIONS)
+        if self.image_position == "after_bos" and not (self.instruction_in_sequence and self.text.encoder == "bpe"):
+            raise ValueError("image_position='after_bos' needs the instruction's BPE tokens (which start with <bos>) "
+                             "in the sequence")
         if self.state_token == "suffix" and (self.head.kind != "flow" or self.state_dim == 0):
             raise ValueError(f"state_token='suffix' needs the flow head and state_dim > 0, got head "
                              f"{self.head.kind!r} and state_dim {self.state_dim}")

@@ -4,7 +4,8 @@ Module names are a contract (doc/INTERFACES.md, "VLA model"): the OpenVLA checkp
 maps prismatic's keys onto `vision.dino`, `vision.siglip`, `projector.fc1..fc3`, `backbone.*`.
 
 Token layout of the prefix, per sample: [camera 0 patches, camera 1 patches, ..., instruction
-tokens (unless the instruction only conditions a FiLM encoder), state token (if state_dim > 0)].
+tokens (unless the instruction only conditions a FiLM encoder), state token (if state_dim > 0 and
+the state is not the flow expert's)]; OpenVLA's layout puts the patches after <s> instead.
 Each camera's projected patches get that camera's learned embedding. The prefix is left-padded
 so that every sample's last position is a real token (what the autoregressive head reads).
 
@@ -262,11 +263,16 @@ class VLAModel(nn.Module):
         tokens = self.projector(feats).unflatten(0, (b, n_cam))  # (B, C, N, H)
         if self.camera_embed is not None:
             tokens = tokens + self.camera_embed.to(tokens.dtype)[None, :, None, :]
-        parts = [tokens.flatten(1, 2)]
-        masks = [torch.ones(parts[0].shape[:2], dtype=torch.bool, device=tokens.device)]
-        if cfg.instruction_in_sequence:
-            parts.append(text_emb)
-            masks.append(text_mask)
+        image = tokens.flatten(1, 2)
+        image_mask = torch.ones(image.shape[:2], dtype=torch.bool, device=tokens.device)
+        if not cfg.instruction_in_sequence:
+            parts, masks = [image], [image_mask]
+        elif cfg.image_position == "after_bos":
+            # OpenVLA: <s>, the projected patches, then the prompt.
+            parts = [text_emb[:, :1], image, text_emb[:, 1:]]
+            masks = [text_mask[:, :1], image_mask, text_mask[:, 1:]]
+        else:
+            parts, masks = [image, text_emb], [image_mask, text_mask]
         if self.state_proj is not None:
             parts.append(self.state_proj(inputs.state)[:, None])
             masks.append(torch.ones((b, 1), dtype=torch.bool, device=tokens.device))

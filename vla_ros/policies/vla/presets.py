@@ -8,9 +8,8 @@
 | octo    | SigLIP-style ViT, readout token     | Llama    | diffusion, cosine, 20 DDPM steps, chunk 4 |
 | pi0     | SigLIP-style ViT, prefix-LM mask    | Gemma    | flow, expert, state in suffix, 10 steps, chunk 50 |
 
-Known simplifications against the real families: actions and state are not zero-padded to 32
-dims (pi0), and the instruction follows the image tokens (OpenVLA puts the patches after <s>,
-before the prompt).
+Known simplification against the real families: actions and state are not zero-padded to 32
+dims (pi0).
 Dimensions are the tiny defaults; any field can be overridden (`make_config(..., backbone={...})`).
 The real checkpoints' sizes (OpenVLA-7B, pi0-3B) come from their config files through the
 checkpoint adapters, not from here.
@@ -83,6 +82,7 @@ def _openvla() -> VLAConfig:
         state_dim=0,
         projector_layers=3,
         camera_embedding=False,
+        image_position="after_bos",
         action_norm="bounds_q99",
     )
 
