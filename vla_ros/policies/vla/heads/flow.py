@@ -10,9 +10,9 @@ Conventions (openpi's pi0):
 The expert (`build_action_expert`) has the backbone's depth and attention geometry, so its layer
 i attends to the backbone's cached keys/values of layer i plus its own suffix tokens; the
 action tokens see each other bidirectionally. With `state_token="suffix"` (pi0) the suffix
-starts with the projected state, which sees the prefix and itself, and which the action tokens see. The prefix is encoded ONCE per chunk and its KV
-cache reused by every Euler step: each step appends the action tokens to the cache, runs the
-expert only, and crops them off again.
+starts with the projected state, which sees the prefix and itself, and which the action tokens
+see. The prefix is encoded ONCE per chunk and its KV cache reused by every Euler step: each step
+appends the suffix to the cache, runs the expert only, and crops the suffix off again.
 """
 
 from __future__ import annotations
