@@ -433,3 +433,18 @@ def test_property_every_accepted_plan_is_within_limits(fr3, deltas, latency, per
     ts = np.linspace(now, plan.end_time_s, 400)
     q = plan.sample(ts)[0]
     assert np.all(q >= lim.lower_rad + 0.05 - 1e-9) and np.all(q <= lim.upper_rad - 0.05 + 1e-9)
+
+
+@pytest.mark.parametrize("stamp, now", [(0.57, 0.67), (1.29, 1.59), (3.58, 3.68)])
+def test_window_ending_a_hair_before_the_horizon_keeps_distinct_point_times(fr3, stamp, now):
+    # Found end to end (sim rejected "time_from_start of points 6 and 7 is not strictly increasing
+    # (0.5 s, 0.5 s)"): at these times the knot `t - now` is 0.4999999999999998 s, float noise short of
+    # the 0.5 s horizon, and the hold pad at exactly 0.5 s collapsed onto it in whole nanoseconds.
+    core = _core(fr3, stamp)
+    assert core.submit_chunk(_joint_chunk(stamp, _ramp(HOME, 0, 0.3, steps=11)), stamp).accepted
+    _fresh(core, now)
+    (out,) = _trajectories(core.tick(now))
+    ns = np.round(np.asarray(out.time_from_start_s) * 1e9).astype(np.int64)  # as a ROS Duration carries it
+    assert np.all(np.diff(ns) > 0), out.time_from_start_s
+    assert out.time_from_start_s[-1] >= core.config.horizon_s
+    assert validate_trajectory(_as_jtc(out), BARE, now_s=now) is None

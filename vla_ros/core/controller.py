@@ -57,6 +57,8 @@ _log = logging.getLogger(__name__)
 
 # Chunks in these spaces get the singularity slow-down (see SafetyEnvelope.validate_chunk).
 CARTESIAN_SPACES = ("ee_delta", "ee_pose")
+# Smallest time between trajectory points sent to a JTC; well above the 1 ns of a ROS Duration.
+MIN_KNOT_SPACING_S = 1e-3
 
 # Controller states reported in diagnostics.
 INACTIVE = "inactive"
@@ -530,7 +532,9 @@ class ControllerCore:
                 # that it still ends a full horizon after its stamp: a JTC rejects a stamped
                 # trajectory that arrives after its end, and a rejected stop would let the
                 # previous trajectory run on.
-                times = np.append(times, horizon)
+                # A knot just short of the horizon (float noise of `knot - now`) would give the pad
+                # the same time_from_start once stamped in whole nanoseconds, which a JTC rejects.
+                times = np.append(times, max(horizon, times[-1] + MIN_KNOT_SPACING_S))
                 qs = np.vstack([qs, qs[-1]])
                 vs = np.vstack([vs, np.zeros_like(vs[-1])])
         out = []
