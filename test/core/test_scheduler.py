@@ -208,3 +208,41 @@ def test_single_step_chunk_moves_to_it_and_holds():
     assert plan.sample(0.05)[0][0] == pytest.approx(0.0)
     assert plan.sample(0.25)[0][0] == pytest.approx(0.1) and plan.sample(0.25)[1][0] == 0.0
     assert math.isclose(plan.sample(5.0)[0][0], 0.1)
+
+
+def test_common_final_stretch_does_not_overshoot_a_joint_with_little_left():
+    # Found end to end on ALOHA (50 Hz chunk, waist 0.3 rad/s and wrist_rotate 0.4 rad/s ramps): the
+    # final segment is stretched for the joint that needs the longest stop (wrist_rotate), and the
+    # waist, with only 6 mrad left, ran ~2.5 mrad past its last target on that stretched cubic.
+    from vla_ros.core.scheduler import chunk_curve
+
+    period, steps = 0.02, 51
+    t = 10.0 + period * np.arange(steps)
+    s = np.linspace(0.0, 1.0, steps)[:, None]
+    q = s * np.array([[0.3, 0.4]])
+    accel = np.array([10.0, 10.0])
+    hold = Plan.hold(np.zeros(2), 10.0)
+    plan, _ = chunk_curve(hold, t, q, now_s=10.0, acceleration_limits=accel)
+    ts = np.linspace(10.0, plan.end_time_s + 0.1, 20001)
+    qs = plan.sample(ts)[0]
+    assert qs[:, 0].max() <= 0.3 + 1e-12 and qs[:, 1].max() <= 0.4 + 1e-12
+    assert np.all(plan.peak_rates(from_s=t[-2])[1] <= accel + 1e-9)  # the stop (the start is the blend's job)
+    np.testing.assert_allclose(plan.final_position_rad, [0.3, 0.4])
+    # The waist stops by constant deceleration from 0.3 rad/s: 0.3^2 / (2 * 0.006) = 7.5 rad/s^2, and
+    # wrist_rotate's motion is exactly the single-joint plan's.
+    alone, _ = chunk_curve(Plan.hold(np.zeros(1), 10.0), t, q[:, 1:], now_s=10.0, acceleration_limits=accel[1:])
+    np.testing.assert_allclose(qs[:, 1], alone.sample(ts)[0][:, 0], atol=1e-12)
+    t_last = t[-2] + 1e-4
+    assert plan.acceleration(t_last)[0] == pytest.approx(-7.5, rel=1e-6)
+
+
+def test_a_chunk_ending_too_fast_to_stop_on_target_keeps_the_bounded_stop():
+    # 6 rad/s with 0.3 rad left needs 60 rad/s^2 to stop on the target: the stretched cubic (within
+    # the limit) is kept, overshooting as little as it must; the stop stays within 10 rad/s^2.
+    from vla_ros.core.scheduler import chunk_curve
+
+    t = np.array([0.0, 0.05, 0.1])
+    q = np.array([[0.0], [0.3], [0.6]])
+    plan, _ = chunk_curve(Plan.hold(np.zeros(1), 0.0), t, q, now_s=0.0, acceleration_limits=np.array([10.0]))
+    assert len(plan.times_s) == 3
+    assert plan.final_position_rad[0] == 0.6

@@ -250,7 +250,52 @@ def chunk_curve(current: Plan, times_s: np.ndarray, positions: np.ndarray, now_s
     m_new = monotone_tangents(t_new, q_new, start_velocity=current.sample(t_new[0])[1])
     m_new[-1] = 0.0
     t_new = _stretch_final_segment(t_new, q_new, m_new, acceleration_limits)
+    t_new, q_new, m_new = _stop_without_overshoot(t_new, q_new, m_new, acceleration_limits)
     return Plan(t_new, q_new, m_new), first
+
+
+def _stop_without_overshoot(times: np.ndarray, q: np.ndarray, m: np.ndarray, accel: np.ndarray | None):
+    """Keep the final (stopping) segment from overshooting the last target.
+
+    The stretch above is common to all joints (the one that needs the longest stop sets it), and
+    a Hermite segment ending at rest overshoots its end when m0 * h > 3 * (p1 - p0): a joint with
+    little distance left then runs past its last target and comes back. Such a joint instead
+    stops on its target by the parabola q = p0 + m0 t - m0 t^2 / (2 tau), tau = 2 (p1 - p0) / m0
+    (constant deceleration, exactly a Hermite segment p0, m0 -> p1, 0 over tau), then holds; a knot
+    is added at each such tau, where every other joint gets its own unchanged cubic's value, so
+    their motion is exactly what it was. Only where that stop is within the joint's acceleration
+    limit (m0^2 / (2 |p1 - p0|) <= a_max): a chunk that ends too fast to stop on its last target
+    keeps the stretched cubic, which is within the limit and overshoots as little as it must.
+    """
+    if accel is None or len(times) < 2:
+        return times, q, m
+    t0, h = times[-2], times[-1] - times[-2]
+    p0, p1, m0 = q[-2], q[-1], m[-2]
+    delta = p1 - p0
+    # (The limited tangents give m0 = 0 wherever delta = 0 and never the opposite sign.)
+    over = (m0 * delta > 0.0) & (np.abs(m0) * h > 3.0 * np.abs(delta) * (1 + 1e-9))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        over &= m0**2 <= 2.0 * np.abs(delta) * np.broadcast_to(accel, m0.shape) * (1 + 1e-9)
+    if not np.any(over):
+        return times, q, m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = np.where(over, 2.0 * delta / m0, 0.0)
+    knots = np.unique(tau[over & (tau > 1e-6 * h) & (tau < h * (1 - 1e-6))])
+    segment = Plan(np.array([0.0, h]), np.vstack([p0, p1]), np.vstack([m0, np.zeros_like(m0)]))
+    rows_q, rows_v = [p0], [m0]
+    for s in knots:
+        qs, vs = segment.sample(s)
+        # The stopping parabola for the overshooting joints, holding once stopped.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ss = np.minimum(s, tau)
+            qp = np.where(over, p0 + m0 * ss - np.where(tau > 0, m0 * ss**2 / (2.0 * tau), 0.0), qs)
+            vp = np.where(over, np.where(s < tau, m0 * (1.0 - s / np.where(tau > 0, tau, 1.0)), 0.0), vs)
+        rows_q.append(qp)
+        rows_v.append(vp)
+    new_t = np.concatenate([times[:-1], t0 + knots, times[-1:]])
+    new_q = np.vstack([q[:-2], np.array(rows_q), q[-1:]])
+    new_m = np.vstack([m[:-2], np.array(rows_v), np.zeros((1, q.shape[1]))])
+    return new_t, new_q, new_m
 
 
 @dataclass(frozen=True)
