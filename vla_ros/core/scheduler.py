@@ -176,7 +176,9 @@ class Plan:
             raise ValueError(f"need 0 < lead_s < horizon_s, got lead_s={lead_s}, horizon_s={horizon_s}")
         t_first = start_s + lead_s
         q_first, v_first = self.sample(t_first)
-        later = np.flatnonzero(self.times_s > t_first + 1e-9)
+        # Knots closer than 1 ms to the sampled first knot are skipped: stamped in whole
+        # nanoseconds they could share its time_from_start, which a JTC rejects.
+        later = np.flatnonzero(self.times_s > t_first + 1e-3)
         t_end = start_s + horizon_s
         keep = []
         for k in later:

@@ -97,7 +97,8 @@ class ControllerNode(LifecycleNode):
         self.core: ControllerCore | None = None
         self._subs: list = []
         self._pubs: dict[str, Any] = {}
-        self._timers: list = []
+        # not `_timers`: that is rclpy.Node's own list (shadowing it drops timers from the executor)
+        self._node_timers: list = []
         self._service = None
         self._diag_pub = None
         self._path_pub = None
@@ -161,9 +162,9 @@ class ControllerNode(LifecycleNode):
         self._path_pub = self.create_publisher(MarkerArray, "planned_path", 10)
         forward = any(a.command.kind == "forward_position" for a in spec.arms)
         tick_hz = self.core.command_rate_hz if forward else self.core.config.replan_rate_hz
-        self._timers.append(self.create_timer(1.0 / tick_hz, self._on_tick))
-        self._timers.append(self.create_timer(1.0 / float(self._p("diagnostics_rate_hz")), self._publish_diagnostics))
-        self._timers.append(self.create_timer(1.0 / float(self._p("path_rate_hz")), self._publish_path))
+        self._node_timers.append(self.create_timer(1.0 / tick_hz, self._on_tick))
+        self._node_timers.append(self.create_timer(1.0 / float(self._p("diagnostics_rate_hz")), self._publish_diagnostics))
+        self._node_timers.append(self.create_timer(1.0 / float(self._p("path_rate_hz")), self._publish_path))
         self.get_logger().info(
             f"configured for '{spec.name}': {len(spec.arms)} arm(s), commands "
             f"{[a.command.topic + ' (' + a.command.kind + ')' for a in spec.arms]}, ticking at {tick_hz:.0f} Hz")
@@ -196,7 +197,7 @@ class ControllerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _free(self) -> None:
-        for timer in self._timers:
+        for timer in self._node_timers:
             self.destroy_timer(timer)
         for sub in self._subs:
             self.destroy_subscription(sub)
@@ -207,7 +208,7 @@ class ControllerNode(LifecycleNode):
                 self.destroy_publisher(pub)
         if self._service is not None:
             self.destroy_service(self._service)
-        self._timers, self._subs, self._pubs = [], [], {}
+        self._node_timers, self._subs, self._pubs = [], [], {}
         self._service = self._diag_pub = self._path_pub = None
         self.core = None
         self.spec = None
