@@ -86,7 +86,7 @@ def graph():
     rclpy.shutdown(context=context)
 
 
-def _wait(predicate, timeout_s=20.0):
+def _wait(predicate, timeout_s=60.0):  # generous: a loaded 2-core CI machine runs the sim slowly
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
