@@ -77,6 +77,7 @@ def _bad_chunk(graph: Graph, case: str):
         return list(foreign), values, None, ["expected", f"got {list(foreign)}",
                                              "no other supported action space matches"]
     if case == "stale_stamp":
+        graph.wait_sim(max(0.0, 2.5 - graph.now()))  # a stamp 2 s back must still be a valid time
         return names, rows, graph.now() - 2.0, ["stale chunk"]
     if case == "future_stamp":
         return names, rows, graph.now() + 0.5, ["in the future"]
@@ -131,7 +132,10 @@ def test_bad_chunk_is_refused_with_its_reason_and_the_arm_holds(graph, case, cap
     assert graph.sim_trajectories_rejected() == 0, graph.sim.last_rejection
 
 
-def test_joint_states_missing_a_joint_refuse_to_command_until_complete(graph):
+@pytest.mark.parametrize("fault", ["missing_joint", "silent"])
+def test_bad_joint_states_refuse_to_command_until_healthy(graph, fault):
+    """joint_states on the controller's topic lack a joint (relayed without it), or stop
+    altogether (relay silent for longer than joint_state_timeout_s): chunks are refused."""
     _wait_holding(graph)
     core = graph.controller.core
     refused = core.chunks_refused
@@ -141,6 +145,8 @@ def test_joint_states_missing_a_joint_refuse_to_command_until_complete(graph):
     def partial(arm_name, msg):
         if arm_name != arm.name:
             return msg
+        if fault == "silent":
+            return None
         keep = [i for i, n in enumerate(msg.name) if n != dropped]
         return cv.make_joint_state([msg.name[i] for i in keep], [msg.position[i] for i in keep],
                                    stamp_s=cv.time_to_s(msg.header.stamp))
@@ -149,12 +155,15 @@ def test_joint_states_missing_a_joint_refuse_to_command_until_complete(graph):
     held = core.scheduler.plan.final_position_rad.copy()
     graph.probe.relay_filter = partial
     try:
-        graph.wait_sim(0.2)  # the controller now only hears joint_states without `dropped`
+        # The controller now only hears joint_states without `dropped` / nothing from that arm.
+        timeout_s = graph.controller.get_parameter("joint_state_timeout_s").value
+        graph.wait_sim(0.2 if fault == "missing_joint" else timeout_s + 0.2)
         since = graph.now()
         names, rows = _ramp(graph, RAMP_JOINT[graph.spec.name], 0.3)
         graph.send(names, rows)
         status = graph.wait_refusal_reported(refused + 1, since)
-        assert f"lacks joints ['{dropped}']" in status["last_refusal"], status
+        expected = f"lacks joints ['{dropped}']" if fault == "missing_joint" else "are stale: last"
+        assert expected in status["last_refusal"], status
         assert f"'{arm.joint_states_topic}'" in status["last_refusal"]
         assert status["state"] == "fault" and status["_level"] == 2
         assert "refusing to command" in status["_message"]

@@ -79,7 +79,7 @@ def few_threads():
 
 
 def test_vla_policy_drives_the_simulated_fr3_within_limits(checkpoint, few_threads, capfd):
-    graph = Graph("fr3", camera_rate_hz=15.0, controller_params={"joint_state_timeout_s": 0.5})
+    graph = Graph("fr3", camera_rate_hz=15.0)
     try:
         policy = PolicyNode(context=graph.context, parameter_overrides=[
             Parameter("embodiment", value="fr3"), Parameter("policy", value="vla"),
