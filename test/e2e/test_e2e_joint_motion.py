@@ -1,5 +1,5 @@
 """A joint_position chunk through the real graph (sim_node + controller_node, simulated time)
-moves each embodiment's simulated arms to the commanded joints: fr3, ur5e, aloha (both arms)."""
+moves each embodiment's simulated arms to the commanded joints: fr3, ur5, ur5e, aloha (both arms)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ros]
 # Per embodiment: {qualified joint: total change (rad)} over a 1 s chunk, gripper target (0 = closed).
 MOTIONS = {
     "fr3": ({"fr3_joint1": 0.30, "fr3_joint2": 0.20, "fr3_joint4": -0.25, "fr3_joint6": 0.20, "fr3_joint7": -0.30}, 0.0),
+    "ur5": ({"shoulder_pan_joint": -0.30, "shoulder_lift_joint": 0.20, "wrist_1_joint": 0.25, "wrist_2_joint": -0.30}, 0.0),
     "ur5e": ({"shoulder_pan_joint": 0.30, "shoulder_lift_joint": 0.15, "elbow_joint": -0.20, "wrist_3_joint": 0.40}, 0.0),
     "aloha": ({"follower_left/waist": 0.30, "follower_left/elbow": -0.20, "follower_right/waist": -0.25,
                "follower_right/shoulder": 0.20, "follower_right/wrist_rotate": 0.40}, 0.0),
@@ -38,7 +39,7 @@ def _chunk_rows(spec, q0: np.ndarray, changes: dict[str, float], gripper: float,
     return names, rows
 
 
-@pytest.mark.parametrize("embodiment", ["fr3", "ur5e", "aloha"])
+@pytest.mark.parametrize("embodiment", ["fr3", "ur5", "ur5e", "aloha"])
 def test_joint_chunk_moves_the_simulated_arm_to_the_commanded_joints(embodiment):
     graph = Graph(embodiment)
     try:
