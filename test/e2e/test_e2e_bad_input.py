@@ -31,8 +31,7 @@ FOREIGN = {"fr3": "aloha", "aloha": "fr3"}
 
 @pytest.fixture(scope="module", params=["fr3", "aloha"])
 def graph(request):
-    # Twice real time where the machine allows it: the holds are judged over simulated seconds.
-    g = Graph(request.param, relay=True, real_time_factor=2.0)
+    g = Graph(request.param, relay=True)
     try:
         g.start_controller()
         yield g

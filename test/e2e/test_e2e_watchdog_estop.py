@@ -28,7 +28,7 @@ RAMPS = {"fr3": {"fr3_joint1": 1.0}, "aloha": {"follower_left/waist": 1.0, "foll
 
 @pytest.fixture(scope="module", params=["fr3", "aloha"])
 def graph(request):
-    g = Graph(request.param, real_time_factor=2.0)
+    g = Graph(request.param)
     try:
         g.start_controller()
         yield g
