@@ -39,7 +39,7 @@ def graph(request):
         g.close()
 
 
-def _ramp(graph: Graph, joint: str, total_rad: float, duration_s: float = 1.0, rate_rad_s: float | None = None):
+def _ramp(graph: Graph, joint: str, total_rad: float, duration_s: float = 1.0):
     """A joint_position chunk from the measured joints: `joint` ramps by total_rad over duration_s."""
     spec = graph.spec
     names = list(action_names(spec, "joint_position"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from std_msgs.msg import Bool
 
 from vla_ros.core.action_spaces import action_names
 
@@ -166,8 +167,6 @@ def test_estop_latches_a_hold_until_released(graph):
     graph.wait_decisions(core.chunks_accepted + core.chunks_refused + 1)
     assert core.last_decision.accepted, core.last_refusal
     graph.wait_sim(0.5)
-    from std_msgs.msg import Bool
-
     estop_at = graph.now()
     graph.probe.estop_pub.publish(Bool(data=True))
     assert graph.wait(lambda: (s := graph.controller_status(estop_at)) is not None and s["state"] == "estop", 30.0)
