@@ -9,6 +9,7 @@ its diagnostics).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import MultiThreadedExecutor
-from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -109,6 +110,11 @@ class Graph:
                  joint_state_rate_hz: float = 100.0, camera_rate_hz: float = 10.0,
                  controller_params: dict | None = None) -> None:
         self.spec = load_embodiment(embodiment)
+        # The sim's physics thread shares the GIL with the executor threads; at the default 5 ms
+        # switch interval it waits behind them on every step (a GIL convoy: measured 0.05-0.9x
+        # real time uncapped for sim + controller + probe, erratically), at 0.5 ms it runs > 2x.
+        self._switch_interval_s = sys.getswitchinterval()
+        sys.setswitchinterval(5e-4)
         self.context = rclpy.Context()
         rclpy.init(context=self.context, args=[])
         self.nodes: list[Node] = []
@@ -160,8 +166,13 @@ class Graph:
             self.controller.core.status(self.controller.now_s())
 
     def close(self) -> None:
+        # Quiet the graph first (no physics, lifecycle nodes inactive), then stop spinning before
+        # the nodes' entities are destroyed, as `vla-ros demo` does.
         if getattr(self, "sim", None) is not None:
             self.sim.stop()
+        for n in self.nodes:
+            if isinstance(n, LifecycleNode) and n._state_machine.current_state[1] == "active":
+                n.trigger_deactivate()
         if self.executor is not None:
             self.executor.shutdown(timeout_sec=5.0)
         if self.thread is not None:
@@ -169,6 +180,7 @@ class Graph:
         for n in reversed(self.nodes):
             n.destroy_node()
         rclpy.try_shutdown(context=self.context)
+        sys.setswitchinterval(self._switch_interval_s)
 
     # ------------------------------------------------------------------ time
     def sim_now(self) -> float:
