@@ -136,10 +136,8 @@ def test_vla_policy_drives_the_simulated_fr3_within_limits(checkpoint, few_threa
         graph.close()
 
 
-# The `vla-ros` console script's entry point, run as the script runs it -- but with a 0.5 ms GIL
-# switch interval: the demo's physics thread otherwise waits behind its executor threads on every
-# step (see the report on vla_ros/cli/demo.py; measured 230 s wall for this 2 s episode at 5 ms).
-CLI = "import sys; sys.setswitchinterval(5e-4); from vla_ros.cli.main import main; sys.exit(main())"
+# The `vla-ros` console script's entry point, run as the script runs it.
+CLI = "import sys; from vla_ros.cli.main import main; sys.exit(main())"
 
 
 def test_vla_policy_through_the_demo_cli(checkpoint):

@@ -401,6 +401,9 @@ class SimNode(Node):
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     node = SimNode()
+    # physics and the executor threads share the interpreter: a short GIL switch interval keeps
+    # the physics thread from waiting 5 ms behind them on every step (see vla_ros.cli.demo)
+    sys.setswitchinterval(5e-4)
     executor = MultiThreadedExecutor()
     executor.add_node(node)
     try:
