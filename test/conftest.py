@@ -2,7 +2,6 @@
 
 import os
 import random
-import sys
 import tempfile
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -14,9 +13,3 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="vla_ros_roslog_"))
-
-# Tests run MuJoCo physics and rclpy executor threads in one interpreter. At Python's default
-# 5 ms GIL switch interval the physics thread waits behind the executor threads on every step
-# (real-time factor 0.05-0.9, watchdogs firing on a loaded machine); vla-ros demo and sim_node
-# use 0.5 ms for the same reason.
-sys.setswitchinterval(5e-4)

@@ -9,7 +9,6 @@ its diagnostics).
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -110,11 +109,6 @@ class Graph:
                  joint_state_rate_hz: float = 100.0, camera_rate_hz: float = 10.0,
                  controller_params: dict | None = None) -> None:
         self.spec = load_embodiment(embodiment)
-        # The sim's physics thread shares the GIL with the executor threads; at the default 5 ms
-        # switch interval it waits behind them on every step (a GIL convoy: measured 0.05-0.9x
-        # real time uncapped for sim + controller + probe, erratically), at 0.5 ms it runs > 2x.
-        self._switch_interval_s = sys.getswitchinterval()
-        sys.setswitchinterval(5e-4)
         self.context = rclpy.Context()
         rclpy.init(context=self.context, args=[])
         self.nodes: list[Node] = []
@@ -180,7 +174,6 @@ class Graph:
         for n in reversed(self.nodes):
             n.destroy_node()
         rclpy.try_shutdown(context=self.context)
-        sys.setswitchinterval(self._switch_interval_s)
 
     # ------------------------------------------------------------------ time
     def sim_now(self) -> float:

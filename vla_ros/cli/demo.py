@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -222,7 +221,6 @@ def run_demo(
     nodes = []
     lifecycle_configured: list = []  # what the teardown must undo, in order
     lifecycle_active: list = []
-    restore_switch_interval: list[float] = []
     executor = None
     spin_thread = None
     try:
@@ -258,12 +256,6 @@ def run_demo(
         supervisor_node = Node("demo_supervisor", context=context, parameter_overrides=[sim_time])
         nodes.append(supervisor_node)
         supervisor = _Supervisor(supervisor_node, hold_s)
-        # The physics thread shares the interpreter with the executor threads; at Python's default
-        # 5 ms GIL switch interval it waits behind them on every step (measured: real-time factor
-        # 0.05-0.9 instead of >1). 0.5 ms lets it in promptly; restored when the demo ends.
-        switch_interval_s = sys.getswitchinterval()
-        sys.setswitchinterval(5e-4)
-        restore_switch_interval.append(switch_interval_s)
         executor = MultiThreadedExecutor(num_threads=4, context=context)
         for n in nodes:
             executor.add_node(n)
@@ -315,8 +307,6 @@ def run_demo(
         render_ms = {k: v * 1e3 for k, v in sim.hw.render_time_s().items()}
         return DemoReport(embodiment, policy, tuple(reports), rtf, render_ms)
     finally:
-        for interval_s in restore_switch_interval:
-            sys.setswitchinterval(interval_s)
         # Quiet the graph before tearing it down: no physics, no timers, then the executor.
         for n in nodes:
             if isinstance(n, SimNode):
