@@ -448,3 +448,46 @@ def test_window_ending_a_hair_before_the_horizon_keeps_distinct_point_times(fr3,
     assert np.all(np.diff(ns) > 0), out.time_from_start_s
     assert out.time_from_start_s[-1] >= core.config.horizon_s
     assert validate_trajectory(_as_jtc(out), BARE, now_s=now) is None
+
+
+def _ticks(core, times):
+    """(time, trajectory) for every trajectory the core sends on ticks at `times`."""
+    sent = []
+    for t in times:
+        core.update_joint_state("arm", BARE, HOME, t)
+        sent += [(t, o) for o in _trajectories(core.tick(t))]
+    return sent
+
+
+def test_a_plan_running_out_sends_no_redundant_at_rest_trajectory(fr3):
+    """The windows sent while the plan runs already end at rest on its last target, which a JTC
+    then holds; a one-point 'start now' trajectory on top would restart from the measured state."""
+    now = 100.0
+    core = _core(fr3, now, horizon_s=0.3)
+    rows = _ramp(HOME, 0, 0.3)
+    assert core.submit_chunk(_joint_chunk(now, rows), now).accepted
+    end = core.scheduler.plan.end_time_s
+    # Replan ticks every 0.05 s, one of them within a command period (0.01 s) of the plan's end.
+    times = end - 0.005 + 0.05 * np.arange(-int((end - now) / 0.05), 20)
+    assert core.command_rate_hz == 100.0 and times[0] >= now
+    sent = _ticks(core, times)
+    assert sent and all(o.stamp_s > 0.0 for _, o in sent)  # windows only, no stamp-0 hold
+    last_t, last = sent[-1]
+    assert last_t + last.time_from_start_s[-1] >= end - 1e-9
+    np.testing.assert_array_equal(last.positions_rad[-1], core.scheduler.plan.final_position_rad)
+    assert last.velocities_rad_s[-1].tolist() == [0.0] * 7
+    assert last.positions_rad[-1][0] == pytest.approx(rows[-1][0], abs=1e-12)
+
+
+def test_a_plan_running_out_after_a_stalled_tick_sends_the_at_rest_trajectory(fr3):
+    """When the last window ended before the plan did (the ticks stalled), the final hold is sent."""
+    now = 100.0
+    core = _core(fr3, now, horizon_s=0.3)
+    assert core.submit_chunk(_joint_chunk(now, _ramp(HOME, 0, 0.3)), now).accepted
+    end = core.scheduler.plan.end_time_s
+    _ticks(core, np.arange(now, end - 0.5, 0.05))
+    core.update_joint_state("arm", BARE, HOME, end - 0.01)
+    rest = _trajectories(core.tick(end - 0.01))
+    assert len(rest) == 1 and rest[0].stamp_s == 0.0 and len(rest[0].positions_rad) == 1
+    np.testing.assert_array_equal(rest[0].positions_rad[0], core.scheduler.plan.final_position_rad)
+    assert rest[0].velocities_rad_s[0].tolist() == [0.0] * 7

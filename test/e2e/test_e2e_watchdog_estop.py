@@ -96,18 +96,28 @@ def test_stopping_the_chunk_stream_holds_the_last_target(graph):
     times = np.arange(t0, plan_end + 1.0, period / 2)
     cmd = _commanded_all(graph, times)
     # Commanded: constant at the last chunk's last row from one command period after the plan's
-    # end -- up to the final at-rest trajectory, which the controller sends on its last replan
-    # tick (<= one replan period after the end) and which a default JTC starts from the MEASURED
-    # state, so the command briefly carries the servo's tracking error (< 2 mrad) over one
-    # command period; exactly the last row from then on.
+    # end. The windows sent while the plan ran already end at rest on it and a JTC holds that, so
+    # no further trajectory restarts the JTC from the measured state (the servo overshoots a stop
+    # by a few mrad). Within the first replan period the reconstruction may still be finishing a
+    # window whose arrival the probe saw late (restarted from the measured state then); exactly
+    # the last row from then on.
     after = times >= plan_end + period
     assert after.sum() > 50
     np.testing.assert_allclose(cmd[after], np.broadcast_to(final, cmd[after].shape), atol=2e-3)
     exact = times >= plan_end + replan + period
     np.testing.assert_allclose(cmd[exact], np.broadcast_to(final, cmd[exact].shape), atol=1e-6)
-    valid = ~np.isnan(cmd).any(axis=1)
-    # Never past the last target (beyond the tracking error each new trajectory starts from).
-    assert np.all(signs * cmd[valid][:, idx] <= signs * final[idx] + 2e-3)
+    # What the controller sent never goes past the last target: every point of every trajectory
+    # (the command columns are the arms' joints in spec.joint_names order, as in cmd).
+    offset = 0
+    for arm in spec.arms:
+        n = len(arm.joint_names)
+        cols = [k for k in range(n) if offset + k in idx]
+        for k in cols:
+            col = arm.command.joint_names.index(arm.joint_names[k])
+            sign, target = signs[list(idx).index(offset + k)], final[offset + k]
+            sent = np.array([p.positions[col] for r in graph.commands(arm.name, since_s=t0) for p in r.msg.points])
+            assert sent.size > 50 and np.all(sign * sent <= sign * target + 1e-9), (arm.name, k)
+        offset += n
 
     t, q = graph.measured_all(since_s=t0)
     settled = t >= plan_end + 0.5

@@ -33,7 +33,10 @@ Watchdogs and what is published (documented contract for the node):
 
 Output: for `joint_trajectory` arms a window of the plan (positions + velocities, strictly
 increasing times, zero final velocity, stamp = now, the controller's bare joint names and order)
-whenever a chunk is accepted / a hold starts, and at `replan_rate_hz` while moving; for
+whenever a chunk is accepted / a hold starts, and at `replan_rate_hz` while moving (near the
+plan's end, a one-point at-rest trajectory stamped 0, unless the plan is running out and the last
+window sent already ends at rest on its final position: a JTC holds that, and a new trajectory
+would restart from the measured state); for
 `forward_position` arms one position vector per tick (`command_rate_hz`), through the streaming
 limiter; gripper joint positions (GripperSpec mapping) whenever they change and at the replan rate.
 """
@@ -184,6 +187,8 @@ class ControllerCore:
         self._fault: str | None = None
         self._send_now = False
         self._last_sent_s: float | None = None
+        # Where the last trajectory sent ends (at rest): a JTC holds that once it has run out.
+        self._sent_final: np.ndarray | None = None
         self._cmd: tuple[np.ndarray, np.ndarray] | None = None  # streaming limiter state (q, qd)
         self._cartesian = False  # the executing plan came from a Cartesian chunk
         self._last_tick_s: float | None = None
@@ -278,6 +283,7 @@ class ControllerCore:
             return False
         self.scheduler.hold(q, now_s)
         self._cmd = (q.copy(), np.zeros_like(q))
+        self._sent_final = None  # whatever the JTC was given before is unknown: send the hold
         self._set_gripper_hold()
         return True
 
@@ -519,6 +525,13 @@ class ControllerCore:
         horizon = max(self.config.horizon_s, 2.0 * lead)
         stamp = now_s
         if now_s + lead >= plan.end_time_s:
+            if (not self._send_now and self._sent_final is not None
+                    and np.array_equal(self._sent_final, plan.final_position_rad)):
+                # A plan running out (a stop is always sent): the trajectory already sent ends at
+                # rest on this plan's final position and a JTC holds a trajectory's last point;
+                # another one would only restart it from the MEASURED state (a default JTC does),
+                # putting the servo's tracking error into the command just as the arm stops.
+                return []
             # At rest (or about to be): one point, the final position, stamped 0 ("start on
             # arrival") so that however late it arrives a JTC never finds it ending in the past.
             q = plan.final_position_rad[None, :]
@@ -537,6 +550,7 @@ class ControllerCore:
                 times = np.append(times, max(horizon, times[-1] + MIN_KNOT_SPACING_S))
                 qs = np.vstack([qs, qs[-1]])
                 vs = np.vstack([vs, np.zeros_like(vs[-1])])
+        self._sent_final = qs[-1].copy()
         out = []
         for arm in arms:
             sl = self._arm_slices[arm.name]
