@@ -433,6 +433,8 @@ def test_property_every_accepted_plan_is_within_limits(fr3, deltas, latency, per
     ts = np.linspace(now, plan.end_time_s, 400)
     q = plan.sample(ts)[0]
     assert np.all(q >= lim.lower_rad + 0.05 - 1e-9) and np.all(q <= lim.upper_rad - 0.05 + 1e-9)
+    lo, hi = plan.position_range(from_s=now)  # exact, between the samples too
+    assert np.all(lo >= lim.lower_rad + 0.05 - 1e-9) and np.all(hi <= lim.upper_rad - 0.05 + 1e-9)
 
 
 @pytest.mark.parametrize("stamp, now", [(0.57, 0.67), (1.29, 1.59), (3.58, 3.68)])

@@ -246,3 +246,86 @@ def test_a_chunk_ending_too_fast_to_stop_on_target_keeps_the_bounded_stop():
     plan, _ = chunk_curve(Plan.hold(np.zeros(1), 0.0), t, q, now_s=0.0, acceleration_limits=np.array([10.0]))
     assert len(plan.times_s) == 3
     assert plan.final_position_rad[0] == 0.6
+
+
+# ----------------------------------------------------------------------------- smooth chunks
+from vla_ros.core.scheduler import catmull_rom_tangents, chunk_curve  # noqa: E402
+
+W = 2 * np.pi * 0.25  # rad/s: a 0.2 rad, 0.25 Hz sine per joint, phases spread over [0, pi]
+PHASES = np.linspace(0.0, np.pi, 7)
+
+
+def _sine(t):
+    t = np.asarray(t, dtype=float)[:, None]
+    return 0.2 * np.sin(W * t + PHASES), 0.2 * W * np.cos(W * t + PHASES), -0.2 * W**2 * np.sin(W * t + PHASES)
+
+
+def test_position_range_is_exact():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        t = np.cumsum(rng.uniform(0.02, 0.2, size=8))
+        q = rng.normal(size=(8, 3))
+        v = rng.normal(size=(8, 3)) * 3
+        v[-1] = 0.0
+        plan = Plan(t, q, v)
+        for from_s in (None, float(t[2] + 0.013)):
+            lo, hi = plan.position_range(from_s)
+            ts = np.linspace(t[0] if from_s is None else from_s, t[-1], 200001)
+            qs = plan.sample(ts)[0]
+            np.testing.assert_allclose(lo, qs.min(axis=0), atol=1e-9)
+            np.testing.assert_allclose(hi, qs.max(axis=0), atol=1e-9)
+
+
+def test_catmull_rom_tangents_hand_computed():
+    m = catmull_rom_tangents(np.array([0.0, 1.0, 2.0, 4.0]), np.array([[0.0], [1.0], [1.0], [3.0]]))
+    # (1 - 0) / 1 one-sided, (1 - 0) / 2, (3 - 1) / 3, last left to the caller (0)
+    np.testing.assert_allclose(m[:, 0], [1.0, 0.5, 2.0 / 3.0, 0.0])
+    m = catmull_rom_tangents(np.array([0.0, 1.0, 2.0]), np.array([[0.0], [1.0], [0.0]]), start_velocity=[2.0])
+    np.testing.assert_allclose(m[:, 0], [2.0, 0.0, 0.0])
+
+
+def test_chunk_curve_through_a_smooth_motion_has_about_its_acceleration():
+    """Samples of a sine at 10 Hz (joints turning around between steps included): the curve's
+    acceleration is within 10 % of the sine's peak (|a| <= 0.2 w^2), where monotone tangents
+    give several times it."""
+    t = 5.0 + 0.1 * np.arange(10)
+    q = _sine(t)[0]
+    current = Plan.hold(q[0], 5.0)  # not used: the first kept step has a row before it
+    plan, first = chunk_curve(current, t, q, now_s=5.25, acceleration_limits=np.full(7, 10.0))
+    assert first == 2
+    ts = np.linspace(t[2], t[-2] - 1e-9, 2001)  # up to the stop on the last target
+    peak = 0.2 * W**2
+    assert np.max(np.abs(plan.acceleration(ts))) < 1.1 * peak
+    np.testing.assert_allclose(plan.sample(ts)[0], _sine(ts)[0], atol=2e-4)
+    m = monotone_tangents(t, q)
+    m[-1] = 0.0
+    assert np.max(np.abs(Plan(t, q, m).acceleration(ts))) > 2.0 * peak  # what it replaces
+
+
+def test_chunk_curve_falls_back_to_monotone_tangents_at_a_position_limit():
+    # Turning around on the (inner) limit 0.5: Catmull-Rom would pass it between the steps.
+    t = 0.1 * np.arange(7)
+    q = np.array([[0.2], [0.4], [0.49], [0.5], [0.49], [0.4], [0.2]])
+    hold = Plan.hold(q[0], 0.0)
+    free, _ = chunk_curve(hold, t, q, now_s=0.0)
+    assert free.position_range()[1][0] > 0.5 + 1e-4
+    limited, _ = chunk_curve(hold, t, q, now_s=0.0, position_limits=(np.array([-1.0]), np.array([0.5])))
+    assert limited.position_range()[1][0] <= 0.5 + 1e-12
+
+
+def test_a_new_chunk_blends_from_the_old_chunks_free_tail_not_its_stop():
+    """Two chunks on the same 1 rad/s ramp; the second arrives 0.02 s before the first one's
+    last segment (where it slows to stop on its last row). The seam keeps exactly 1 rad/s: the
+    blend runs from the first chunk's free tail, not from its stop."""
+    sched = ChunkScheduler(1, blend_s=0.1, acceleration_limits=np.array([50.0]))
+    sched.hold([0.0], 0.0)
+    t1 = 0.1 * np.arange(10)
+    sched.commit(sched.propose(t1, t1[:, None], 0.0).plan)
+    stopped_v = sched.plan.sample(0.88)[1][0]
+    assert stopped_v < 0.9  # the first chunk alone is slowing down there
+    t2 = 0.5 + 0.1 * np.arange(10)
+    result = sched.propose(t2, t2[:, None], now_s=0.78)
+    ts = np.linspace(0.78, 1.2, 400)
+    q, v = result.plan.sample(ts)
+    np.testing.assert_allclose(v[:, 0], 1.0, atol=1e-9)
+    np.testing.assert_allclose(q[:, 0], ts, atol=1e-9)

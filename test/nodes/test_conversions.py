@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Duration, Time
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image as PILImage
@@ -47,7 +47,11 @@ def test_invalid_time_rejected(bad):
 
 @given(st.integers(min_value=0, max_value=2**31 - 1), st.integers(min_value=0, max_value=999_999_999))
 def test_time_round_trip_within_float_precision(sec, nanosec):
-    back = cv.s_to_time(cv.time_to_s(Time(sec=sec, nanosec=nanosec)))
+    t = cv.time_to_s(Time(sec=sec, nanosec=nanosec))
+    # The last ~0.12 us of the int32 range round up to 2^31 s as a float64, which no Time holds
+    # (rejected with a clear error, see test_invalid_time_rejected).
+    assume(t < 2.0**31)
+    back = cv.s_to_time(t)
     total_in = sec * 10**9 + nanosec
     total_out = back.sec * 10**9 + back.nanosec
     # float64 has 53 bits: at 2^31 s that is ~0.5 us of resolution

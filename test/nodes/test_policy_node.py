@@ -34,6 +34,7 @@ class FakePolicy:
     Sleeps `latency_s` inside infer, like a slow model."""
 
     needs_privileged = False
+    thread_safe = True  # only the last observation/events are shared, for the tests to read
 
     def __init__(self, embodiment, latency_s: float = 0.0, steps: int = 5, period_s: float = 0.05,
                  privileged: bool = False):
@@ -257,17 +258,18 @@ def test_async_chunks_arrive_before_the_executing_one_runs_out(harness):
     for (_, prev), (arrived, _) in zip(h.chunks, h.chunks[1:]):
         end = cv.time_to_s(prev.header.stamp) + 10 * 0.05
         assert arrived <= end + 0.02  # no wait between chunks (20 ms slack for a loaded 2-core CI box)
-    # ...and not far earlier than needed: starts (T - 2) P - L - margin = 0.28 s apart, less up
-    # to one camera frame (1/30 s) for the observation's age; back to back would be 0.1 s
+    # ...and not far earlier than needed: starts (T - 2) P - blend_lookahead - L - margin
+    # = 0.4 - 0.1 - 0.1 - 0.02 = 0.18 s apart, less up to one camera frame (1/30 s) for the
+    # observation's age; back to back would be 0.1 s
     stamps = [cv.time_to_s(m.header.stamp) for _, m in h.chunks]
-    assert np.median(np.diff(stamps)) > 0.2
+    assert np.median(np.diff(stamps)) > 0.14
 
 
 def test_pipelined_inferences_keep_chunks_ahead_of_the_arm(harness):
     # latency 0.3 s = half of the 10 x 0.06 s chunk: two inferences in flight keep each new
     # chunk arriving 2 rows (+ margin) before the previous one runs out
     h = harness(policy_kwargs='{"latency_s": 0.3, "steps": 10, "period_s": 0.06}', mode="async",
-                max_concurrent_inferences=2, lookahead_steps=2, warmup=False)
+                max_concurrent_inferences=2, lookahead_steps=2, blend_lookahead_s=0.0, warmup=False)
     h.start()
     h.stream()
     assert h.wait_for(lambda: len(h.chunks) >= 6, timeout_s=6)

@@ -72,6 +72,7 @@ class ReferencePolicy:
     """A perfect policy: row i = the reference motion at stamp + i * period. Sleeps latency_s."""
 
     needs_privileged = False
+    thread_safe = True  # stateless
 
     def __init__(self, embodiment, latency_s: float, steps: int, period_s: float, t0_s: float,
                  amplitude_rad: float = 0.2) -> None:  # fmt: skip

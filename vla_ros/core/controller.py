@@ -172,7 +172,8 @@ class ControllerCore:
         self.limits = self.envelope.limits
         self.command_rate_hz = self.config.command_rate_hz or spec.command_rate_hz
         self.scheduler = ChunkScheduler(self.limits.num_joints, self.config.blend_s,
-                                        acceleration_limits=self.limits.acceleration_rad_s2)
+                                        acceleration_limits=self.limits.acceleration_rad_s2,
+                                        position_limits=(self.limits.inner_lower_rad, self.limits.inner_upper_rad))
         self._adapters: dict[str, ActionAdapter] = {}
         self._default_adapter = self._adapter(spec.action_space)
         self._arm_slices: dict[str, slice] = {}

@@ -91,19 +91,22 @@ def next_inference_start_s(
     latency_estimate_s: float,
     margin_s: float,
     lookahead_steps: int = 0,
+    lookahead_s: float = 0.0,
 ) -> float:
     """The time the next inference should start, given the newest chunk (see module doc).
 
     lookahead_steps: rows of the old chunk that should still lie ahead when the new one
     arrives; an interpolating controller starts to slow down into a chunk's last rows, so
-    2 keeps a cubic-spline executor moving through the seam. Sync mode ignores it.
+    2 keeps a cubic-spline executor moving through the seam. lookahead_s: more time on top, the
+    executor's seam blend window, so that the blend ends before the old chunk's final stop.
+    Sync mode ignores both.
     """
     if mode not in INFERENCE_MODES:
         raise ValueError(f"inference mode must be one of {INFERENCE_MODES}, got '{mode}'")
     end = chunk_end_s(chunk_stamp_s, num_steps, period_s)
     if mode == "sync":
         return end
-    return end - lookahead_steps * period_s - latency_estimate_s - margin_s
+    return end - lookahead_steps * period_s - lookahead_s - latency_estimate_s - margin_s
 
 
 @dataclass(frozen=True)
@@ -129,18 +132,21 @@ class InferenceScheduler:
 
     def __init__(self, mode: InferenceMode = "async", margin_s: float = 0.02,
                  latency: LatencyEstimator | None = None, lookahead_steps: int = 0,
-                 max_in_flight: int = 1) -> None:  # fmt: skip
+                 max_in_flight: int = 1, lookahead_s: float = 0.0) -> None:  # fmt: skip
         if mode not in INFERENCE_MODES:
             raise ValueError(f"inference mode must be one of {INFERENCE_MODES}, got '{mode}'")
         if not (math.isfinite(margin_s) and margin_s >= 0.0):
             raise ValueError(f"margin_s must be a finite number of seconds >= 0, got {margin_s}")
         if lookahead_steps < 0:
             raise ValueError(f"lookahead_steps must be >= 0, got {lookahead_steps}")
+        if not (math.isfinite(lookahead_s) and lookahead_s >= 0.0):
+            raise ValueError(f"lookahead_s must be a finite number of seconds >= 0, got {lookahead_s}")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self.mode: InferenceMode = mode
         self.margin_s = float(margin_s)
         self.lookahead_steps = int(lookahead_steps)
+        self.lookahead_s = float(lookahead_s)
         self.max_in_flight = 1 if mode == "sync" else int(max_in_flight)
         self.latency = latency if latency is not None else LatencyEstimator()
         self._geometry: _Geometry | None = None
@@ -193,7 +199,8 @@ class InferenceScheduler:
             return -math.inf if not self._running else math.inf
         g = self._geometry
         return next_inference_start_s(self.mode, newest, g.num_steps, g.period_s,
-                                      self.latency.estimate_s, self.margin_s, self.lookahead_steps)  # fmt: skip
+                                      self.latency.estimate_s, self.margin_s, self.lookahead_steps,
+                                      self.lookahead_s)  # fmt: skip
 
     def due(self, now_s: float) -> bool:
         return len(self._running) < self.max_in_flight and now_s >= self.next_start_s
@@ -201,13 +208,13 @@ class InferenceScheduler:
     @property
     def latency_exceeds_horizon(self) -> bool:
         """True when the arm will wait between chunks whatever the schedule: consecutive
-        starts must be `spacing` = (T - lookahead) * period - latency - margin apart, and
+        starts must be `spacing` = (T - lookahead) * period - lookahead_s - latency - margin apart, and
         `max_in_flight` inferences of `latency` each must fit in that."""
         if self._geometry is None:
             return False
         g = self._geometry
         latency = self.latency.estimate_s
-        spacing = (g.num_steps - self.lookahead_steps) * g.period_s - latency - self.margin_s
+        spacing = (g.num_steps - self.lookahead_steps) * g.period_s - self.lookahead_s - latency - self.margin_s
         if self.mode == "sync":
             return False  # sync waits by design
         return spacing <= 0.0 or latency > self.max_in_flight * spacing

@@ -9,8 +9,12 @@ Merging a new chunk (already joint targets, row i due at stamp + i * period):
 1. Steps already in the past are dropped, keeping the newest past one so that the new chunk's
    own curve is defined at `now` (this is the latency compensation: a chunk that arrives late
    starts at the step that is due now, not at its first step).
-2. The chunk's knots get monotone Catmull-Rom tangents (Fritsch-Carlson limited: no overshoot
-   between knots, so the curve never leaves the range of the targets it connects).
+2. The chunk's knots get Catmull-Rom tangents (a smooth motion's samples then give about its
+   own acceleration, also where a joint turns around between two steps). Where that curve would
+   leave the position limits, the monotone (Fritsch-Carlson limited) tangents are used instead:
+   no overshoot between knots, the curve stays within the range of the targets it connects.
+   A new chunk blends from the executing chunk's free tail (its last segment without the stop
+   at the end), so an early enough chunk does not inherit the old one's stop.
 3. Over a blend window [now, now + blend_s] the executing plan fades into the new curve with
    smoothstep weights w = 3u^2 - 2u^3 (w' = 0 at both ends), so position and velocity are
    continuous at the seam; the blend is sampled at a few knots with exact velocities.
@@ -45,6 +49,8 @@ class Plan:
     times_s: np.ndarray
     positions_rad: np.ndarray
     velocities_rad_s: np.ndarray
+    # The chunk's last segment as it would run without the stop at its end (see FreeTail).
+    tail: "FreeTail | None" = None
 
     def __post_init__(self) -> None:
         t = _frozen(np.reshape(self.times_s, -1))
@@ -66,6 +72,23 @@ class Plan:
         object.__setattr__(self, "times_s", t)
         object.__setattr__(self, "positions_rad", q)
         object.__setattr__(self, "velocities_rad_s", v)
+        if self.tail is not None and self.tail.positions_rad.shape[1] != q.shape[1]:
+            raise ValueError(f"Plan tail has {self.tail.positions_rad.shape[1]} joints, the plan {q.shape[1]}")
+
+    def sample_free(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like `sample`, but through the free tail where it has one and every t_s lies at or
+        before the tail's end (never beyond the chunk's last target: no extrapolation)."""
+        t = np.atleast_1d(np.asarray(t_s, dtype=np.float64))
+        tail = self.tail
+        if tail is None or np.any(t > tail.times_s[1]):
+            return self.sample(t_s)
+        q, v = self.sample(t)
+        on = t >= tail.times_s[0]
+        if np.any(on):
+            q[on], v[on], _ = _hermite(tail.times_s, tail.positions_rad, tail.velocities_rad_s, t[on])
+        if np.ndim(t_s) == 0:
+            return q[0], v[0]
+        return q, v
 
     @classmethod
     def hold(cls, q: np.ndarray, t_s: float) -> "Plan":
@@ -113,17 +136,7 @@ class Plan:
         q[after] = self.positions_rad[-1]
         inside = ~(before | after)
         if np.any(inside):
-            ti = t[inside]
-            k = self._segment(ti)
-            h = (self.times_s[k + 1] - self.times_s[k])[:, None]
-            s = ((ti - self.times_s[k]) / h[:, 0])[:, None]
-            p0, p1 = self.positions_rad[k], self.positions_rad[k + 1]
-            m0, m1 = self.velocities_rad_s[k], self.velocities_rad_s[k + 1]
-            s2, s3 = s * s, s * s * s
-            q[inside] = ((2 * s3 - 3 * s2 + 1) * p0 + (s3 - 2 * s2 + s) * h * m0
-                         + (-2 * s3 + 3 * s2) * p1 + (s3 - s2) * h * m1)
-            v[inside] = ((6 * s2 - 6 * s) / h * (p0 - p1) + (3 * s2 - 4 * s + 1) * m0 + (3 * s2 - 2 * s) * m1)
-            a[inside] = ((12 * s - 6) / h**2 * (p0 - p1) + (6 * s - 4) / h * m0 + (6 * s - 2) / h * m1)
+            q[inside], v[inside], a[inside] = _hermite(self.times_s, self.positions_rad, self.velocities_rad_s, t[inside])
         if scalar:
             return q[0], v[0], a[0]
         return q, v, a
@@ -167,6 +180,38 @@ class Plan:
         peak_v = np.maximum(peak_v, np.max(np.where(ok, np.abs(v_star), 0.0), axis=0))
         return peak_v, peak_a
 
+    def position_range(self, from_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact per-joint (lowest, highest) position over the plan (from `from_s` on, if given):
+        a cubic segment's extremes are at its ends or where its quadratic velocity is zero."""
+        t0, t1 = self.times_s[:-1], self.times_s[1:]
+        start = self.sample(self.times_s[0] if from_s is None else max(from_s, self.times_s[0]))[0]
+        lo, hi = np.minimum(start, self.positions_rad[-1]), np.maximum(start, self.positions_rad[-1])
+        live = np.ones(t0.shape, dtype=bool) if from_s is None else t1 > from_s
+        if not np.any(live):
+            return lo, hi
+        h = (t1 - t0)[live][:, None]
+        p0, p1 = self.positions_rad[:-1][live], self.positions_rad[1:][live]
+        m0, m1 = self.velocities_rad_s[:-1][live], self.velocities_rad_s[1:][live]
+        s_lo = np.zeros_like(h) if from_s is None else np.clip((from_s - t0[live])[:, None] / h, 0.0, 1.0)
+        # h * velocity = a s^2 + b s + c for s in [0, 1]
+        a = 6 * (p0 - p1) + 3 * h * (m0 + m1)
+        b = -6 * (p0 - p1) - 2 * h * (2 * m0 + m1)
+        c = h * m0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            disc = np.sqrt(np.maximum(b * b - 4 * a * c, 0.0))
+            quad = np.abs(a) > 1e-15
+            r1 = np.where(quad, (-b + disc) / (2 * a), np.where(np.abs(b) > 1e-15, -c / b, -1.0))
+            r2 = np.where(quad, (-b - disc) / (2 * a), -1.0)
+        for s in (np.ones_like(a), r1, r2):
+            s = np.where(np.isfinite(s), s, -1.0)
+            ok = (s >= s_lo) & (s <= 1.0)
+            s = np.clip(s, 0.0, 1.0)
+            s2, s3 = s * s, s * s * s
+            qs = (2 * s3 - 3 * s2 + 1) * p0 + (s3 - 2 * s2 + s) * h * m0 + (-2 * s3 + 3 * s2) * p1 + (s3 - s2) * h * m1
+            lo = np.minimum(lo, np.min(np.where(ok, qs, np.inf), axis=0))
+            hi = np.maximum(hi, np.max(np.where(ok, qs, -np.inf), axis=0))
+        return lo, hi
+
     def window(self, start_s: float, lead_s: float, horizon_s: float) -> "Plan":
         """The part of the plan a trajectory controller should get at `start_s`: a first knot at
         start_s + lead_s (sampled), then the plan's knots up to the first one at or after
@@ -190,6 +235,62 @@ class Plan:
         v = np.vstack([v_first[None, :], self.velocities_rad_s[keep]])
         v[-1] = 0.0
         return Plan(times, q, v)
+
+
+@dataclass(frozen=True)
+class FreeTail:
+    """The last segment of a chunk's curve as it would run if the chunk went on: knots
+    (t_{K-2}, q_{K-2}, m_{K-2}) -> (t_{K-1}, q_{K-1}, m_free), the same curve as the plan up to
+    t_{K-2}. The plan itself stops on q_{K-1} (m = 0, the segment stretched if the acceleration
+    limits need it), which is what runs when no new chunk comes; a new chunk that arrives before
+    t_{K-1} blends from this free tail instead, so the seam does not inherit the old chunk's stop.
+    Both tails end on the chunk's last target: neither extrapolates."""
+
+    times_s: np.ndarray  # (2,)
+    positions_rad: np.ndarray  # (2, n)
+    velocities_rad_s: np.ndarray  # (2, n)
+
+    def __post_init__(self) -> None:
+        t, q, v = (_frozen(a) for a in (np.reshape(self.times_s, -1), self.positions_rad, self.velocities_rad_s))
+        if t.shape != (2,) or not t[1] > t[0] or q.ndim != 2 or q.shape[0] != 2 or v.shape != q.shape:
+            raise ValueError(f"FreeTail needs 2 increasing times and (2, n) positions/velocities, got "
+                             f"{t.tolist()}, {q.shape}, {v.shape}")
+        object.__setattr__(self, "times_s", t)
+        object.__setattr__(self, "positions_rad", q)
+        object.__setattr__(self, "velocities_rad_s", v)
+
+
+def _hermite(times: np.ndarray, qk: np.ndarray, vk: np.ndarray, t: np.ndarray):
+    """Positions, velocities, accelerations of the cubic Hermite spline through knots (times, qk,
+    vk) at t (M,), every t within [times[0], times[-1]]."""
+    k = np.clip(np.searchsorted(times, t, side="right") - 1, 0, max(len(times) - 2, 0))
+    h = (times[k + 1] - times[k])[:, None]
+    s = ((t - times[k]) / h[:, 0])[:, None]
+    p0, p1 = qk[k], qk[k + 1]
+    m0, m1 = vk[k], vk[k + 1]
+    s2, s3 = s * s, s * s * s
+    q = (2 * s3 - 3 * s2 + 1) * p0 + (s3 - 2 * s2 + s) * h * m0 + (-2 * s3 + 3 * s2) * p1 + (s3 - s2) * h * m1
+    v = (6 * s2 - 6 * s) / h * (p0 - p1) + (3 * s2 - 4 * s + 1) * m0 + (3 * s2 - 2 * s) * m1
+    a = (12 * s - 6) / h**2 * (p0 - p1) + (6 * s - 4) / h * m0 + (6 * s - 2) / h * m1
+    return q, v, a
+
+
+def free_end_tangent(times_s: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The velocity at the last knot if the motion went on: the slope of the parabola through the
+    last three knots there (the one-sided secant with two), limited like the interior tangents
+    (same sign as the last secant, at most 3x it)."""
+    t = np.asarray(times_s, dtype=np.float64)
+    q = np.asarray(positions, dtype=np.float64)
+    if q.shape[0] < 2:
+        return np.zeros(q.shape[1:])
+    h1 = t[-1] - t[-2]
+    d1 = (q[-1] - q[-2]) / h1
+    if q.shape[0] == 2:
+        return d1
+    h0 = t[-2] - t[-3]
+    d0 = (q[-2] - q[-3]) / h0
+    m = d1 + (d1 - d0) * h1 / (h0 + h1)
+    return np.where(m * d1 > 0.0, np.clip(m, -3.0 * np.abs(d1), 3.0 * np.abs(d1)), 0.0)
 
 
 def monotone_tangents(times_s: np.ndarray, positions: np.ndarray, start_velocity: np.ndarray | None = None) -> np.ndarray:
@@ -216,6 +317,24 @@ def monotone_tangents(times_s: np.ndarray, positions: np.ndarray, start_velocity
     return m
 
 
+def catmull_rom_tangents(times_s: np.ndarray, positions: np.ndarray, start_velocity: np.ndarray | None = None) -> np.ndarray:
+    """Catmull-Rom tangents (q[k+1] - q[k-1]) / (t[k+1] - t[k-1]): the curve through samples of a
+    smooth motion then has about that motion's acceleration, also where a joint turns around
+    between two steps (monotone tangents are zeroed or capped there, which puts several times
+    the true acceleration into the curve). It may pass a target it turns around near by a little
+    (the motion's own extremum lies between the steps); `chunk_curve` checks the position limits.
+    The first knot gets `start_velocity` if given, else the one-sided secant."""
+    t = np.asarray(times_s, dtype=np.float64)
+    q = np.asarray(positions, dtype=np.float64)
+    m = np.zeros_like(q)
+    if q.shape[0] < 2:
+        return m
+    if q.shape[0] > 2:
+        m[1:-1] = (q[2:] - q[:-2]) / (t[2:] - t[:-2])[:, None]
+    m[0] = (q[1] - q[0]) / (t[1] - t[0]) if start_velocity is None else np.asarray(start_velocity, float).reshape(-1)
+    return m
+
+
 def _smoothstep(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     u = np.clip(u, 0.0, 1.0)
     return 3 * u**2 - 2 * u**3, 6 * u - 6 * u**2
@@ -239,21 +358,44 @@ def _stretch_final_segment(times: np.ndarray, q: np.ndarray, m: np.ndarray, acce
 
 
 def chunk_curve(current: Plan, times_s: np.ndarray, positions: np.ndarray, now_s: float,
-                acceleration_limits: np.ndarray | None = None) -> tuple[Plan, int]:
+                acceleration_limits: np.ndarray | None = None,
+                position_limits: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Plan, int]:
     """The new chunk's own curve (before blending) and the index of its first kept step: steps
-    due at or before now_s are dropped except the newest of them."""
+    due at or before now_s are dropped except the newest of them.
+
+    Catmull-Rom tangents; where that curve would leave `position_limits` (lower, upper), the
+    monotone tangents instead (the curve then stays between the steps it connects)."""
     t = np.asarray(times_s, dtype=np.float64).reshape(-1)
     q = np.asarray(positions, dtype=np.float64)
     past = int(np.count_nonzero(t <= now_s))
     first = max(past - 1, 0)
+    plan = _curve(current, t, q, first, acceleration_limits, catmull_rom_tangents)
+    if position_limits is not None:
+        lo, hi = plan.position_range()
+        if np.any(lo < position_limits[0]) or np.any(hi > position_limits[1]):
+            plan = _curve(current, t, q, first, acceleration_limits, monotone_tangents)
+    return plan, first
+
+
+def _curve(current: Plan, t: np.ndarray, q: np.ndarray, first: int, acceleration_limits, tangents) -> Plan:
     t_new, q_new = t[first:], q[first:]
-    # The first kept step is (usually) already past: give it the executing plan's velocity there,
-    # so two chunks that predict the same motion give the same curve and the blend has no work.
-    m_new = monotone_tangents(t_new, q_new, start_velocity=current.sample(t_new[0])[1])
+    if first >= 1:
+        # The chunk's own rows on both sides of its first kept step give it a central tangent,
+        # like every other step (not the executing plan's velocity: an error there would be
+        # passed on from chunk to chunk).
+        m_new = tangents(t[first - 1:], q[first - 1:])[1:]
+    else:
+        # Its first step is still ahead: start from the executing plan's velocity there, so two
+        # chunks that predict the same motion give the same curve and the blend has no work.
+        m_new = tangents(t_new, q_new, start_velocity=current.sample_free(t_new[0])[1])
+    tail = None
+    if len(t_new) >= 2:
+        m_free = free_end_tangent(t, q)
+        tail = FreeTail(t_new[-2:], q_new[-2:], np.vstack([m_new[-2], m_free]))
     m_new[-1] = 0.0
     t_new = _stretch_final_segment(t_new, q_new, m_new, acceleration_limits)
     t_new, q_new, m_new = _stop_without_overshoot(t_new, q_new, m_new, acceleration_limits)
-    return Plan(t_new, q_new, m_new), first
+    return Plan(t_new, q_new, m_new, tail)
 
 
 def _stop_without_overshoot(times: np.ndarray, q: np.ndarray, m: np.ndarray, accel: np.ndarray | None):
@@ -317,6 +459,7 @@ def merge_chunk(
     blend_s: float,
     blend_knots: int = 6,
     acceleration_limits: np.ndarray | None = None,
+    position_limits: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> MergeResult:
     """Blend joint targets (T, n) due at absolute `times_s` into the executing plan at `now_s`."""
     t = np.asarray(times_s, dtype=np.float64).reshape(-1)
@@ -332,13 +475,13 @@ def merge_chunk(
     if not (np.isfinite(blend_s) and blend_s > 0.0) or blend_knots < 2:
         raise ValueError(f"need blend_s > 0 and blend_knots >= 2, got {blend_s}, {blend_knots}")
 
-    new, first = chunk_curve(current, t, q, now_s, acceleration_limits)
+    new, first = chunk_curve(current, t, q, now_s, acceleration_limits, position_limits)
     dropped = first
 
     # Blend window: the executing plan at weight 1 - w, the new curve at w.
     tb = now_s + blend_s * np.linspace(0.0, 1.0, blend_knots)
-    q_old, v_old = current.sample(tb)
-    q_nw, v_nw = new.sample(tb)
+    q_old, v_old = current.sample_free(tb)
+    q_nw, v_nw = new.sample_free(tb)
     w, dw = _smoothstep((tb - now_s) / blend_s)
     w, dw = w[:, None], dw[:, None] / blend_s
     qb = (1 - w) * q_old + w * q_nw
@@ -348,10 +491,14 @@ def merge_chunk(
     times = np.concatenate([tb, new.times_s[after]])
     qs = np.vstack([qb, new.positions_rad[after]])
     vs = np.vstack([vb, new.velocities_rad_s[after]])
+    tail = new.tail
     if not np.any(after):
         # The new curve already rests on its last target at the end of the blend.
         vs[-1] = 0.0
-    return MergeResult(Plan(times, qs, vs), dropped, first)
+        tail = None
+    elif tail is not None and tail.times_s[0] < tb[-1] - 1e-9:
+        tail = None  # the blend reaches into the new curve's last segment: the plan is blended there
+    return MergeResult(Plan(times, qs, vs, tail), dropped, first)
 
 
 def stopping_plan(q: np.ndarray, v: np.ndarray, now_s: float, acceleration_limits: np.ndarray) -> Plan:
@@ -371,7 +518,8 @@ class ChunkScheduler:
     can check it against the safety limits first."""
 
     def __init__(self, num_joints: int, blend_s: float = 0.1, blend_knots: int = 6,
-                 acceleration_limits: np.ndarray | None = None) -> None:
+                 acceleration_limits: np.ndarray | None = None,
+                 position_limits: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         if num_joints <= 0:
             raise ValueError(f"num_joints must be > 0, got {num_joints}")
         if not (np.isfinite(blend_s) and blend_s > 0.0):
@@ -380,6 +528,8 @@ class ChunkScheduler:
         self.blend_s = float(blend_s)
         self.blend_knots = int(blend_knots)
         self.acceleration_limits = None if acceleration_limits is None else np.asarray(acceleration_limits, float)
+        self.position_limits = None if position_limits is None else (
+            np.asarray(position_limits[0], float), np.asarray(position_limits[1], float))
         self._plan: Plan | None = None
 
     @property
@@ -409,13 +559,13 @@ class ChunkScheduler:
         if self._plan is None:
             raise RuntimeError("ChunkScheduler.propose: no plan yet; call hold(q, now_s) with the measured position first")
         return merge_chunk(self._plan, times_s, positions, now_s, self.blend_s if blend_s is None else blend_s,
-                           self.blend_knots, self.acceleration_limits)
+                           self.blend_knots, self.acceleration_limits, self.position_limits)
 
     def curve(self, times_s: np.ndarray, positions: np.ndarray, now_s: float) -> tuple[Plan, int]:
         """The chunk's own curve as `propose` would build it (see `chunk_curve`)."""
         if self._plan is None:
             raise RuntimeError("ChunkScheduler.curve: no plan yet; call hold(q, now_s) first")
-        return chunk_curve(self._plan, times_s, positions, now_s, self.acceleration_limits)
+        return chunk_curve(self._plan, times_s, positions, now_s, self.acceleration_limits, self.position_limits)
 
     def commit(self, plan: Plan) -> None:
         if plan.num_joints != self.num_joints:

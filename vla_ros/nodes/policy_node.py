@@ -126,8 +126,10 @@ class PolicyNode(LifecycleNode):
         d("latency_margin_s", 0.02, _desc("async: start this much earlier than the latency estimate requires (s)"))
         d("latency_quantile", 0.9, _desc("quantile of recent latencies used as the latency estimate"))
         d("lookahead_steps", 2, _desc("async: chunk rows that should still lie ahead when the next chunk arrives"))
-        d("max_concurrent_inferences", 1, _desc("async: inferences allowed in flight at once (> 1 pipelines; "
-                                                "the policy must then be thread-safe)"))
+        d("blend_lookahead_s", 0.1, _desc("async: time on top of lookahead_steps (s): the controller's seam blend "
+                                          "(blend_s), so a seam is blended before the old chunk's final stop"))
+        d("max_concurrent_inferences", 2, _desc("async: inferences allowed in flight at once when the latency needs "
+                                                "them (pipelining); 1 for a policy that is not thread_safe"))
         d("poll_period_s", 0.01, _desc("how often the node checks whether the next inference is due (s)"))
         d("diagnostics_period_s", 1.0, _desc("period of the diagnostics status (s)"))
         d("warmup", True, _desc("run one inference on a synthetic observation at configure"))
@@ -198,12 +200,18 @@ class PolicyNode(LifecycleNode):
                 require_privileged=bool(self.policy.needs_privileged),
             )
         )
+        in_flight = p("max_concurrent_inferences")
+        if in_flight > 1 and not getattr(self.policy, "thread_safe", False):
+            self.get_logger().info(f"policy '{policy_name}' is not thread_safe: one inference at a time "
+                                   f"(max_concurrent_inferences {in_flight} ignored)")
+            in_flight = 1
         self._scheduler = InferenceScheduler(
             mode=mode,
             margin_s=p("latency_margin_s"),
             latency=LatencyEstimator(quantile=p("latency_quantile"), initial_s=warm_latency_s),
             lookahead_steps=p("lookahead_steps"),
-            max_in_flight=p("max_concurrent_inferences"),
+            lookahead_s=p("blend_lookahead_s"),
+            max_in_flight=in_flight,
         )
         self.stats = PolicyNodeStats()
 

@@ -25,6 +25,9 @@ class Policy(Protocol):
     #: True if the policy needs Observation.privileged (simulation ground truth)
     needs_privileged: bool
 
+    # Optional: `thread_safe = True` if infer() may run on two threads at once (the policy node
+    # then pipelines inferences when the latency needs it); absent means False.
+
     def infer(self, observation: Observation) -> ActionChunk: ...
 
     def reset(self) -> None: ...
