@@ -329,3 +329,20 @@ def test_a_new_chunk_blends_from_the_old_chunks_free_tail_not_its_stop():
     q, v = result.plan.sample(ts)
     np.testing.assert_allclose(v[:, 0], 1.0, atol=1e-9)
     np.testing.assert_allclose(q[:, 0], ts, atol=1e-9)
+
+
+def test_stops_of_several_joints_a_hair_apart_on_a_wall_clock_give_distinct_knots():
+    # Found by `vla-ros bench pipeline` (wall-clock stamps ~1.8e9 s): two joints whose stops on
+    # their last targets end 0.1 us apart gave two knots at the same float time.
+    from vla_ros.core.scheduler import chunk_curve
+
+    t0 = 1795640899.3384483
+    t = t0 + 0.1 * np.arange(4)
+    q = np.array([[0.0, 0.0], [0.1, 0.1], [0.2, 0.2], [0.21, 0.21 + 1e-8]])
+    # Both stop on their last targets by constant deceleration (0.55^2 / (2 * 0.01) = 15 rad/s^2),
+    # tau = 2 * 0.01 / 0.55 s after the third step, 36 ns apart.
+    plan, _ = chunk_curve(Plan.hold(q[0], t0), t, q, now_s=t0, acceleration_limits=np.array([20.0, 20.0]))
+    assert np.all(np.diff(plan.times_s) > 0.0)
+    np.testing.assert_allclose(plan.final_position_rad, q[-1])
+    assert np.all(plan.position_range()[1] <= q[-1] + 1e-7)
+    assert len(plan.times_s) == 5  # the 3 steps kept before the stop, one stop knot, the end

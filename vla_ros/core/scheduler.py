@@ -398,6 +398,9 @@ def _curve(current: Plan, t: np.ndarray, q: np.ndarray, first: int, acceleration
     return Plan(t_new, q_new, m_new, tail)
 
 
+_MIN_STOP_KNOT_SPACING_S = 1e-4
+
+
 def _stop_without_overshoot(times: np.ndarray, q: np.ndarray, m: np.ndarray, accel: np.ndarray | None):
     """Keep the final (stopping) segment from overshooting the last target.
 
@@ -424,7 +427,13 @@ def _stop_without_overshoot(times: np.ndarray, q: np.ndarray, m: np.ndarray, acc
         return times, q, m
     with np.errstate(divide="ignore", invalid="ignore"):
         tau = np.where(over, 2.0 * delta / m0, 0.0)
-    knots = np.unique(tau[over & (tau > 1e-6 * h) & (tau < h * (1 - 1e-6))])
+    knots = []
+    # One knot for stops less than 0.1 ms apart (and none that close to the segment's ends): on an
+    # absolute clock (~1.8e9 s, float resolution ~0.24 us) closer knots could share a time.
+    for s_ in np.unique(tau[over & (tau > 0.0) & (tau < h)]):
+        if s_ - (knots[-1] if knots else 0.0) >= _MIN_STOP_KNOT_SPACING_S and h - s_ >= _MIN_STOP_KNOT_SPACING_S:
+            knots.append(float(s_))
+    knots = np.array(knots)
     segment = Plan(np.array([0.0, h]), np.vstack([p0, p1]), np.vstack([m0, np.zeros_like(m0)]))
     rows_q, rows_v = [p0], [m0]
     for s in knots:
