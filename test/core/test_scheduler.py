@@ -346,3 +346,35 @@ def test_stops_of_several_joints_a_hair_apart_on_a_wall_clock_give_distinct_knot
     np.testing.assert_allclose(plan.final_position_rad, q[-1])
     assert np.all(plan.position_range()[1] <= q[-1] + 1e-7)
     assert len(plan.times_s) == 5  # the 3 steps kept before the stop, one stop knot, the end
+
+
+def test_a_chunk_arriving_once_the_old_one_slows_down_blends_from_what_runs():
+    """Past the start of the old chunk's last segment the arm already runs its stop on the last
+    step: the blend starts from that (executed) motion, continuous in position and velocity."""
+    sched = ChunkScheduler(1, blend_s=0.1, acceleration_limits=np.array([50.0]))
+    sched.hold([0.0], 0.0)
+    t1 = 0.1 * np.arange(10)
+    sched.commit(sched.propose(t1, t1[:, None], 0.0).plan)
+    old = sched.plan
+    t2 = 0.5 + 0.1 * np.arange(10)
+    now = 0.83
+    result = sched.propose(t2, t2[:, None], now_s=now)
+    np.testing.assert_allclose(result.plan.sample(now)[0], old.sample(now)[0], atol=1e-12)
+    np.testing.assert_allclose(result.plan.sample(now)[1], old.sample(now)[1], atol=1e-12)
+    assert abs(old.sample(now)[1][0] - 1.0) > 0.1  # its stop, not the free ramp, runs there
+
+
+def test_the_free_tail_carries_a_blend_past_the_old_chunks_last_step():
+    """Arriving right before the old chunk's last segment, the blend (0.2 s) runs past its last
+    step: the old motion continues at its end velocity under the fading weight, so a constant
+    1 rad/s ramp stays exactly that."""
+    sched = ChunkScheduler(1, blend_s=0.2, acceleration_limits=np.array([50.0]))
+    sched.hold([0.0], 0.0)
+    t1 = 0.1 * np.arange(10)
+    sched.commit(sched.propose(t1, t1[:, None], 0.0).plan)
+    t2 = 0.5 + 0.1 * np.arange(10)
+    result = sched.propose(t2, t2[:, None], now_s=0.79)
+    ts = np.linspace(0.79, 1.3, 300)
+    q, v = result.plan.sample(ts)
+    np.testing.assert_allclose(v[:, 0], 1.0, atol=1e-9)
+    np.testing.assert_allclose(q[:, 0], ts, atol=1e-9)

@@ -14,7 +14,8 @@ Merging a new chunk (already joint targets, row i due at stamp + i * period):
    leave the position limits, the monotone (Fritsch-Carlson limited) tangents are used instead:
    no overshoot between knots, the curve stays within the range of the targets it connects.
    A new chunk blends from the executing chunk's free tail (its last segment without the stop
-   at the end), so an early enough chunk does not inherit the old one's stop.
+   at the end, continued at its end velocity for the rest of the blend), so a chunk that arrives
+   before the old one starts slowing down into its last target does not inherit that stop.
 3. Over a blend window [now, now + blend_s] the executing plan fades into the new curve with
    smoothstep weights w = 3u^2 - 2u^3 (w' = 0 at both ends), so position and velocity are
    continuous at the seam; the blend is sampled at a few knots with exact velocities.
@@ -75,17 +76,23 @@ class Plan:
         if self.tail is not None and self.tail.positions_rad.shape[1] != q.shape[1]:
             raise ValueError(f"Plan tail has {self.tail.positions_rad.shape[1]} joints, the plan {q.shape[1]}")
 
-    def sample_free(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Like `sample`, but through the free tail where it has one and every t_s lies at or
-        before the tail's end (never beyond the chunk's last target: no extrapolation)."""
-        t = np.atleast_1d(np.asarray(t_s, dtype=np.float64))
+    def sample_free(self, t_s, now_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """The motion a chunk arriving at now_s blends from: like `sample`, but through the free
+        tail (and on at its end velocity past its end, for at most a blend window) when the plan
+        has one whose segment has not started by now_s. Otherwise (no tail, or the plan is
+        already slowing down into its last target) exactly `sample`."""
         tail = self.tail
-        if tail is None or np.any(t > tail.times_s[1]):
+        if tail is None or now_s > tail.times_s[0]:
             return self.sample(t_s)
+        t = np.atleast_1d(np.asarray(t_s, dtype=np.float64))
         q, v = self.sample(t)
-        on = t >= tail.times_s[0]
+        on = (t >= tail.times_s[0]) & (t <= tail.times_s[1])
         if np.any(on):
             q[on], v[on], _ = _hermite(tail.times_s, tail.positions_rad, tail.velocities_rad_s, t[on])
+        past = t > tail.times_s[1]
+        if np.any(past):
+            v[past] = tail.velocities_rad_s[1]
+            q[past] = tail.positions_rad[1] + (t[past] - tail.times_s[1])[:, None] * tail.velocities_rad_s[1]
         if np.ndim(t_s) == 0:
             return q[0], v[0]
         return q, v
@@ -242,9 +249,10 @@ class FreeTail:
     """The last segment of a chunk's curve as it would run if the chunk went on: knots
     (t_{K-2}, q_{K-2}, m_{K-2}) -> (t_{K-1}, q_{K-1}, m_free), the same curve as the plan up to
     t_{K-2}. The plan itself stops on q_{K-1} (m = 0, the segment stretched if the acceleration
-    limits need it), which is what runs when no new chunk comes; a new chunk that arrives before
-    t_{K-1} blends from this free tail instead, so the seam does not inherit the old chunk's stop.
-    Both tails end on the chunk's last target: neither extrapolates."""
+    limits need it), which is what runs when no new chunk comes; a new chunk that arrives by
+    t_{K-2} blends from this free tail instead (continued at m_free past t_{K-1} for the rest of
+    the blend, at a weight that is gone by the blend's end), so the seam does not inherit the old
+    chunk's stop. The executed plan itself never extrapolates."""
 
     times_s: np.ndarray  # (2,)
     positions_rad: np.ndarray  # (2, n)
@@ -369,15 +377,16 @@ def chunk_curve(current: Plan, times_s: np.ndarray, positions: np.ndarray, now_s
     q = np.asarray(positions, dtype=np.float64)
     past = int(np.count_nonzero(t <= now_s))
     first = max(past - 1, 0)
-    plan = _curve(current, t, q, first, acceleration_limits, catmull_rom_tangents)
+    plan = _curve(current, t, q, first, now_s, acceleration_limits, catmull_rom_tangents)
     if position_limits is not None:
         lo, hi = plan.position_range()
         if np.any(lo < position_limits[0]) or np.any(hi > position_limits[1]):
-            plan = _curve(current, t, q, first, acceleration_limits, monotone_tangents)
+            plan = _curve(current, t, q, first, now_s, acceleration_limits, monotone_tangents)
     return plan, first
 
 
-def _curve(current: Plan, t: np.ndarray, q: np.ndarray, first: int, acceleration_limits, tangents) -> Plan:
+def _curve(current: Plan, t: np.ndarray, q: np.ndarray, first: int, now_s: float, acceleration_limits,
+           tangents) -> Plan:
     t_new, q_new = t[first:], q[first:]
     if first >= 1:
         # The chunk's own rows on both sides of its first kept step give it a central tangent,
@@ -387,7 +396,7 @@ def _curve(current: Plan, t: np.ndarray, q: np.ndarray, first: int, acceleration
     else:
         # Its first step is still ahead: start from the executing plan's velocity there, so two
         # chunks that predict the same motion give the same curve and the blend has no work.
-        m_new = tangents(t_new, q_new, start_velocity=current.sample_free(t_new[0])[1])
+        m_new = tangents(t_new, q_new, start_velocity=current.sample_free(t_new[0], now_s)[1])
     tail = None
     if len(t_new) >= 2:
         m_free = free_end_tangent(t, q)
@@ -489,8 +498,18 @@ def merge_chunk(
 
     # Blend window: the executing plan at weight 1 - w, the new curve at w.
     tb = now_s + blend_s * np.linspace(0.0, 1.0, blend_knots)
-    q_old, v_old = current.sample_free(tb)
-    q_nw, v_nw = new.sample_free(tb)
+    plan = _blend(current.sample_free(tb, now_s), new, tb, now_s, blend_s)
+    if position_limits is not None and current.tail is not None:
+        lo, hi = plan.position_range()
+        if np.any(lo < position_limits[0]) or np.any(hi > position_limits[1]):
+            plan = _blend(current.sample(tb), new, tb, now_s, blend_s)  # no free tail near a limit
+    return MergeResult(plan, dropped, first)
+
+
+def _blend(old: tuple[np.ndarray, np.ndarray], new: Plan, tb: np.ndarray, now_s: float, blend_s: float) -> Plan:
+    """The plan that fades from `old` (positions, velocities at the blend knots tb) into `new`."""
+    q_old, v_old = old
+    q_nw, v_nw = new.sample(tb)
     w, dw = _smoothstep((tb - now_s) / blend_s)
     w, dw = w[:, None], dw[:, None] / blend_s
     qb = (1 - w) * q_old + w * q_nw
@@ -507,7 +526,7 @@ def merge_chunk(
         tail = None
     elif tail is not None and tail.times_s[0] < tb[-1] - 1e-9:
         tail = None  # the blend reaches into the new curve's last segment: the plan is blended there
-    return MergeResult(Plan(times, qs, vs, tail), dropped, first)
+    return Plan(times, qs, vs, tail)
 
 
 def stopping_plan(q: np.ndarray, v: np.ndarray, now_s: float, acceleration_limits: np.ndarray) -> Plan:

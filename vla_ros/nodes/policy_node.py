@@ -126,8 +126,9 @@ class PolicyNode(LifecycleNode):
         d("latency_margin_s", 0.02, _desc("async: start this much earlier than the latency estimate requires (s)"))
         d("latency_quantile", 0.9, _desc("quantile of recent latencies used as the latency estimate"))
         d("lookahead_steps", 2, _desc("async: chunk rows that should still lie ahead when the next chunk arrives"))
-        d("blend_lookahead_s", 0.1, _desc("async: time on top of lookahead_steps (s): the controller's seam blend "
-                                          "(blend_s), so a seam is blended before the old chunk's final stop"))
+        d("blend_lookahead_s", 0.0, _desc("async: time on top of lookahead_steps (s) the next chunk should arrive "
+                                          "ahead (the controller blends from the old chunk's free tail, so 0 "
+                                          "suffices; more keeps a whole blend clear of the old chunk's last step)"))
         d("max_concurrent_inferences", 2, _desc("async: inferences allowed in flight at once when the latency needs "
                                                 "them (pipelining); 1 for a policy that is not thread_safe"))
         d("poll_period_s", 0.01, _desc("how often the node checks whether the next inference is due (s)"))
