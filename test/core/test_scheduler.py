@@ -313,19 +313,26 @@ def test_chunk_curve_falls_back_to_monotone_tangents_at_a_position_limit():
     assert limited.position_range()[1][0] <= 0.5 + 1e-12
 
 
-def test_a_new_chunk_blends_from_the_old_chunks_free_tail_not_its_stop():
-    """Two chunks on the same 1 rad/s ramp; the second arrives 0.02 s before the first one's
-    last segment (where it slows to stop on its last row). The seam keeps exactly 1 rad/s: the
-    blend runs from the first chunk's free tail, not from its stop."""
-    sched = ChunkScheduler(1, blend_s=0.1, acceleration_limits=np.array([50.0]))
+def _one_ramp_chunk(blend_s: float) -> ChunkScheduler:
+    """A scheduler executing one 1 rad/s ramp chunk, steps 0 .. 0.9 s (it stops on 0.9 rad)."""
+    sched = ChunkScheduler(1, blend_s=blend_s, acceleration_limits=np.array([50.0]))
     sched.hold([0.0], 0.0)
     t1 = 0.1 * np.arange(10)
     sched.commit(sched.propose(t1, t1[:, None], 0.0).plan)
-    stopped_v = sched.plan.sample(0.88)[1][0]
-    assert stopped_v < 0.9  # the first chunk alone is slowing down there
+    return sched
+
+
+@pytest.mark.parametrize("blend_s, now", [(0.1, 0.78), (0.2, 0.79)])
+def test_a_new_chunk_blends_from_the_old_chunks_free_tail_not_its_stop(blend_s, now):
+    """Two chunks on the same 1 rad/s ramp; the second arrives just before the first one's last
+    segment (where it stops on its last step). The seam keeps exactly 1 rad/s: the blend runs
+    from the first chunk's free tail, not from its stop -- with a 0.2 s blend also past the first
+    chunk's last step, where the old motion goes on at its end velocity under the fading weight."""
+    sched = _one_ramp_chunk(blend_s)
+    assert sched.plan.sample(0.88)[1][0] < 0.9  # the first chunk alone is slowing down there
     t2 = 0.5 + 0.1 * np.arange(10)
-    result = sched.propose(t2, t2[:, None], now_s=0.78)
-    ts = np.linspace(0.78, 1.2, 400)
+    result = sched.propose(t2, t2[:, None], now_s=now)
+    ts = np.linspace(now, 1.3, 400)
     q, v = result.plan.sample(ts)
     np.testing.assert_allclose(v[:, 0], 1.0, atol=1e-9)
     np.testing.assert_allclose(q[:, 0], ts, atol=1e-9)
@@ -351,10 +358,7 @@ def test_stops_of_several_joints_a_hair_apart_on_a_wall_clock_give_distinct_knot
 def test_a_chunk_arriving_once_the_old_one_slows_down_blends_from_what_runs():
     """Past the start of the old chunk's last segment the arm already runs its stop on the last
     step: the blend starts from that (executed) motion, continuous in position and velocity."""
-    sched = ChunkScheduler(1, blend_s=0.1, acceleration_limits=np.array([50.0]))
-    sched.hold([0.0], 0.0)
-    t1 = 0.1 * np.arange(10)
-    sched.commit(sched.propose(t1, t1[:, None], 0.0).plan)
+    sched = _one_ramp_chunk(0.1)
     old = sched.plan
     t2 = 0.5 + 0.1 * np.arange(10)
     now = 0.83
@@ -362,19 +366,3 @@ def test_a_chunk_arriving_once_the_old_one_slows_down_blends_from_what_runs():
     np.testing.assert_allclose(result.plan.sample(now)[0], old.sample(now)[0], atol=1e-12)
     np.testing.assert_allclose(result.plan.sample(now)[1], old.sample(now)[1], atol=1e-12)
     assert abs(old.sample(now)[1][0] - 1.0) > 0.1  # its stop, not the free ramp, runs there
-
-
-def test_the_free_tail_carries_a_blend_past_the_old_chunks_last_step():
-    """Arriving right before the old chunk's last segment, the blend (0.2 s) runs past its last
-    step: the old motion continues at its end velocity under the fading weight, so a constant
-    1 rad/s ramp stays exactly that."""
-    sched = ChunkScheduler(1, blend_s=0.2, acceleration_limits=np.array([50.0]))
-    sched.hold([0.0], 0.0)
-    t1 = 0.1 * np.arange(10)
-    sched.commit(sched.propose(t1, t1[:, None], 0.0).plan)
-    t2 = 0.5 + 0.1 * np.arange(10)
-    result = sched.propose(t2, t2[:, None], now_s=0.79)
-    ts = np.linspace(0.79, 1.3, 300)
-    q, v = result.plan.sample(ts)
-    np.testing.assert_allclose(v[:, 0], 1.0, atol=1e-9)
-    np.testing.assert_allclose(q[:, 0], ts, atol=1e-9)
