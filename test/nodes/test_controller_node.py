@@ -397,8 +397,9 @@ def test_end_to_end_with_the_mujoco_sim_the_arm_follows_a_joint_chunk():
         assert wait(lambda: controller.core.chunks_accepted + controller.core.chunks_refused == 1)
         assert controller.core.chunks_accepted == 1, controller.core.last_refusal
         assert wait(lambda: cv.time_to_s(states[-1].header.stamp) > stamp + 2.5, timeout_s=60.0)
-        q = np.array([cv.joint_state_positions(m, BARE) for m in states])
-        t = np.array([cv.time_to_s(m.header.stamp) for m in states])
+        received = list(states)  # the executor thread keeps appending: one snapshot for q and t
+        q = np.array([cv.joint_state_positions(m, BARE) for m in received])
+        t = np.array([cv.time_to_s(m.header.stamp) for m in received])
         assert sim.rejections == 0, sim.last_rejection
         np.testing.assert_allclose(q[-1], rows[-1], atol=5e-3)
         lim = load_embodiment("fr3").arms[0].limits

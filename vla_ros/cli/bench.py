@@ -11,6 +11,7 @@ TARGETS = {
     "controller": "vla_ros.bench.controller",
     "policy": "vla_ros.bench.policy",
     "pipeline": "vla_ros.bench.pipeline",
+    "released": "vla_ros.bench.released",
 }
 
 

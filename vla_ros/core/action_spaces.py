@@ -27,13 +27,15 @@ Conventions (all poses are of the arm's tool frame expressed in the arm's base f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from vla_ros.core.embodiment import ArmSpec, EmbodimentSpec
-from vla_ros.core.kinematics import RobotKinematics
 from vla_ros.core.types import ActionChunk
+
+if TYPE_CHECKING:  # the adapter is handed a solver; the action names need no Pinocchio (GPU inference hosts)
+    from vla_ros.core.kinematics import RobotKinematics
 
 SPACES: tuple[str, ...] = ("joint_position", "joint_delta", "ee_delta", "ee_pose")
 EE_DELTA_FIELDS: tuple[str, ...] = ("x", "y", "z", "roll", "pitch", "yaw")
