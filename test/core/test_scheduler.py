@@ -338,6 +338,36 @@ def test_a_new_chunk_blends_from_the_old_chunks_free_tail_not_its_stop(blend_s, 
     np.testing.assert_allclose(q[:, 0], ts, atol=1e-9)
 
 
+def test_free_end_tangent_is_the_parabola_slope_also_through_a_turnaround():
+    from vla_ros.core.scheduler import free_end_tangent
+
+    # q = -4 t^2 + 1.4 t through (0, 0), (0.1, 0.1), (0.2, 0.12): the joint turns around at
+    # t = 0.175, inside the last segment; the slope at 0.2 is -8 * 0.2 + 1.4 = -0.2.
+    t = np.array([0.0, 0.1, 0.2])
+    q = np.array([[0.0], [0.1], [0.12]])
+    np.testing.assert_allclose(free_end_tangent(t, q), [-0.2], atol=1e-12)
+    # the monotone rule (for curves kept between their steps near a limit) zeroes it
+    np.testing.assert_allclose(free_end_tangent(t, q, limited=True), [0.0])
+
+
+def test_a_seam_near_a_turnaround_keeps_the_motions_acceleration():
+    """Found by `vla-ros bench pipeline`: a joint turning around in the old chunk's last segment
+    had its free-tail velocity capped at 3x the last (tiny) secant, so the seam blended from a
+    wrong motion (0.70 rad/s^2 at seams vs 0.50 within chunks on a 0.49 rad/s^2 sine)."""
+    w = 2 * math.pi * 0.25
+    motion = lambda t: 0.2 * np.sin(w * (np.asarray(t) + 0.03))[:, None]  # noqa: E731
+    sched = ChunkScheduler(1, blend_s=0.1, acceleration_limits=np.array([10.0]))
+    sched.hold(motion([0.0])[0], 0.0)
+    t1 = 0.1 * np.arange(10) + 0.1
+    sched.commit(sched.propose(t1, motion(t1), 0.0).plan)  # turns around at 0.97, in its last segment
+    t2 = 0.533 + 0.1 * np.arange(10)  # rows at other instants than the first chunk's
+    now = t1[-2] - 0.01  # just before the first chunk's last segment
+    plan = sched.propose(t2, motion(t2), now).plan
+    ts = np.linspace(now, now + 0.1, 201)
+    assert np.max(np.abs(plan.sample(ts)[0] - motion(ts))) < 2e-5
+    assert np.max(np.abs(plan.acceleration(ts))) < 0.49 * 1.05  # the sine's own peak is 0.2 w^2 = 0.49
+
+
 def test_stops_of_several_joints_a_hair_apart_on_a_wall_clock_give_distinct_knots():
     # Found by `vla-ros bench pipeline` (wall-clock stamps ~1.8e9 s): two joints whose stops on
     # their last targets end 0.1 us apart gave two knots at the same float time.

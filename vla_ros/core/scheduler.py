@@ -283,10 +283,12 @@ def _hermite(times: np.ndarray, qk: np.ndarray, vk: np.ndarray, t: np.ndarray):
     return q, v, a
 
 
-def free_end_tangent(times_s: np.ndarray, positions: np.ndarray) -> np.ndarray:
+def free_end_tangent(times_s: np.ndarray, positions: np.ndarray, limited: bool = False) -> np.ndarray:
     """The velocity at the last knot if the motion went on: the slope of the parabola through the
-    last three knots there (the one-sided secant with two), limited like the interior tangents
-    (same sign as the last secant, at most 3x it)."""
+    last three knots there (the one-sided secant with two). `limited` (for monotone curves near a
+    position limit): same sign as the last secant and at most 3x it, like monotone tangents.
+    Unlimited by default, like Catmull-Rom tangents: near a turnaround the cap would cut the
+    slope to a fraction of the true velocity, and a new chunk would blend from a wrong motion."""
     t = np.asarray(times_s, dtype=np.float64)
     q = np.asarray(positions, dtype=np.float64)
     if q.shape[0] < 2:
@@ -298,6 +300,8 @@ def free_end_tangent(times_s: np.ndarray, positions: np.ndarray) -> np.ndarray:
     h0 = t[-2] - t[-3]
     d0 = (q[-2] - q[-3]) / h0
     m = d1 + (d1 - d0) * h1 / (h0 + h1)
+    if not limited:
+        return m
     return np.where(m * d1 > 0.0, np.clip(m, -3.0 * np.abs(d1), 3.0 * np.abs(d1)), 0.0)
 
 
@@ -399,7 +403,7 @@ def _curve(current: Plan, t: np.ndarray, q: np.ndarray, first: int, now_s: float
         m_new = tangents(t_new, q_new, start_velocity=current.sample_free(t_new[0], now_s)[1])
     tail = None
     if len(t_new) >= 2:
-        m_free = free_end_tangent(t, q)
+        m_free = free_end_tangent(t, q, limited=tangents is monotone_tangents)
         tail = FreeTail(t_new[-2:], q_new[-2:], np.vstack([m_new[-2], m_free]))
     m_new[-1] = 0.0
     t_new = _stretch_final_segment(t_new, q_new, m_new, acceleration_limits)
