@@ -44,7 +44,10 @@ def test_pipelined_stream_never_stalls_and_seams_stay_smooth():
     assert m.stall_fraction == 0.0
     assert m.min_lead_s == pytest.approx(0.12)
     assert m.seam_max_step_rad <= 1.2 * m.within_max_step_rad
-    assert m.max_tracking_error_rad < 2e-3  # the arm follows the reference motion
+    # Seams no worse than within a chunk (issue 6): 0.506 vs 0.500 rad/s^2 (the motion's own
+    # peak is 0.2 (pi / 2)^2 = 0.49); 0.66 when the free tail's velocity was capped.
+    assert m.seam_max_acceleration_rad_s2 <= 1.03 * m.within_max_acceleration_rad_s2
+    assert m.max_tracking_error_rad < 5e-5  # the arm follows the reference motion
 
 
 def test_needs_enough_chunks():
