@@ -52,6 +52,8 @@ def test_tiny_run_times_every_part_and_returns_finite_actions():
         assert 0 < ov[part]["p50_ms"] <= ov[part]["p99_ms"]
     assert ov["hz"] == pytest.approx(1e3 / ov["predict_action"]["p50_ms"], rel=0.01)
     assert pi["chunk"] == [50, 14] and pi["actions_finite"] and pi["cameras"] == 3
+    assert pi["cuda_graphs"] is False  # CUDA only
+    assert 0 < pi["sample_actions_eager"]["p50_ms"] <= pi["sample_actions_eager"]["p99_ms"]
     # A 10-step chunk costs more than a 1-step chunk: the expert runs once per Euler step.
     assert pi["sample_actions"]["p50_ms"] > pi["sample_actions_1_step"]["p50_ms"]
 

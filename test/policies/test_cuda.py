@@ -139,6 +139,27 @@ def test_pi0_fixture_on_the_gpu_tracks_cpu_float32_with_the_same_noise(tmp_path)
     assert np.sqrt(np.mean(((a - b) / std) ** 2)) < 0.05
 
 
+def test_pi0_cuda_graph_replay_matches_the_eager_loop(tmp_path):
+    from vla_ros.policies.checkpoints.fixtures import random_image, write_pi0_fixture
+    from vla_ros.policies.checkpoints.pi0 import load_pi0
+
+    ckpt = write_pi0_fixture(tmp_path / "pi0")
+    graphed = load_pi0(ckpt)  # CUDA, bf16, CUDA graphs by default
+    eager = load_pi0(ckpt, cuda_graphs=False)
+    std = np.array(eager.stats["action"].first(14).std)
+    rng = np.random.default_rng(0)
+    # two chunks with one prompt (the second replays the first capture with new prefix values),
+    # then a longer instruction (a second capture)
+    for seed, instruction in ((1, INSTRUCTION), (2, INSTRUCTION), (3, "fold the towel and put it in the basket")):
+        images = [random_image(seed), random_image(seed + 10)]
+        state = rng.normal(size=14)
+        noise = torch.randn(1, 50, 32, generator=torch.Generator().manual_seed(seed))
+        a = eager.sample_actions(images, instruction, state, action_dim=14, noise=noise)
+        b = graphed.sample_actions(images, instruction, state, action_dim=14, noise=noise)
+        assert np.max(np.abs(a - b) / std) < 1e-2, (seed, np.max(np.abs(a - b) / std))
+    assert graphed._denoiser.enabled and graphed._denoiser.captures == 2
+
+
 def test_releasing_a_policy_returns_its_gpu_memory():
     torch.cuda.synchronize()
     gc.collect()

@@ -10,7 +10,8 @@ point): latency depends on the architecture and the input sizes, not on the weig
 - `pi0`: transformers' PI0ForConditionalGeneration with its default PI0Config, i.e. π0's
   PaliGemma (SigLIP So400m/14 at 224 px + Gemma 2B) and the Gemma-300M action expert, chunk 50,
   10 Euler steps; one `Pi0.sample_actions` per call with three 640x480 cameras and a 14-D state
-  (ALOHA), as the π0 paper times it.
+  (ALOHA), as the π0 paper times it; on CUDA with the denoising step as a CUDA graph (the
+  default, vla_ros.policies.checkpoints.pi0_graphs) and with transformers' eager loop.
 
 Reported per model: parameters, p50 / p99 ms of the whole call and of its parts (vision +
 projector, prefix, decode or denoise), peak GPU memory. `--size tiny` builds the same code paths
@@ -217,15 +218,24 @@ def bench_pi0(size: str, device, dtype, iterations: int, workdir: Path) -> dict:
     def sample(steps: int | None = None):
         return pi0.sample_actions(images, INSTRUCTION, state, 14, num_steps=steps)
 
+    def sample_eager():
+        pi0.cuda_graphs = False
+        try:
+            return sample()
+        finally:
+            pi0.cuda_graphs = True
+
     now = _timer(device)
     timings = time_parts({
         "sample_actions": sample,
         "sample_actions_1_step": lambda: sample(1),
+        "sample_actions_eager": sample_eager,
     }, iterations, now)
     # Each extra Euler step re-runs only the expert over the cached prefix.
     steps = int(config.num_inference_steps)
     per_step = (timings["sample_actions"]["p50_ms"] - timings["sample_actions_1_step"]["p50_ms"]) / max(steps - 1, 1)
     actions = sample()
+    denoiser = pi0._denoiser
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
         "cameras": len(images),
@@ -233,6 +243,7 @@ def bench_pi0(size: str, device, dtype, iterations: int, workdir: Path) -> dict:
         "chunk": list(actions.shape),
         "flow_steps": steps,
         "actions_finite": bool(np.all(np.isfinite(actions))),
+        "cuda_graphs": bool(denoiser is not None and denoiser.enabled and denoiser.captures > 0),
         "expert_step_p50_ms": round(per_step, 2),
         "chunks_per_s": round(1e3 / timings["sample_actions"]["p50_ms"], 2),
         **timings,

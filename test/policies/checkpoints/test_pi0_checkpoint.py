@@ -203,3 +203,21 @@ def test_state_and_action_dims_are_checked(pi0):
         pi0.sample_actions([random_image(0)], "x", np.zeros(40), action_dim=14)
     with pytest.raises(ValueError, match="unknown π0 normalisation rule 'bounds'"):
         pi0.sample_actions([random_image(0)], "x", np.zeros(14), action_dim=14, rule="bounds")
+
+
+def test_the_loop_the_cuda_graph_replays_is_transformers_sample_actions(pi0):
+    """pi0_graphs runs its own loop (prefix once, the expert step per Euler step, the cache put
+    back on the prefix after each); eagerly it must give transformers' result exactly. On the CPU
+    `sample` itself falls back to transformers' loop."""
+    from vla_ros.policies.checkpoints.pi0_graphs import GraphedDenoiser
+
+    inputs = pi0.inputs([random_image(1), random_image(2)], INSTRUCTION, np.linspace(-1.0, 1.0, 14))
+    noise = torch.randn(1, 50, 32, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        reference = pi0.model.sample_actions(noise=noise, **inputs)
+        denoiser = GraphedDenoiser(pi0.model)
+        torch.testing.assert_close(denoiser.sample_uncaptured(inputs, noise), reference, rtol=0, atol=0)
+        torch.testing.assert_close(denoiser.sample_uncaptured(inputs, noise, num_steps=3),
+                                   pi0.model.sample_actions(noise=noise, num_steps=3, **inputs), rtol=0, atol=0)
+        torch.testing.assert_close(denoiser.sample(inputs, noise), reference, rtol=0, atol=0)
+    assert denoiser.captures == 0  # nothing is captured off CUDA

@@ -19,7 +19,7 @@ Actions are absolute (no delta-to-state conversion): use checkpoints trained tha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -109,6 +109,9 @@ class Pi0:
     asset_id: str
     device: torch.device
     dtype: torch.dtype
+    # On CUDA, replay the denoising step as a CUDA graph (vla_ros.policies.checkpoints.pi0_graphs).
+    cuda_graphs: bool = True
+    _denoiser: Any = field(default=None, init=False, repr=False)
 
     @property
     def config(self) -> Any:
@@ -174,14 +177,25 @@ class Pi0:
                 raise ValueError(f"noise must have shape {expected}, got {tuple(noise.shape)}")
             noise = noise.to(self.device, self.dtype)
         with torch.no_grad():
-            out = self.model.sample_actions(noise=noise, num_steps=num_steps, **inputs)
+            if self.cuda_graphs and self.device.type == "cuda":
+                if self._denoiser is None:
+                    from vla_ros.policies.checkpoints.pi0_graphs import GraphedDenoiser
+
+                    self._denoiser = GraphedDenoiser(self.model)
+                if noise is None:
+                    shape = (1, int(self.config.chunk_size), int(self.config.max_action_dim))
+                    noise = torch.randn(shape, device=self.device, dtype=self.dtype)
+                out = self._denoiser.sample(inputs, noise, num_steps)
+            else:
+                out = self.model.sample_actions(noise=noise, num_steps=num_steps, **inputs)
         actions = out[0, :, :action_dim].float().cpu().numpy().astype(np.float64)
         return action_stats.first(action_dim).unnormalize(actions, rule)
 
 
 def load_pi0(checkpoint: str | Path, unnorm_key: str | None = None, device: str | torch.device | None = None,
-             dtype: torch.dtype | str | None = None) -> Pi0:
-    """Load a π0 folder offline; errors name the file and key at fault. `unnorm_key` = asset id."""
+             dtype: torch.dtype | str | None = None, cuda_graphs: bool = True) -> Pi0:
+    """Load a π0 folder offline; errors name the file and key at fault. `unnorm_key` = asset id.
+    cuda_graphs: on CUDA, replay the denoising step as a CUDA graph (see pi0_graphs)."""
     from transformers import PI0ForConditionalGeneration
 
     folder = Path(checkpoint)
@@ -215,7 +229,7 @@ def load_pi0(checkpoint: str | Path, unnorm_key: str | None = None, device: str 
         raise CheckpointError(f"checkpoint lacks the tensor for '{key}' ({len(info['missing_keys'])} missing)")
     model.to(dev).eval()
     tokenizer = Pi0PromptTokenizer(folder, model.config.vlm_config.image_token_id)
-    return Pi0(folder, model, tokenizer, stats, asset_id, dev, dt)
+    return Pi0(folder, model, tokenizer, stats, asset_id, dev, dt, cuda_graphs=bool(cuda_graphs))
 
 
 def _key_files(shards: dict[str, list[str]]):
@@ -315,10 +329,12 @@ class Pi0Policy:
 
 def make_pi0_policy(embodiment: EmbodimentSpec, checkpoint: str | Path, unnorm_key: str | None = None,
                     cameras: Sequence[str] | None = None, norm_rule: str = "mean_std", seed: int | None = None,
-                    device: str | None = None, dtype: str | None = None) -> Pi0Policy:
+                    device: str | None = None, dtype: str | None = None, cuda_graphs: bool = True) -> Pi0Policy:
     """Registry factory: `policy:=pi0 checkpoint:=PATH [unnorm_key:=ASSET_ID]`.
 
     norm_rule: "mean_std" (openpi's π0) or "quantile" (π0.5 / π0-FAST checkpoints). "" = unset.
+    cuda_graphs: on CUDA, the denoising step as a CUDA graph (false: transformers' eager loop).
     """
-    pi0 = load_pi0(checkpoint, none_if_empty(unnorm_key), device=none_if_empty(device), dtype=none_if_empty(dtype))
+    pi0 = load_pi0(checkpoint, none_if_empty(unnorm_key), device=none_if_empty(device), dtype=none_if_empty(dtype),
+                   cuda_graphs=cuda_graphs)
     return Pi0Policy(pi0, embodiment, cameras or None, rule=norm_rule, seed=seed)
