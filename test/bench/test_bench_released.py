@@ -48,7 +48,8 @@ def test_tiny_run_times_every_part_and_returns_finite_actions():
     ov, pi = result["models"]["openvla"], result["models"]["pi0"]
     assert ov["action_tokens"] == 7 and ov["action_finite"]
     assert ov["image_tokens"] == 4  # 28 px / 14 px patches, squared
-    for part in ("predict_action", "vision_projector", "prefill_with_vision"):
+    assert ov["cuda_graphs"] is False
+    for part in ("predict_action", "predict_action_eager", "vision_projector", "prefill_with_vision"):
         assert 0 < ov[part]["p50_ms"] <= ov[part]["p99_ms"]
     assert ov["hz"] == pytest.approx(1e3 / ov["predict_action"]["p50_ms"], rel=0.01)
     assert pi["chunk"] == [50, 14] and pi["actions_finite"] and pi["cameras"] == 3

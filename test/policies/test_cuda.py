@@ -139,6 +139,21 @@ def test_pi0_fixture_on_the_gpu_tracks_cpu_float32_with_the_same_noise(tmp_path)
     assert np.sqrt(np.mean(((a - b) / std) ** 2)) < 0.05
 
 
+def test_openvla_cuda_graph_decoding_matches_the_eager_loop(tmp_path):
+    from vla_ros.policies.checkpoints.fixtures import random_image, write_openvla_fixture
+    from vla_ros.policies.checkpoints.openvla import load_openvla
+
+    ckpt = write_openvla_fixture(tmp_path / "openvla-7b")
+    graphed = load_openvla(ckpt)  # CUDA, bf16, CUDA graphs by default
+    eager = load_openvla(ckpt, cuda_graphs=False)
+    # three frames with one prompt (replays of one capture), then another prompt length
+    for seed, instruction in ((1, INSTRUCTION), (2, INSTRUCTION), (3, INSTRUCTION), (4, "put the carrot on the plate")):
+        image = random_image(seed)
+        np.testing.assert_array_equal(graphed.predict_tokens(image, instruction, 7),
+                                      eager.predict_tokens(image, instruction, 7))
+    assert graphed._decoder.enabled and graphed._decoder.captures == 2
+
+
 def test_pi0_cuda_graph_replay_matches_the_eager_loop(tmp_path):
     from vla_ros.policies.checkpoints.fixtures import random_image, write_pi0_fixture
     from vla_ros.policies.checkpoints.pi0 import load_pi0

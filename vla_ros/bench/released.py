@@ -6,12 +6,13 @@ point): latency depends on the architecture and the input sizes, not on the weig
 
 - `openvla`: DINOv2 ViT-L/14-reg4 + SigLIP So400m/14 at 224 px, fused-GELU projector,
   Llama-2-7B (vocab 32064); one `OpenVLA.predict_action` per call (a 640x480 frame through the
-  prismatic transform, the prompt, greedy decoding of 7 action tokens, un-normalisation).
+  prismatic transform, the prompt, greedy decoding of 7 action tokens, un-normalisation), on
+  CUDA with each decode step a CUDA graph (the default) and with the eager loop.
 - `pi0`: transformers' PI0ForConditionalGeneration with its default PI0Config, i.e. π0's
   PaliGemma (SigLIP So400m/14 at 224 px + Gemma 2B) and the Gemma-300M action expert, chunk 50,
   10 Euler steps; one `Pi0.sample_actions` per call with three 640x480 cameras and a 14-D state
   (ALOHA), as the π0 paper times it; on CUDA with the denoising step as a CUDA graph (the
-  default, vla_ros.policies.checkpoints.pi0_graphs) and with transformers' eager loop.
+  default, vla_ros.policies.checkpoints.cuda_graphs) and with transformers' eager loop.
 
 Reported per model: parameters, p50 / p99 ms of the whole call and of its parts (vision +
 projector, prefix, decode or denoise), peak GPU memory. `--size tiny` builds the same code paths
@@ -176,9 +177,17 @@ def bench_openvla(size: str, device, dtype, iterations: int, workdir: Path) -> d
         with torch.no_grad():
             return model.projector(model.vision(pixels))
 
+    def predict_eager():
+        vla.cuda_graphs = False
+        try:
+            return vla.predict_action(image, INSTRUCTION, "bridge_orig")
+        finally:
+            vla.cuda_graphs = True
+
     now = _timer(device)
     timings = time_parts({
         "predict_action": lambda: vla.predict_action(image, INSTRUCTION, "bridge_orig"),
+        "predict_action_eager": predict_eager,
         "vision_projector": vision,
         "prefill_with_vision": prefill,
     }, iterations, now)
@@ -189,6 +198,7 @@ def bench_openvla(size: str, device, dtype, iterations: int, workdir: Path) -> d
         "image_tokens": arch.dino.num_patches,
         "action_tokens": dim,
         "action_finite": bool(np.all(np.isfinite(action))),
+        "cuda_graphs": bool(vla._decoder is not None and vla._decoder.enabled and vla._decoder.captures > 0),
         "hz": round(1e3 / timings["predict_action"]["p50_ms"], 2),
         **timings,
     }

@@ -224,7 +224,8 @@ def test_registered_in_the_policy_catalog(ckpt):
     # ROS string parameters pass "" for unset ones
     policy = make_openvla_policy(single_arm(cameras=("wrist", "front")), str(ckpt), unnorm_key="bridge_orig",
                                  camera="", device="", dtype="")
-    assert policy.camera == "wrist" and policy.vla.dtype == torch.float32
+    # unset device/dtype: CUDA in bf16 where there is a GPU, else the CPU in float32
+    assert policy.camera == "wrist" and policy.vla.dtype == (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
     with pytest.raises(ValueError, match=r"camera 'top' is not one of .*\['wrist', 'front'\]"):
         make_openvla_policy(single_arm(cameras=("wrist", "front")), str(ckpt), "bridge_orig", camera="top")
 
@@ -350,3 +351,20 @@ def test_real_openvla_7b_dimensions_give_its_published_size():
     assert sum(math.prod(s) for s in shapes.values()) == 7_541_237_184
     assert shapes["projector.fc1.weight"] == (8704, 2176)
     assert shapes["vision_backbone.featurizer.pos_embed"] == (1, 256, 1024)
+
+
+def test_the_static_cache_decode_loop_the_cuda_graph_replays_gives_the_same_tokens(vla):
+    """cuda_graphs decodes from a StaticCache (in-place, fixed shapes, what a CUDA graph can
+    replay); eagerly it must pick the tokens of the DynamicCache loop. Off CUDA `tokens` is
+    that loop and nothing is captured."""
+    from vla_ros.policies.checkpoints.cuda_graphs import GraphedGreedyDecoder
+
+    decoder = GraphedGreedyDecoder(vla.model.backbone)
+    for seed in (1, 5, 9):
+        pixels, ids = vla.inputs(random_image(seed), INSTRUCTION)
+        reference = vla.model.greedy_action_tokens(pixels, ids, 7)
+        with torch.no_grad():
+            embeds = vla.model.embed(pixels, ids)
+            torch.testing.assert_close(decoder.tokens_uncaptured(embeds, 7), reference, rtol=0, atol=0)
+            torch.testing.assert_close(decoder.tokens(embeds, 7), reference, rtol=0, atol=0)
+    assert decoder.captures == 0

@@ -206,10 +206,10 @@ def test_state_and_action_dims_are_checked(pi0):
 
 
 def test_the_loop_the_cuda_graph_replays_is_transformers_sample_actions(pi0):
-    """pi0_graphs runs its own loop (prefix once, the expert step per Euler step, the cache put
+    """cuda_graphs runs its own loop (prefix once, the expert step per Euler step, the cache put
     back on the prefix after each); eagerly it must give transformers' result exactly. On the CPU
     `sample` itself falls back to transformers' loop."""
-    from vla_ros.policies.checkpoints.pi0_graphs import GraphedDenoiser
+    from vla_ros.policies.checkpoints.cuda_graphs import GraphedDenoiser
 
     inputs = pi0.inputs([random_image(1), random_image(2)], INSTRUCTION, np.linspace(-1.0, 1.0, 14))
     noise = torch.randn(1, 50, 32, generator=torch.Generator().manual_seed(9))

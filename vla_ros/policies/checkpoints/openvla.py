@@ -495,8 +495,11 @@ class OpenVLA:
 
     def __init__(self, folder: Path, model: OpenVLAModel, tokenizer: PromptTokenizer,
                  transform: PrismaticImageTransform, norm_stats: dict[str, Any],
-                 device: torch.device, dtype: torch.dtype) -> None:
+                 device: torch.device, dtype: torch.dtype, cuda_graphs: bool = True) -> None:
         self.folder = folder
+        # On CUDA, each greedy decode step is a replayed CUDA graph (vla_ros.policies.checkpoints.cuda_graphs).
+        self.cuda_graphs = bool(cuda_graphs)
+        self._decoder: Any = None
         self.model = model
         self.tokenizer = tokenizer
         self.transform = transform
@@ -521,6 +524,13 @@ class OpenVLA:
 
     def predict_tokens(self, image: np.ndarray, instruction: str, num_tokens: int) -> np.ndarray:
         pixels, ids = self.inputs(image, instruction)
+        if self.cuda_graphs and self.device.type == "cuda":
+            if self._decoder is None:
+                from vla_ros.policies.checkpoints.cuda_graphs import GraphedGreedyDecoder
+
+                self._decoder = GraphedGreedyDecoder(self.model.backbone)
+            with torch.no_grad():
+                return self._decoder.tokens(self.model.embed(pixels, ids), num_tokens)[0].cpu().numpy()
         return self.model.greedy_action_tokens(pixels, ids, num_tokens)[0].cpu().numpy()
 
     def predict_action(self, image: np.ndarray, instruction: str, unnorm_key: str | None = None) -> np.ndarray:
@@ -536,8 +546,9 @@ class OpenVLA:
 
 
 def load_openvla(checkpoint: str | Path, device: str | torch.device | None = None,
-                 dtype: torch.dtype | str | None = None) -> OpenVLA:
-    """Load an OpenVLA checkpoint folder (HF layout). Errors name the file and key at fault."""
+                 dtype: torch.dtype | str | None = None, cuda_graphs: bool = True) -> OpenVLA:
+    """Load an OpenVLA checkpoint folder (HF layout). Errors name the file and key at fault.
+    cuda_graphs: on CUDA, replay each greedy decode step as a CUDA graph."""
     folder = Path(checkpoint)
     if not folder.is_dir():
         raise CheckpointError(f"OpenVLA checkpoint folder not found: {folder}")
@@ -574,7 +585,7 @@ def load_openvla(checkpoint: str | Path, device: str | torch.device | None = Non
     if unexpected or missing:
         raise CheckpointError(f"internal mapping error: missing {missing[:3]}, unexpected {unexpected[:3]}")
     model.to(device=dev, dtype=dt).eval()
-    return OpenVLA(folder, model, tokenizer, transform, norm_stats, dev, dt)
+    return OpenVLA(folder, model, tokenizer, transform, norm_stats, dev, dt, cuda_graphs)
 
 
 # ---- policy ------------------------------------------------------------------------------------------
@@ -632,7 +643,8 @@ class OpenVLAPolicy:
 
 def make_openvla_policy(embodiment: EmbodimentSpec, checkpoint: str | Path, unnorm_key: str | None = None,
                         camera: str | None = None, device: str | None = None,
-                        dtype: str | None = None) -> OpenVLAPolicy:
-    """Registry factory: `policy:=openvla checkpoint:=PATH [unnorm_key:=bridge_orig]` ("" = unset)."""
-    vla = load_openvla(checkpoint, device=none_if_empty(device), dtype=none_if_empty(dtype))
+                        dtype: str | None = None, cuda_graphs: bool = True) -> OpenVLAPolicy:
+    """Registry factory: `policy:=openvla checkpoint:=PATH [unnorm_key:=bridge_orig]` ("" = unset).
+    cuda_graphs: false decodes with the eager loop on CUDA too."""
+    vla = load_openvla(checkpoint, device=none_if_empty(device), dtype=none_if_empty(dtype), cuda_graphs=cuda_graphs)
     return OpenVLAPolicy(vla, embodiment, none_if_empty(unnorm_key), none_if_empty(camera))

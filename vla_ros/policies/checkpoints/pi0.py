@@ -109,7 +109,7 @@ class Pi0:
     asset_id: str
     device: torch.device
     dtype: torch.dtype
-    # On CUDA, replay the denoising step as a CUDA graph (vla_ros.policies.checkpoints.pi0_graphs).
+    # On CUDA, replay the denoising step as a CUDA graph (vla_ros.policies.checkpoints.cuda_graphs).
     cuda_graphs: bool = True
     _denoiser: Any = field(default=None, init=False, repr=False)
 
@@ -179,7 +179,7 @@ class Pi0:
         with torch.no_grad():
             if self.cuda_graphs and self.device.type == "cuda":
                 if self._denoiser is None:
-                    from vla_ros.policies.checkpoints.pi0_graphs import GraphedDenoiser
+                    from vla_ros.policies.checkpoints.cuda_graphs import GraphedDenoiser
 
                     self._denoiser = GraphedDenoiser(self.model)
                 if noise is None:
@@ -195,7 +195,7 @@ class Pi0:
 def load_pi0(checkpoint: str | Path, unnorm_key: str | None = None, device: str | torch.device | None = None,
              dtype: torch.dtype | str | None = None, cuda_graphs: bool = True) -> Pi0:
     """Load a π0 folder offline; errors name the file and key at fault. `unnorm_key` = asset id.
-    cuda_graphs: on CUDA, replay the denoising step as a CUDA graph (see pi0_graphs)."""
+    cuda_graphs: on CUDA, replay the denoising step as a CUDA graph (see cuda_graphs)."""
     from transformers import PI0ForConditionalGeneration
 
     folder = Path(checkpoint)
