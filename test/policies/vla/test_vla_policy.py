@@ -80,7 +80,7 @@ def test_actions_are_unnormalised_with_the_q01_q99_rule():
     obs = _observation(spec)
     with torch.no_grad():
         inputs = policy.model.prepare_inputs([dict(obs.images)], [obs.instruction])
-        normalised = policy.model.predict_actions(inputs)[0].double().numpy()
+        normalised = policy.model.predict_actions(inputs)[0].cpu().double().numpy()
     chunk = policy.infer(obs)
     # OpenVLA: 0.5 (x + 1)(q99 - q01) + q01 where mask, x itself where not
     expected = np.where(mask, 0.5 * (normalised + 1) * (q99 - q01) + q01, normalised)
