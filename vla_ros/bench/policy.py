@@ -87,7 +87,12 @@ def _time_chunks(policy, obs, iterations: int, sync=None) -> dict:
         if sync is not None:
             sync()
         samples.append(time.perf_counter() - start)
-    arr = np.asarray(samples) * 1e3
+    return latency_percentiles(samples)
+
+
+def latency_percentiles(samples_s) -> dict[str, float]:
+    """{"p50_ms", "p99_ms"} of durations in seconds."""
+    arr = np.asarray(samples_s) * 1e3
     return {"p50_ms": round(float(np.percentile(arr, 50)), 2), "p99_ms": round(float(np.percentile(arr, 99)), 2)}
 
 

@@ -26,6 +26,7 @@ Published references (other GPUs): OpenVLA ~6 Hz on an RTX 4090 in bf16 without 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import tempfile
 import time
@@ -97,13 +98,10 @@ def _timer(device) -> Callable[[], float]:
     return time.perf_counter
 
 
-def _percentiles(samples_s: list[float]) -> dict[str, float]:
-    arr = np.asarray(samples_s) * 1e3
-    return {"p50_ms": round(float(np.percentile(arr, 50)), 2), "p99_ms": round(float(np.percentile(arr, 99)), 2)}
-
-
 def time_parts(parts: dict[str, Callable[[], Any]], iterations: int, now: Callable[[], float]) -> dict[str, dict]:
     """p50/p99 of each callable after one untimed warm-up call of each."""
+    from vla_ros.bench.policy import latency_percentiles
+
     for fn in parts.values():
         fn()
     out = {}
@@ -113,7 +111,7 @@ def time_parts(parts: dict[str, Callable[[], Any]], iterations: int, now: Callab
             start = now()
             fn()
             samples.append(now() - start)
-        out[name] = _percentiles(samples)
+        out[name] = latency_percentiles(samples)
     return out
 
 
@@ -130,6 +128,17 @@ def _randomize(model, seed: int = 0) -> None:
                 p.fill_(1.0)
             else:
                 p.zero_()
+
+
+def _eagerly(wrapper, call: Callable[[], Any]) -> Callable[[], Any]:
+    """`call` with the wrapper's (OpenVLA / Pi0) CUDA graphs turned off for its duration."""
+    def run():
+        wrapper.cuda_graphs = False
+        try:
+            return call()
+        finally:
+            wrapper.cuda_graphs = True
+    return run
 
 
 def _build(factory: Callable[[], Any], device, dtype):
@@ -177,28 +186,24 @@ def bench_openvla(size: str, device, dtype, iterations: int, workdir: Path) -> d
         with torch.no_grad():
             return model.projector(model.vision(pixels))
 
-    def predict_eager():
-        vla.cuda_graphs = False
-        try:
-            return vla.predict_action(image, INSTRUCTION, "bridge_orig")
-        finally:
-            vla.cuda_graphs = True
+    def predict():
+        return vla.predict_action(image, INSTRUCTION, "bridge_orig")
 
     now = _timer(device)
     timings = time_parts({
-        "predict_action": lambda: vla.predict_action(image, INSTRUCTION, "bridge_orig"),
-        "predict_action_eager": predict_eager,
+        "predict_action": predict,
+        "predict_action_eager": _eagerly(vla, predict),
         "vision_projector": vision,
         "prefill_with_vision": prefill,
     }, iterations, now)
-    action = vla.predict_action(image, INSTRUCTION, "bridge_orig")
+    action = predict()
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
         "prompt_tokens": int(ids.shape[1]),
         "image_tokens": arch.dino.num_patches,
         "action_tokens": dim,
         "action_finite": bool(np.all(np.isfinite(action))),
-        "cuda_graphs": bool(vla._decoder is not None and vla._decoder.enabled and vla._decoder.captures > 0),
+        "cuda_graphs": vla.cuda_graphs_in_use,
         "hz": round(1e3 / timings["predict_action"]["p50_ms"], 2),
         **timings,
     }
@@ -228,24 +233,16 @@ def bench_pi0(size: str, device, dtype, iterations: int, workdir: Path) -> dict:
     def sample(steps: int | None = None):
         return pi0.sample_actions(images, INSTRUCTION, state, 14, num_steps=steps)
 
-    def sample_eager():
-        pi0.cuda_graphs = False
-        try:
-            return sample()
-        finally:
-            pi0.cuda_graphs = True
-
     now = _timer(device)
     timings = time_parts({
         "sample_actions": sample,
         "sample_actions_1_step": lambda: sample(1),
-        "sample_actions_eager": sample_eager,
+        "sample_actions_eager": _eagerly(pi0, sample),
     }, iterations, now)
     # Each extra Euler step re-runs only the expert over the cached prefix.
     steps = int(config.num_inference_steps)
     per_step = (timings["sample_actions"]["p50_ms"] - timings["sample_actions_1_step"]["p50_ms"]) / max(steps - 1, 1)
     actions = sample()
-    denoiser = pi0._denoiser
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
         "cameras": len(images),
@@ -253,7 +250,7 @@ def bench_pi0(size: str, device, dtype, iterations: int, workdir: Path) -> dict:
         "chunk": list(actions.shape),
         "flow_steps": steps,
         "actions_finite": bool(np.all(np.isfinite(actions))),
-        "cuda_graphs": bool(denoiser is not None and denoiser.enabled and denoiser.captures > 0),
+        "cuda_graphs": pi0.cuda_graphs_in_use,
         "expert_step_p50_ms": round(per_step, 2),
         "chunks_per_s": round(1e3 / timings["sample_actions"]["p50_ms"], 2),
         **timings,
@@ -296,15 +293,5 @@ def run(args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             entry["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         result["models"][name] = entry
-        gc_collect()
+        gc.collect()  # the model goes before the next one is built
     return result
-
-
-def gc_collect() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

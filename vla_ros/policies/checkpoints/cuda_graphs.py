@@ -79,6 +79,19 @@ def encode_prefix(model: Any, inputs: dict[str, torch.Tensor]) -> Any:
     ).cache
 
 
+def _expert_velocity(model: Any, cache: Any, state: torch.Tensor, noise: torch.Tensor, time: torch.Tensor,
+                     attention_mask: torch.Tensor, pixel_attention_mask: torch.Tensor) -> torch.Tensor:
+    """One π0 denoising step's velocity over the cached prefix, as `sample_actions` calls it."""
+    return model(state=state, noise=noise, timestep=time, attention_mask=attention_mask,
+                 pixel_attention_mask=pixel_attention_mask, cache=cache).logits
+
+
+def _point_at(layers: list, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+    """Point each cache layer back at its prefix keys/values (a step appended the suffix)."""
+    for layer, k, v in zip(layers, keys, values):
+        layer.keys, layer.values = k, v
+
+
 class _Captures:
     """Captured steps by input geometry, the `max_captures` most recently used kept (each holds
     its static buffers and graph memory: ~190 MB of StaticCache for OpenVLA-7B's prompt); a
@@ -94,6 +107,11 @@ class _Captures:
     @property
     def captures(self) -> int:
         return len(self._captured)
+
+    @property
+    def in_use(self) -> bool:
+        """Whether graphs are being replayed (something captured, no capture failed)."""
+        return self.enabled and self.captures > 0
 
     def _lookup(self, key: tuple, capture) -> Any:
         """The captured step for `key` (capturing it now if new), or None: run eagerly."""
@@ -151,15 +169,14 @@ class GraphedDenoiser(_Captures):
         steps = int(num_steps or model.config.num_inference_steps)
         cache = encode_prefix(model, inputs)
         layers = list(cache.layers)
-        prefix = [(layer.keys, layer.values) for layer in layers]
+        keys, values = [layer.keys for layer in layers], [layer.values for layer in layers]
         x = noise
         dt = -1.0 / steps
         for i in range(steps):
             time = torch.full((noise.shape[0],), 1.0 + i * dt, dtype=torch.float32, device=noise.device)
-            velocity = model(state=inputs["state"], noise=x, timestep=time, attention_mask=inputs["attention_mask"],
-                             pixel_attention_mask=inputs["pixel_attention_mask"], cache=cache).logits
-            for layer, (k, v) in zip(layers, prefix):
-                layer.keys, layer.values = k, v
+            velocity = _expert_velocity(model, cache, inputs["state"], x, time, inputs["attention_mask"],
+                                        inputs["pixel_attention_mask"])
+            _point_at(layers, keys, values)
             x = x + dt * velocity
         return x
 
@@ -173,24 +190,20 @@ class GraphedDenoiser(_Captures):
         step.pixel_attention_mask.copy_(inputs["pixel_attention_mask"])
 
     def _capture(self, cache: Any, inputs: dict[str, torch.Tensor], noise: torch.Tensor) -> _CapturedStep:
-        model = self.model
         layers = list(cache.layers)
         keys = [layer.keys.clone() for layer in layers]
         values = [layer.values.clone() for layer in layers]
-
-        def restore() -> None:  # the step appends to the cache: point it back at the static prefix
-            for layer, k, v in zip(layers, keys, values):
-                layer.keys, layer.values = k, v
-
         state = inputs["state"].clone()
         attention_mask = inputs["attention_mask"].clone()
         pixel_attention_mask = inputs["pixel_attention_mask"].clone()
         x = noise.clone()
         time = torch.ones(noise.shape[0], dtype=torch.float32, device=noise.device)
 
+        def restore() -> None:
+            _point_at(layers, keys, values)
+
         def run() -> torch.Tensor:
-            return model(state=state, noise=x, timestep=time, attention_mask=attention_mask,
-                         pixel_attention_mask=pixel_attention_mask, cache=cache).logits
+            return _expert_velocity(self.model, cache, state, x, time, attention_mask, pixel_attention_mask)
 
         restore()
         graph, velocity = capture_graph(run, restore)

@@ -508,6 +508,10 @@ class OpenVLA:
         self.dtype = dtype
 
     @property
+    def cuda_graphs_in_use(self) -> bool:
+        return self._decoder is not None and self._decoder.in_use
+
+    @property
     def unnorm_keys(self) -> list[str]:
         return sorted(self.norm_stats_raw)
 

@@ -114,6 +114,10 @@ class Pi0:
     _denoiser: Any = field(default=None, init=False, repr=False)
 
     @property
+    def cuda_graphs_in_use(self) -> bool:
+        return self._denoiser is not None and self._denoiser.in_use
+
+    @property
     def config(self) -> Any:
         return self.model.config
 
