@@ -64,3 +64,12 @@ def test_bad_folders_exit_2_with_a_named_cause(tmp_path, capsys):
     assert code == 2 and "model_type 'llava' is neither 'openvla' nor 'pi0'" in err
     with pytest.raises(SystemExit):
         main(["checkpoint", "fixture", "octo", str(folder)])
+
+
+def test_list_and_number_options_may_start_with_a_minus_sign(tmp_path, capsys):
+    # `--state -0.1,...` and `--seed -4` reach the command (which then names the missing folder's
+    # config.json) instead of argparse's "expected one argument".
+    missing = tmp_path / "nowhere"
+    code, _, err = run(capsys, "predict", str(missing), "--image", str(tmp_path / "a.png"), "--instruction", "x",
+                       "--state", "-0.1,0.2,-3e-2", "--seed", "-4")
+    assert code == 2 and f"{missing} lacks config.json" in err

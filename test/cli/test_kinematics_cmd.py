@@ -95,6 +95,65 @@ def test_ik_with_seed_and_other_base(capsys):
     np.testing.assert_array_equal(q[:6], q_true[:6] + 0.05)  # the left arm keeps its seed
 
 
+# The usual spelling: lists that start with a minus sign, as separate words (not `--joints=-0.3,...`).
+PANDA_Q = "-0.3,0.2,0.1,-1.5,0.1,1.2,0.3"
+
+
+def test_fk_accepts_a_list_starting_with_a_minus_sign(capsys):
+    code, out, err = run_cli(capsys, "fk", "--embodiment", "panda", "--joints", PANDA_Q)
+    assert code == 0, err
+    q = np.array([float(v) for v in PANDA_Q.split(",")])
+    np.testing.assert_allclose(out["position"], franka_tcp(q)[:3, 3], atol=1e-9)
+
+
+def test_ik_accepts_position_orientation_and_seed_starting_with_a_minus_sign(capsys):
+    kin = RobotKinematics.from_embodiment(load_embodiment("ur5e"))
+    q_true = np.array([2.6, -1.1, 1.3, -1.6, -1.2, 0.5])  # puts tool0 behind the base: x < 0
+    base, tool = kin.arm_frames("arm")
+    pose = kin.frame_pose(q_true, tool, base)
+    quat = matrix_to_quaternion_xyzw(pose[:3, :3])
+    quat = quat if quat[0] < 0 else -quat  # the same rotation, written with a leading minus
+    assert pose[0, 3] < 0 and quat[0] < 0
+    code, out, err = run_cli(
+        capsys, "ik", "--embodiment", "ur5e", "--position", joints_arg(pose[:3, 3]),
+        "--orientation-xyzw", joints_arg(quat), "--seed", joints_arg(q_true - 0.05 * np.sign(q_true)),
+    )
+    assert code == 0 and out["success"], err
+    np.testing.assert_allclose(kin.frame_pose(np.array(out["joints"]), tool, base), pose, atol=1e-3)
+
+
+def test_ik_for_the_panda_flange_matches_the_dh_reference(capsys):
+    # A cell without the hand: IK for panda_link8 (the flange), checked against the Craig DH table.
+    q_true = np.array([0.3, -0.5, 0.2, -2.0, 0.1, 1.6, 0.5])
+    pose = franka_flange(q_true)
+    code, out, err = run_cli(
+        capsys, "ik", "--embodiment", "panda", "--frame", "panda_link8", "--position", joints_arg(pose[:3, 3]),
+        "--orientation-xyzw", joints_arg(matrix_to_quaternion_xyzw(pose[:3, :3])),
+    )
+    assert code == 0 and out["success"], err
+    assert out["frame"] == "panda_link8" and out["base"] == "panda_link0"
+    reached = franka_flange(np.array(out["joints"]))
+    assert np.linalg.norm(reached[:3, 3] - pose[:3, 3]) <= 1e-4
+    np.testing.assert_allclose(reached[:3, :3], pose[:3, :3], atol=2e-3)
+
+
+def test_ik_for_a_frame_relative_to_a_link_of_the_same_arm(capsys):
+    # --base on the arm's own chain: the pose of the flange relative to panda_link3 (which the
+    # first three joints move), as fk reports it.
+    kin = RobotKinematics.from_embodiment(load_embodiment("panda"))
+    q_true = np.array([0.3, -0.5, 0.2, -2.0, 0.1, 1.6, 0.5])
+    code, fk, _ = run_cli(capsys, "fk", "--embodiment", "panda", "--joints", joints_arg(q_true),
+                          "--frame", "panda_link8", "--base", "panda_link3")
+    assert code == 0
+    code, out, err = run_cli(
+        capsys, "ik", "--embodiment", "panda", "--frame", "panda_link8", "--base", "panda_link3",
+        "--position", joints_arg(fk["position"]), "--orientation-xyzw", joints_arg(fk["orientation_xyzw"]),
+    )
+    assert code == 0 and out["success"], err
+    reached = kin.frame_pose(np.array(out["joints"]), "panda_link8", "panda_link3")
+    np.testing.assert_allclose(reached[:3, 3], fk["position"], atol=1e-4)
+
+
 def test_ik_unreachable_is_json_with_success_false_and_status_1(capsys):
     code, out, err = run_cli(
         capsys, "ik", "--embodiment", "fr3", "--position", "2,0,0.5", "--orientation-xyzw", "1,0,0,0", "--restarts", "2"
@@ -115,8 +174,10 @@ def test_ik_unreachable_is_json_with_success_false_and_status_1(capsys):
         (["fk", "--embodiment", "fr3", "--joints", "0,0,0,-1,0,1,0", "--base", "fr3_lnk0"], "did you mean.*fr3_link0"),
         (["ik", "--embodiment", "fr3", "--position", "0.4,0", "--orientation-xyzw", "1,0,0,0"], "--position needs 3 values"),
         (["ik", "--embodiment", "fr3", "--position", "0.4,0,0.3", "--orientation-xyzw", "0,0,0,0"], "non-zero quaternion"),
-        (["ik", "--embodiment", "fr3", "--position", "0.4,0,0.3", "--orientation-xyzw", "1,0,0,0", "--frame", "fr3_link3"],
-         "not an arm's tool frame"),
+        (["ik", "--embodiment", "fr3", "--position", "0.4,0,0.3", "--orientation-xyzw", "1,0,0,0", "--frame", "fr3_link0"],
+         r"frame 'fr3_link0' cannot be placed by IK: no arm's joints move it"),
+        (["ik", "--embodiment", "fr3", "--position", "-0.4,0,0.3", "--orientation-xyzw", "-1,0,0,0", "--seed", "-1,0"],
+         "--seed needs 7 values"),
         (["ik", "--embodiment", "fr3", "--position", "0.4,0,0.3", "--orientation-xyzw", "1,0,0,0", "--seed", "0,0"],
          "--seed needs 7 values"),
     ],

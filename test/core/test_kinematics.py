@@ -407,3 +407,86 @@ def test_tool_frame_behind_a_locked_joint_is_rejected():
     arm = dataclasses.replace(spec.arms[0], tool_frame="fr3_leftfinger")  # moved by fr3_finger_joint1
     with pytest.raises(KinematicsError, match=r"tool_frame 'fr3_leftfinger' is moved by joints \['fr3_finger_joint1'\]"):
         RobotKinematics.from_embodiment(dataclasses.replace(spec, arms=(arm,)))
+
+
+# ----------------------------------------------------------------------------------- IK for any frame
+
+
+def test_frame_arm_names_the_arm_whose_joints_move_a_frame():
+    kin = kin_for("aloha")
+    assert kin.frame_arm("follower_right/wrist_link") == "follower_right"
+    assert kin.frame_arm("follower_left/ee_gripper_link") == "follower_left"
+    assert kin.arms_moving("follower_left/base_link") == () and kin.arms_moving("world") == ()
+    with pytest.raises(KinematicsError, match=r"frame 'world' cannot be placed by IK: no arm's joints move it"):
+        kin.frame_arm("world")
+
+
+def test_ik_for_the_franka_flange_matches_the_dh_reference():
+    # A cell without the hand solves for panda_link8 (the flange), not the configured tool frame.
+    kin = kin_for("panda")
+    for q_true in random_qs(kin, 5, seed=11, margin_rad=0.2):
+        target = franka_flange(q_true)
+        result = kin.solve_ik(target, "arm", restarts=8, frame="panda_link8")
+        assert result.success[0]
+        reached = franka_flange(result.q[0])  # the independent reference, not our FK
+        assert np.linalg.norm(reached[:3, 3] - target[:3, 3]) <= 1e-4
+        assert rotation_angle(reached[:3, :3].T @ target[:3, :3]) <= 1e-3
+        assert result.position_error_m[0] == pytest.approx(np.linalg.norm(reached[:3, 3] - target[:3, 3]), abs=1e-9)
+
+
+def test_ik_chunk_for_a_wrist_frame_in_another_base():
+    # UR5e wrist_3_link (tool0's parent) along a short path, the targets expressed in `base`
+    # (rotated pi about z from base_link), warm-started along the chunk.
+    kin = kin_for("ur5e")
+    q0 = np.array([0.2, -1.0, 1.2, -1.5, -1.4, 0.3])
+    qs = q0 + np.linspace(0.0, 0.2, 10)[:, None] * np.array([1.0, -0.5, 0.5, 0.3, 0.2, 0.1])
+    targets = np.stack([kin.frame_pose(q, "wrist_3_link", "base") for q in qs])
+    result = kin.solve_ik_chunk(targets, "arm", q0, frame="wrist_3_link", base="base")
+    assert result.all_success
+    for t in range(10):
+        np.testing.assert_allclose(ur_tool0("ur5e", result.q[t])[:3, 3], ur_tool0("ur5e", qs[t])[:3, 3], atol=2e-4)
+
+
+def test_ik_relative_to_a_link_the_arm_itself_moves():
+    # Base panda_link3 moves with joints 1-3: the target is the flange's pose relative to it,
+    # which only joints 4-7 change. The reached relative pose must match; the absolute one need not.
+    kin = kin_for("panda")
+    q_true = np.array([0.3, -0.5, 0.2, -2.0, 0.1, 1.6, 0.5])
+    target = kin.frame_pose(q_true, "panda_link8", "panda_link3")
+    # Independent value: the Craig DH chain from frame 3 to the flange.
+    ref = np.eye(4)
+    for (a, d, alpha), theta in zip(FRANKA_MDH[3:], q_true[3:]):
+        ref = ref @ rot_x(alpha) @ trans(a, 0, 0) @ rot_z(theta) @ trans(0, 0, d)
+    ref = ref @ trans(0, 0, 0.107)
+    np.testing.assert_allclose(target, ref, atol=1e-9)
+    seed = kin.home_rad
+    result = kin.solve_ik(target, "arm", seed, frame="panda_link8", base="panda_link3")
+    assert result.success[0]
+    reached = kin.frame_pose(result.q[0], "panda_link8", "panda_link3")
+    np.testing.assert_allclose(reached[:3, 3], target[:3, 3], atol=1e-4)
+    assert rotation_angle(reached[:3, :3].T @ target[:3, :3]) <= 1e-3
+    # The residual is reported in the base's terms (an error in world terms would be wrong here).
+    assert result.position_error_m[0] == pytest.approx(np.linalg.norm(reached[:3, 3] - target[:3, 3]), abs=1e-9)
+
+
+def test_ik_in_a_base_moved_by_the_other_arm_holds_that_arm_at_its_seed():
+    kin = kin_for("aloha")
+    q_true = np.array([0.1, -0.3, 0.4, 0.0, 0.5, 0.2, -0.2, 0.1, 0.3, 0.1, -0.4, 0.0])
+    target = kin.frame_pose(q_true, "follower_right/wrist_link", "follower_left/ee_gripper_link")
+    seed = q_true.copy()
+    seed[6:] += 0.1
+    result = kin.solve_ik(target, "follower_right", seed, frame="follower_right/wrist_link",
+                          base="follower_left/ee_gripper_link")
+    assert result.success[0]
+    np.testing.assert_array_equal(result.q[0][:6], q_true[:6])  # the left arm did not move
+    reached = kin.frame_pose(result.q[0], "follower_right/wrist_link", "follower_left/ee_gripper_link")
+    np.testing.assert_allclose(reached[:3, 3], target[:3, 3], atol=1e-4)
+
+
+def test_ik_refuses_a_frame_the_arm_does_not_move():
+    kin = kin_for("aloha")
+    target = kin.frame_pose(kin.home_rad, "follower_left/ee_gripper_link", "follower_left/base_link")
+    with pytest.raises(KinematicsError, match=r"frame 'follower_left/ee_gripper_link' is not moved by arm 'follower_right'"):
+        kin.solve_ik(target, "follower_right", frame="follower_left/ee_gripper_link")
+    with pytest.raises(KinematicsError, match=r"did you mean"):
+        kin.solve_ik(target, "follower_left", frame="follower_left/ee_griper_link")

@@ -6,9 +6,11 @@
 Joints are given in the embodiment's joint order (`spec.joint_names`; ALOHA: the left arm's six
 joints, then the right arm's six). The default frame is the first arm's tool frame and the default
 base is that arm's base frame; `--frame follower_right/ee_gripper_link` (with its `--base`) picks
-ALOHA's right arm. For `ik`, `--frame` must be some arm's tool frame (it selects the arm) and
-`--base` may be any frame (the pose is converted to the arm's base frame). Bad input exits with
-status 2 and one line on stderr that says what was wrong.
+ALOHA's right arm. For `ik`, `--frame` may be any frame on an arm's kinematic chain (the tool,
+the flange `panda_link8` / `tool0`, a wrist link; it selects the arm whose joints move) and `--base`
+any frame, as for `fk` (a base on the same arm's chain makes the pose relative to it). Lists may
+start with a minus (`--joints -0.3,0.2,...`). Bad input exits with status 2 and one line on stderr
+that says what was wrong.
 """
 
 from __future__ import annotations
@@ -62,14 +64,17 @@ def fk_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 
 def ik_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     parser.description = (
-        "Joints that put an arm's tool frame at a pose, printed as JSON {success, joints, joint_names, "
-        "position_error_m, orientation_error_rad, frame, base}; exit status 1 when no solution is found. "
+        "Joints that put a frame on an arm's chain (default: the tool) at a pose, printed as JSON "
+        "{success, joints, joint_names, position_error_m, orientation_error_rad, frame, base}; exit status 1 "
+        "when no solution is found. "
         "Example: vla-ros ik --embodiment ur5e --position 0.4,0.1,0.3 --orientation-xyzw 1,0,0,0"
     )
     _common_arguments(parser)
     parser.add_argument("--position", required=True, help="x,y,z of the frame in the base frame (m)")
     parser.add_argument("--orientation-xyzw", required=True, help="quaternion x,y,z,w (normalised here)")
-    parser.add_argument("--seed", default=None, help="starting joints (default: the config's home)")
+    parser.add_argument(
+        "--seed", default=None, help="comma-separated starting joints, embodiment order (default: the config's home)"
+    )
     parser.add_argument(
         "--restarts", type=int, default=20, help="random restarts if the first attempt fails (default 20)"
     )
@@ -86,18 +91,22 @@ def _load(args: argparse.Namespace):
     return spec, RobotKinematics.from_embodiment(spec)
 
 
-def _resolve_frames(kin, frame: str | None, base: str | None, need_tool: bool) -> tuple[str, str, str]:
-    """(arm, frame, base) with defaults filled in; unknown frames get a did-you-mean message."""
-    tools = {kin.arm_frames(a)[1]: a for a in kin.arm_names}
+def _resolve_frames(kin, frame: str | None, base: str | None, need_arm: bool) -> tuple[str, str, str]:
+    """(arm, frame, base) with defaults filled in; unknown frames get a did-you-mean message.
+
+    The arm is the one whose joints move `frame` (need_arm: IK, which must move one), else the first.
+    """
     frame = kin.arm_frames(kin.arm_names[0])[1] if frame is None else frame
     kin.frame_id(frame)  # raises KinematicsError with close matches
-    arm = tools.get(frame)
-    if need_tool and arm is None:
-        raise _CliError(f"--frame '{frame}' is not an arm's tool frame; IK solves for one of {sorted(tools)}")
+    if need_arm:
+        arm = kin.frame_arm(frame)
+    else:
+        moving = kin.arms_moving(frame)
+        arm = moving[0] if len(moving) == 1 else kin.arm_names[0]
     if base is None:
-        base = kin.arm_frames(arm or kin.arm_names[0])[0]
+        base = kin.arm_frames(arm)[0]
     kin.frame_id(base)
-    return arm or kin.arm_names[0], frame, base
+    return arm, frame, base
 
 
 def _count_message(option: str, kin, embodiment: str, got: int) -> str:
@@ -117,7 +126,7 @@ def fk_run(args: argparse.Namespace) -> int:
         q = _floats(args.joints, "--joints")
         if q.shape[0] != kin.num_joints:
             raise _CliError(_count_message("--joints", kin, spec.name, q.shape[0]))
-        _, frame, base = _resolve_frames(kin, args.frame, args.base, need_tool=False)
+        _, frame, base = _resolve_frames(kin, args.frame, args.base, need_arm=False)
         pose = kin.frame_pose(q, frame, base)
     except (_CliError, KinematicsError) as exc:
         print(f"vla-ros fk: error: {exc}", file=sys.stderr)
@@ -146,7 +155,7 @@ def ik_run(args: argparse.Namespace) -> int:
             raise _CliError(f"--orientation-xyzw must be a non-zero quaternion, got '{args.orientation_xyzw}'")
         if args.restarts < 0:
             raise _CliError(f"--restarts must be >= 0, got {args.restarts}")
-        arm, frame, base = _resolve_frames(kin, args.frame, args.base, need_tool=True)
+        arm, frame, base = _resolve_frames(kin, args.frame, args.base, need_arm=True)
         seed = kin.home_rad
         if args.seed is not None:
             seed = _floats(args.seed, "--seed")
@@ -155,13 +164,8 @@ def ik_run(args: argparse.Namespace) -> int:
         target = np.eye(4)
         target[:3, :3] = quaternion_xyzw_to_matrix(quat / norm)
         target[:3, 3] = position
-        arm_base = kin.arm_frames(arm)[0]
-        if kin.model.frames[kin.frame_id(base)].parentJoint != 0:
-            raise _CliError(f"--base '{base}' moves with the joints; IK needs a fixed frame such as '{arm_base}'")
-        if base != arm_base:
-            # The pose was given in `base`; IK wants it in the arm's base frame (bases are fixed).
-            target = kin.frame_pose(seed, base, arm_base) @ target
-        result = kin.solve_ik(target, arm, seed, restarts=args.restarts, rng=np.random.default_rng(0))
+        result = kin.solve_ik(target, arm, seed, restarts=args.restarts, rng=np.random.default_rng(0),
+                              frame=frame, base=base)
     except (_CliError, KinematicsError) as exc:
         print(f"vla-ros ik: error: {exc}", file=sys.stderr)
         return _EXIT_BAD_INPUT

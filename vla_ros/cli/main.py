@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 # subcommand -> (module, one-line help)
@@ -20,6 +21,20 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("vla_ros.cli.demo:demo", "run the full graph against the MuJoCo simulation"),
     "checkpoint": ("vla_ros.cli.checkpoint_cmd:checkpoint", "write, inspect or try an OpenVLA / pi0 checkpoint folder"),
 }
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that reads a word starting with a minus and a digit as a value, not an option.
+
+    Python < 3.13 takes only a lone negative number ("-0.3") as a value, so
+    `--joints -0.3,0.2` failed with "expected one argument". No option of ours starts with a
+    digit, so the words `-0.3,0.2`, `-1e-3` and `-.5,1` are always values. Subparsers inherit the
+    class (argparse creates them with `type(self)`).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
 
 def _load(target: str):
@@ -38,7 +53,7 @@ def _set_runtime_defaults() -> None:
 def main(argv: list[str] | None = None) -> int:
     _set_runtime_defaults()
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="vla-ros", description=__doc__.splitlines()[0])
+    parser = _ArgumentParser(prog="vla-ros", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # Only the chosen subcommand's module is imported.

@@ -9,7 +9,10 @@ Frame conventions (Pinocchio's `oMdes` naming: the pose of `des` expressed in `o
 - `frame_pose(q, frame, base)` is `base_M_frame` as a 4x4 homogeneous matrix.
 - `frame_jacobian(q, frame, base)` maps dq to the twist [v; w] of `frame` relative to `base`,
   v being the velocity of the frame's origin, both expressed in `base`'s axes.
-- IK targets are poses of the arm's tool frame expressed in the arm's base frame.
+- IK targets are poses of the arm's tool frame expressed in the arm's base frame by default;
+  `frame=` / `base=` solve for any frame the arm's joints move (e.g. the flange instead of the
+  tool), expressed in any frame. A base the arm does not move is held where the seed puts it; a
+  base the arm moves itself (a link of its own chain) makes the target a relative pose.
 
 IK is damped least squares on the 6-D error [p_des - p; log3(R_des R^T)] with the world-aligned
 frame Jacobian (Levenberg-Marquardt damping that grows with the error), a secondary task
@@ -198,6 +201,10 @@ class RobotKinematics:
             contiguous = np.array_equal(cols, np.arange(cols[0], cols[0] + cols.shape[0]))
             self._pin_sel[arm.name] = slice(int(cols[0]), int(cols[0]) + cols.shape[0]) if contiguous else cols
         self._frame_ids = {name: _lookup_frame(model, name, "") for name in set(self._frame_names)}
+        # Pinocchio joint ids of each arm's joints: which frames an arm moves (`frame_arm`).
+        self._arm_joint_ids = {
+            arm.name: frozenset(model.getJointId(joint_names[i]) for i in arm.joint_index) for arm in arms
+        }
         # Frames on the universe joint never move: cache (oMb, bMo as 4x4, block-diag(bRo, bRo)).
         self._fixed_frames: dict[int, tuple[pin.SE3, np.ndarray, np.ndarray]] = {}
         for fid in set(self._frame_ids.values()):
@@ -350,6 +357,25 @@ class RobotKinematics:
         chain = self._arm(arm)
         return chain.base_frame, chain.tool_frame
 
+    def arms_moving(self, frame: str) -> tuple[str, ...]:
+        """The arms whose joints move `frame` (in arm order); () for a frame fixed in the world."""
+        support = set(self._model.supports[self._model.frames[self.frame_id(frame)].parentJoint])
+        return tuple(a for a in self._arm_order if support & self._arm_joint_ids[a])
+
+    def frame_arm(self, frame: str) -> str:
+        """The arm IK moves to place `frame`: the one arm whose joints move it.
+
+        KinematicsError for a frame no arm moves (a base, the world) or one several arms move.
+        """
+        arms = self.arms_moving(frame)
+        if len(arms) != 1:
+            what = "no arm's joints move it" if not arms else f"the joints of several arms move it {list(arms)}"
+            tools = [self._arms[a].tool_frame for a in self._arm_order]
+            raise KinematicsError(
+                f"frame '{frame}' cannot be placed by IK: {what}; pick a frame on one arm's chain, e.g. {tools}"
+            )
+        return arms[0]
+
     @property
     def lower_rad(self) -> np.ndarray:
         return np.concatenate([self._arms[a].lower_rad for a in self._arm_order])
@@ -452,8 +478,11 @@ class RobotKinematics:
         arm: str,
         q_seed: np.ndarray,
         options: IKOptions | None = None,
+        frame: str | None = None,
+        base: str | None = None,
     ) -> IKResult:
-        """IK for T tool poses `targets` (T, 4, 4) in `arm`'s base frame.
+        """IK for T poses `targets` (T, 4, 4) of `frame` (default: `arm`'s tool frame) expressed in
+        `base` (default: `arm`'s base frame).
 
         Only `arm`'s joints move; the other joints keep their `q_seed` values. Step 0 starts from
         `q_seed`, step t from step t-1's result (warm start along the chunk).
@@ -462,9 +491,10 @@ class RobotKinematics:
         opts = options or self.ik_options
         targets = _check_poses(targets, "targets")
         seed = self._check_q(q_seed, "q_seed")
+        frame_id, moving_base_id, oMbase = self._ik_frames(chain, frame, base, seed)
         idx = chain.joint_index
         lower, upper = chain.lower_rad, chain.upper_rad
-        base_rot, base_pos = chain.oMbase.rotation, chain.oMbase.translation
+        base_rot, base_pos = oMbase.rotation, oMbase.translation
         rot_des = np.einsum("ij,tjk->tik", base_rot, targets[:, :3, :3])
         pos_des = targets[:, :3, 3] @ base_rot.T + base_pos
         steps = targets.shape[0]
@@ -482,7 +512,9 @@ class RobotKinematics:
                 # Along a smooth path the previous joint velocity predicts the next solution far
                 # better than the previous solution alone; often no iteration is needed at all.
                 start = np.minimum(np.maximum(2.0 * q_arm - q_arm_out[t - 2], lower), upper)
-            q_arm, ok, ep, eo, it = self._solve_one(chain, pos_des[t], rot_des[t], q_pin, start, opts)
+            q_arm, ok, ep, eo, it = self._solve_one(
+                chain, pos_des[t], rot_des[t], q_pin, start, opts, frame_id, moving_base_id
+            )
             q_arm_out[t] = q_arm
             success[t], pos_err[t], ori_err[t], iters[t] = ok, ep, eo, it
         q_out = np.tile(seed, (steps, 1))
@@ -531,8 +563,11 @@ class RobotKinematics:
         restarts: int = 0,
         rng: np.random.Generator | None = None,
         options: IKOptions | None = None,
+        frame: str | None = None,
+        base: str | None = None,
     ) -> IKResult:
-        """IK for one pose (4, 4) in `arm`'s base frame, cold start from `q_seed` (default: home).
+        """IK for one pose (4, 4) of `frame` (default: `arm`'s tool frame) in `base` (default:
+        `arm`'s base frame), cold start from `q_seed` (default: home).
 
         If the first attempt fails, up to `restarts` more attempts start from random
         configurations within the limits (`rng`, default seeded 0, so results are repeatable);
@@ -543,7 +578,8 @@ class RobotKinematics:
         chain = self._arm(arm)
         opts = options or self.ik_options
         seed = self.home_rad if q_seed is None else self._check_q(q_seed, "q_seed")
-        oMdes = chain.oMbase * pin.SE3(_check_poses(np.asarray(target)[None], "target")[0])
+        frame_id, moving_base_id, oMbase = self._ik_frames(chain, frame, base, seed)
+        oMdes = oMbase * pin.SE3(_check_poses(np.asarray(target)[None], "target")[0])
         rng = rng if rng is not None else np.random.default_rng(0)
         best = None
         total_iterations = 0
@@ -554,7 +590,9 @@ class RobotKinematics:
                 q0 = np.clip(seed[idx], chain.lower_rad, chain.upper_rad)
             else:
                 q0 = rng.uniform(chain.lower_rad, chain.upper_rad)
-            q_arm, ok, ep, eo, it = self._solve_one(chain, oMdes.translation, oMdes.rotation, q_pin, q0, opts)
+            q_arm, ok, ep, eo, it = self._solve_one(
+                chain, oMdes.translation, oMdes.rotation, q_pin, q0, opts, frame_id, moving_base_id
+            )
             total_iterations += it
             score = (not ok, ep / opts.position_tolerance_m + eo / opts.orientation_tolerance_rad)
             if best is None or score < best[0]:
@@ -574,8 +612,12 @@ class RobotKinematics:
         q_pin: np.ndarray,
         q_start: np.ndarray,
         opts: IKOptions,
+        frame_id: int,
+        moving_base_id: int | None = None,
     ) -> tuple[np.ndarray, bool, float, float, int]:
-        """DLS iterations for one pose of `chain`'s tool (world frame).
+        """DLS iterations for one pose of frame `frame_id` (a frame `chain`'s joints move) in the
+        world frame, or, when `moving_base_id` is given, relative to that frame (which the arm
+        moves too): then p_des / rot_des are in the base's axes and so are the error and Jacobian.
 
         q_pin is the full configuration in Pinocchio's order (a workspace: the arm's entries are
         overwritten, the others are held); q_start the arm's starting joints. Returns (best arm
@@ -588,7 +630,6 @@ class RobotKinematics:
         """
         model, data = self._model, self._data()
         sel = self._pin_sel[chain.name]
-        tool_id = chain.tool_id
         lower, upper, home = chain.lower_rad, chain.upper_rad, chain.home_rad
         tol_p, tol_o = opts.position_tolerance_m, opts.orientation_tolerance_rad
         margin = opts.limit_margin_rad
@@ -606,10 +647,15 @@ class RobotKinematics:
         use_secondary = q_arm.shape[0] > 6
         while True:
             q_pin[sel] = q_arm
-            jac_full = pin.computeFrameJacobian(model, data, q_pin, tool_id, pin.LOCAL_WORLD_ALIGNED)
-            oMf = data.oMf[tool_id]  # refreshed by the LOCAL_WORLD_ALIGNED Jacobian (LOCAL does not)
-            np.subtract(p_des, oMf.translation, out=err_pos)
-            err_rot[:] = pin.log3(rot_des @ oMf.rotation.T)
+            jac_full = pin.computeFrameJacobian(model, data, q_pin, frame_id, pin.LOCAL_WORLD_ALIGNED)
+            oMf = data.oMf[frame_id]  # refreshed by the LOCAL_WORLD_ALIGNED Jacobian (LOCAL does not)
+            if moving_base_id is None:
+                np.subtract(p_des, oMf.translation, out=err_pos)
+                err_rot[:] = pin.log3(rot_des @ oMf.rotation.T)
+            else:
+                jac_full, bMf = self._relative_jacobian(jac_full, oMf, q_pin, moving_base_id)
+                np.subtract(p_des, bMf.translation, out=err_pos)
+                err_rot[:] = pin.log3(rot_des @ bMf.rotation.T)
             e0, e1, e2, e3, e4, e5 = err.tolist()
             e_pos = math.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
             e_ori = math.sqrt(e3 * e3 + e4 * e4 + e5 * e5)
@@ -654,6 +700,48 @@ class RobotKinematics:
             q_arm = np.minimum(np.maximum(q_arm + dq, lower), upper)
         ok = best_pos <= tol_p and best_ori <= tol_o
         return best_q, bool(ok), best_pos, best_ori, iteration
+
+    def _relative_jacobian(
+        self, jac_frame: np.ndarray, oMf: pin.SE3, q_pin: np.ndarray, base_id: int
+    ) -> tuple[np.ndarray, pin.SE3]:
+        """(world-aligned Jacobian of a frame at q_pin, its pose) -> (Jacobian relative to frame
+        `base_id`, in the base's axes, Pinocchio column order; the frame's pose in the base)."""
+        model, data = self._model, self._data()
+        oMf = oMf.copy()
+        jac_base = pin.computeFrameJacobian(model, data, q_pin, base_id, pin.LOCAL_WORLD_ALIGNED)
+        oMb = data.oMf[base_id].copy()
+        offset = oMf.translation - oMb.translation
+        rel = jac_frame.copy()
+        # v_rel = v_f - v_b - w_b x r, w_rel = w_f - w_b (world axes), then rotated into the base's.
+        rel[:3] -= jac_base[:3] - pin.skew(offset) @ jac_base[3:]
+        rel[3:] -= jac_base[3:]
+        rot_t = oMb.rotation.T
+        rel[:3] = rot_t @ rel[:3]
+        rel[3:] = rot_t @ rel[3:]
+        return rel, oMb.actInv(oMf)
+
+    def _ik_frames(
+        self, chain: _ArmChain, frame: str | None, base: str | None, seed: np.ndarray
+    ) -> tuple[int, int | None, pin.SE3]:
+        """(id of the frame to place, id of the base when `chain` moves it else None, world pose
+        of a base `chain` does not move: constant, or where `seed` puts it)."""
+        if frame is None or frame == chain.tool_frame:
+            frame_id = chain.tool_id
+        else:
+            frame_id = self.frame_id(frame)
+            if chain.name not in self.arms_moving(frame):
+                raise KinematicsError(
+                    f"frame '{frame}' is not moved by arm '{chain.name}''s joints; IK for that arm places "
+                    f"a frame on its chain (e.g. '{chain.tool_frame}'); frame '{frame}' belongs to "
+                    f"{list(self.arms_moving(frame)) or 'no arm'}"
+                )
+        if base is None or base == chain.base_frame:
+            return frame_id, None, chain.oMbase
+        base_id = self.frame_id(base)
+        if chain.name in self.arms_moving(base):
+            return frame_id, base_id, pin.SE3.Identity()
+        # Moved (if at all) only by other arms' joints, which IK holds at the seed.
+        return frame_id, None, pin.SE3(self.frame_pose(seed, base))
 
     # ----------------------------------------------------------------------------- helpers
 
