@@ -44,8 +44,10 @@ limiter; gripper joint positions (GripperSpec mapping) whenever they change and 
 from __future__ import annotations
 
 import logging
+import math
+import threading
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -53,15 +55,23 @@ from vla_ros.core.action_spaces import ActionAdapter, ActionSpaceError, detect_s
 from vla_ros.core.embodiment import EmbodimentSpec
 from vla_ros.core.kinematics import RobotKinematics
 from vla_ros.core.safety import SafetyConfig, SafetyEnvelope
-from vla_ros.core.scheduler import ChunkScheduler
+from vla_ros.core.scheduler import ChunkScheduler, MergeResult, Plan
 from vla_ros.core.types import ActionChunk
 
 _log = logging.getLogger(__name__)
+# A measured joint further than this outside its limits is treated as a missing reading.
+_MEASURED_LIMIT_TOLERANCE_RAD = 0.2
 
 # Chunks in these spaces get the singularity slow-down (see SafetyEnvelope.validate_chunk).
 CARTESIAN_SPACES = ("ee_delta", "ee_pose")
 # Smallest time between trajectory points sent to a JTC; well above the 1 ns of a ROS Duration.
 MIN_KNOT_SPACING_S = 1e-3
+# Clocks below this many seconds are used as they are (float spacing < 0.25 ns there); larger ones
+# (the wall clock, ~1.8e9 s, spacing ~0.24 us) get a whole-second origin subtracted at the boundary.
+_ABSOLUTE_CLOCK_S = 2.0**20
+# Publish->arrival delays remembered for the start lead, and the quantile it covers.
+_DELAY_SAMPLES = 200
+_DELAY_QUANTILE = 0.99
 
 # Controller states reported in diagnostics.
 INACTIVE = "inactive"
@@ -77,9 +87,17 @@ class ControllerConfig:
     """Controller parameters (ROS parameters of the node with the same names).
 
     command_rate_hz: None -> the embodiment's command_rate_hz.
-    horizon_s:       length of the trajectory window sent to a JTC (it stops at the window's end
-                     if the controller goes silent).
+    horizon_s:       length of the trajectory window sent to a JTC (past it, the window brakes to
+                     rest within the acceleration limits, so the arm stops safely if the controller
+                     goes silent).
     blend_s / max_blend_s: seam blend window, and how far it may be widened for abrupt seams.
+    max_chunk_points: longest chunk decided (longer ones are refused before any work on them).
+    min_chunk_period_s / max_chunk_period_s: accepted time between a chunk's steps; None -> the
+                     embodiment's policy period / 10 and x 10.
+    max_chunk_duration_s: longest accepted chunk (first to last step).
+    max_start_lead_s: the start lead (how far ahead of its stamp a trajectory's first point, and a
+                     new chunk's take-over, is placed) covers the measured publish->arrival delay
+                     of the command topic, one command period at least, this at most.
     """
 
     max_chunk_age_s: float = 1.0
@@ -91,11 +109,16 @@ class ControllerConfig:
     blend_s: float = 0.1
     max_blend_s: float = 0.8
     path_points: int = 20
+    max_chunk_points: int = 1000
+    min_chunk_period_s: float | None = None
+    max_chunk_period_s: float | None = None
+    max_chunk_duration_s: float = 30.0
+    max_start_lead_s: float = 0.1
     safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
         for attr in ("max_chunk_age_s", "max_chunk_future_s", "joint_state_timeout_s", "replan_rate_hz",
-                     "horizon_s", "blend_s", "max_blend_s"):
+                     "horizon_s", "blend_s", "max_blend_s", "max_chunk_duration_s", "max_start_lead_s"):
             value = getattr(self, attr)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0.0):
                 raise ValueError(f"ControllerConfig.{attr} must be a positive number, got {value!r}")
@@ -108,6 +131,18 @@ class ControllerConfig:
             raise ValueError(f"max_blend_s ({self.max_blend_s}) must be >= blend_s ({self.blend_s})")
         if self.path_points < 2:
             raise ValueError(f"path_points must be >= 2, got {self.path_points}")
+        if not (isinstance(self.max_chunk_points, (int, np.integer)) and self.max_chunk_points >= 1):
+            raise ValueError(f"ControllerConfig.max_chunk_points must be an integer >= 1, got {self.max_chunk_points!r}")
+        for attr in ("min_chunk_period_s", "max_chunk_period_s"):
+            value = getattr(self, attr)
+            if value is not None:
+                if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0.0):
+                    raise ValueError(f"ControllerConfig.{attr} must be a positive number or None, got {value!r}")
+                object.__setattr__(self, attr, float(value))
+        if (self.min_chunk_period_s is not None and self.max_chunk_period_s is not None
+                and self.min_chunk_period_s > self.max_chunk_period_s):
+            raise ValueError(f"min_chunk_period_s ({self.min_chunk_period_s}) must be <= max_chunk_period_s "
+                             f"({self.max_chunk_period_s})")
 
 
 @dataclass(frozen=True)
@@ -144,6 +179,35 @@ class ChunkDecision:
 
 
 @dataclass(frozen=True)
+class ChunkSnapshot:
+    """What deciding a chunk reads from the controller, taken atomically (`begin_chunk`): the
+    rest of the decision (`prepare_chunk`) needs no lock, and its result is applied only if the
+    plan is still this one (`finish_chunk`). Times are on the controller's plan clock."""
+
+    plan: Plan
+    version: int
+    now_s: float
+    q_ref: np.ndarray
+    space: str
+    stamp_s: float
+
+
+@dataclass(frozen=True)
+class PreparedChunk:
+    """A chunk decided against a snapshot, ready to be committed (`finish_chunk`)."""
+
+    snapshot: ChunkSnapshot
+    result: MergeResult
+    start_s: float  # where it takes over from the snapshot's plan (plan clock)
+    time_scale: float
+    blend_s: float
+    reason: str
+    cartesian: bool
+    gripper: np.ndarray
+    gripper_times_s: np.ndarray
+
+
+@dataclass(frozen=True)
 class ControllerStatus:
     """Snapshot for diagnostics."""
 
@@ -168,6 +232,10 @@ class ControllerCore:
         self.spec = spec
         self.kin = kinematics
         self.config = config or ControllerConfig()
+        self.min_chunk_period_s = self.config.min_chunk_period_s or spec.policy_period_s / 10.0
+        self.max_chunk_period_s = self.config.max_chunk_period_s or spec.policy_period_s * 10.0
+        # The plan clock: every time inside the core is (clock - origin); see _plan_time.
+        self.clock_origin_s: float | None = None
         self.envelope = SafetyEnvelope.from_embodiment(spec, kinematics, self.config.safety)
         self.limits = self.envelope.limits
         self.command_rate_hz = self.config.command_rate_hz or spec.command_rate_hz
@@ -206,10 +274,57 @@ class ControllerCore:
         self.gripper_clipped = 0
         self._tick_times: list[float] = []
         self._chunk_times: list[float] = []
+        self._plan_version = 0  # bumped whenever the plan is replaced
+        self._delays: list[float] = []  # measured publish -> arrival delays of trajectories
+        self._decide_s_per_point = 0.0  # clock time a chunk decision took, per chunk step
+        self.internal_errors = 0
+        self.last_internal_error = ""
+
+    # ------------------------------------------------------------------ time
+    def _plan_time(self, t_s: float) -> float:
+        """Clock time -> plan-clock time. Times inside the core are relative to a whole-second
+        origin fixed at the first call when the clock is absolute (the wall clock): as float64
+        seconds since 1970 they are only resolved to ~0.24 us, relative ones to far below 1 ns.
+        Clocks that start near zero (simulated time, tests) keep origin 0."""
+        t = float(t_s)
+        if self.clock_origin_s is None:
+            self.clock_origin_s = float(math.floor(t)) if math.isfinite(t) and abs(t) >= _ABSOLUTE_CLOCK_S else 0.0
+        return t - self.clock_origin_s
+
+    def to_clock(self, plan_time_s: float) -> float:
+        """Plan-clock time -> clock time (for plan times such as `scheduler.plan.end_time_s`)."""
+        return float(plan_time_s) + (self.clock_origin_s or 0.0)
+
+    def record_command_delay(self, delay_s: float) -> None:
+        """A trajectory this controller published arrived `delay_s` after its stamp (the node
+        measures its own command topic): the start lead covers the recent p99 of these."""
+        d = float(delay_s)
+        if math.isfinite(d) and d >= 0.0:
+            self._delays.append(d)
+            if len(self._delays) > 2 * _DELAY_SAMPLES:
+                del self._delays[:-_DELAY_SAMPLES]
+
+    @property
+    def command_delay_p99_s(self) -> float | None:
+        recent = self._delays[-_DELAY_SAMPLES:]
+        return float(np.quantile(recent, _DELAY_QUANTILE)) if recent else None
+
+    @property
+    def start_lead_s(self) -> float:
+        """How far ahead of its stamp a trajectory's first point lies (and a new chunk takes
+        over): a JTC samples a trajectory that arrives after its first point mid-way, so the
+        lead is the measured p99 publish->arrival delay x 1.25 + 1 ms, at least one command
+        period, at most max_start_lead_s. A trajectory arriving within it continues the motion
+        the JTC is running (the plan is unchanged until the lead has passed)."""
+        period = 1.0 / self.command_rate_hz
+        p99 = self.command_delay_p99_s
+        lead = period if p99 is None else max(period, 1.25 * p99 + 1e-3)
+        return float(min(lead, max(self.config.max_start_lead_s, period)))
 
     # ------------------------------------------------------------------ inputs
     def update_joint_state(self, arm: str, names: Sequence[str], positions: Sequence[float], now_s: float) -> None:
         """A joint_states message for `arm` (bare driver names, any order, extra joints ignored)."""
+        now_s = self._plan_time(now_s)
         spec_arm = self.spec.arm(arm)
         state = self._arm_state[arm]
         names = [str(n) for n in names]
@@ -227,6 +342,13 @@ class ControllerCore:
         q = values[[index[j] for j in spec_arm.joint_names]]
         if not np.all(np.isfinite(q)):
             state.missing = tuple(j for j, x in zip(spec_arm.joint_names, q) if not np.isfinite(x))
+            return
+        lo, hi = self.limits.lower_rad[self._arm_slices[arm]], self.limits.upper_rad[self._arm_slices[arm]]
+        outside = (q < lo - _MEASURED_LIMIT_TOLERANCE_RAD) | (q > hi + _MEASURED_LIMIT_TOLERANCE_RAD)
+        if np.any(outside):
+            # A reading no arm can be at (garbage, a unit mix-up): never hold or plan from it.
+            state.missing = tuple(f"{j} (at {x:.3f} rad, outside its limits)"
+                                  for j, x, o in zip(spec_arm.joint_names, q, outside) if o)
             return
         state.positions = q
         state.received_s = float(now_s)
@@ -253,6 +375,7 @@ class ControllerCore:
     # ------------------------------------------------------------------ lifecycle / e-stop
     def activate(self, now_s: float) -> None:
         """Start commanding: hold where the arm is measured (once joint_states are there)."""
+        now_s = self._plan_time(now_s)
         self.active = True
         self._fault = None
         self._cmd = None
@@ -263,11 +386,13 @@ class ControllerCore:
 
     def deactivate(self, now_s: float) -> None:
         """Stop commanding: hold (the stop is still published until at rest)."""
+        now_s = self._plan_time(now_s)
         if self.scheduler.plan is not None:
             self._hold(now_s)
         self.active = False
 
     def estop(self, now_s: float) -> None:
+        now_s = self._plan_time(now_s)
         self.estop_latched = True
         if self.scheduler.plan is not None:
             self._hold(now_s)
@@ -283,6 +408,7 @@ class ControllerCore:
         if q is None or self._state_problem(now_s) is not None:
             return False
         self.scheduler.hold(q, now_s)
+        self._plan_version += 1
         self._cmd = (q.copy(), np.zeros_like(q))
         self._sent_final = None  # whatever the JTC was given before is unknown: send the hold
         self._set_gripper_hold()
@@ -296,7 +422,7 @@ class ControllerCore:
     def hold(self, now_s: float) -> None:
         """Stop from the commanded state at the acceleration limits and hold (published on the
         next tick); the plan is dropped. No-op before the first joint_states."""
-        self._hold(now_s)
+        self._hold(self._plan_time(now_s))
 
     def _hold(self, now_s: float) -> None:
         if self.scheduler.plan is None:
@@ -306,6 +432,7 @@ class ControllerCore:
             self.scheduler.stop(now_s, *self._cmd)
         else:
             self.scheduler.stop(now_s)
+        self._plan_version += 1
         g = self._gripper_current(now_s)
         self._gripper_times = np.zeros(0)
         self._gripper_values = self._gripper_values[:0] if g is None else g[None, :]
@@ -339,10 +466,79 @@ class ControllerCore:
     def refuse(self, reason: str, now_s: float) -> ChunkDecision:
         """Refuse a chunk that could not even be decoded (malformed message): counted, logged,
         and the arm holds like for any other refusal."""
-        return self._refuse(reason, now_s, hold=True)
+        return self._refuse(reason, self._plan_time(now_s), hold=True)
+
+    def internal_error(self, where: str, err: BaseException, now_s: float) -> ChunkDecision:
+        """The last-resort guard of the node's callbacks: an exception escaped the logic above
+        (a bug). Counted and reported; the arm holds (stop from the commanded state); a chunk
+        being decided is refused."""
+        self.internal_errors += 1
+        self.last_internal_error = f"{where}: {type(err).__name__}: {err}"
+        return self._refuse(f"internal error in {self.last_internal_error}", self._plan_time(now_s), hold=True)
 
     def submit_chunk(self, chunk: ActionChunk, now_s: float) -> ChunkDecision:
-        """Validate and schedule a chunk; on any problem refuse it (and hold)."""
+        """Validate and schedule a chunk; on any problem refuse it (and hold). Everything at one
+        instant (`begin_chunk` + `prepare_chunk` + `finish_chunk`); see `decide_chunk` for the
+        same with the heavy part outside a lock."""
+        snapshot = self.begin_chunk(chunk, now_s)
+        if isinstance(snapshot, ChunkDecision):
+            return snapshot
+        decision = self.finish_chunk(self.prepare_chunk(snapshot, chunk), now_s)
+        assert decision is not None  # at one instant a prepared chunk is never late
+        return decision
+
+    def decide_chunk(self, chunk: ActionChunk, clock: Callable[[], float], lock: threading.RLock,
+                     attempts: int = 3) -> ChunkDecision:
+        """`submit_chunk` for a multi-threaded node: the gates and the snapshot (`begin_chunk`)
+        and the commit (`finish_chunk`) under `lock`, the expensive middle (IK, validation, plan
+        fitting) outside it, so that e-stops, ticks and joint_states never wait for a chunk.
+
+        The chunk takes over `start_lead_s` plus the expected decision time after the snapshot;
+        a decision that finishes later than that (the plan would already have changed) is redone
+        with twice the time it took, at most `attempts` times, then refused."""
+        extra = 1.5 * self._decide_s_per_point * chunk.num_steps
+        spent = 0.0
+        for _ in range(attempts):
+            with lock:
+                t0 = clock()
+                snapshot = self.begin_chunk(chunk, t0)
+            if isinstance(snapshot, ChunkDecision):
+                return snapshot
+            prepared = self.prepare_chunk(snapshot, chunk, extra_lead_s=extra)
+            with lock:
+                t1 = clock()
+                decision = self.finish_chunk(prepared, t1)
+            spent = max(t1 - t0, 0.0)
+            if decision is not None:
+                rate = spent / chunk.num_steps
+                self._decide_s_per_point = max(rate, 0.8 * self._decide_s_per_point)
+                return decision
+            extra = max(2.0 * spent, 2.0 * extra)
+            self._decide_s_per_point = max(self._decide_s_per_point, spent / chunk.num_steps)
+        with lock:
+            return self._refuse(f"could not decide the chunk before its take-over time ({attempts} attempts, "
+                                f"the last took {spent:.3f} s)", self._plan_time(clock()))
+
+    def chunk_bounds_problem(self, num_points: int, period_s: float | None = None) -> str | None:
+        """Why a chunk of this size / period is refused before any work on it (None: fine)."""
+        if num_points > self.config.max_chunk_points:
+            return f"chunk has {num_points} points > max_chunk_points {self.config.max_chunk_points}"
+        if period_s is None or num_points < 2:
+            return None
+        if not (self.min_chunk_period_s - 1e-9 <= period_s <= self.max_chunk_period_s + 1e-9):
+            return (f"chunk period {period_s:.9g} s is outside [{self.min_chunk_period_s:.6g}, "
+                    f"{self.max_chunk_period_s:.6g}] s (min_chunk_period_s / max_chunk_period_s, from the "
+                    f"policy period {self.spec.policy_period_s} s)")
+        duration = (num_points - 1) * period_s
+        if duration > self.config.max_chunk_duration_s:
+            return f"chunk lasts {duration:.6g} s > max_chunk_duration_s {self.config.max_chunk_duration_s}"
+        return None
+
+    def begin_chunk(self, chunk: ActionChunk, now_s: float) -> ChunkSnapshot | ChunkDecision:
+        """The cheap gates (active, e-stop, joint_states, size/period/duration bounds, stamp,
+        names) and a snapshot to decide the chunk against; a refusal is returned as a decision
+        (and the arm holds). Call under the node's lock."""
+        now_s = self._plan_time(now_s)
         if not self.active:
             return self._refuse("controller is not active", now_s, hold=False)
         if self.estop_latched:
@@ -352,7 +548,13 @@ class ControllerCore:
             return self._refuse(f"cannot command: {problem}", now_s)
         if self.scheduler.plan is None and not self._init_hold(now_s):
             return self._refuse("cannot command: no complete joint_states yet", now_s)
-        age = now_s - chunk.stamp_s
+        problem = self.chunk_bounds_problem(chunk.num_steps, chunk.period_s)
+        if problem is not None:
+            return self._refuse(problem, now_s)
+        if not math.isfinite(chunk.stamp_s):
+            return self._refuse(f"chunk stamp {chunk.stamp_s} is not a finite time", now_s)
+        stamp = self._plan_time(chunk.stamp_s)
+        age = now_s - stamp
         if age > self.config.max_chunk_age_s:
             return self._refuse(f"stale chunk: stamp is {age:.3f} s old > max_chunk_age_s "
                                 f"{self.config.max_chunk_age_s}", now_s)
@@ -362,51 +564,83 @@ class ControllerCore:
         space = detect_space(self.spec, chunk.names)
         if space is None:
             return self._refuse(self._names_mismatch(chunk.names), now_s)
-
         plan = self.scheduler.plan
-        executing = self.scheduler.is_moving(now_s)
-        q_ref = plan.sample(chunk.stamp_s)[0] if executing else self.measured_positions()
+        q_ref = plan.sample(stamp)[0] if self.scheduler.is_moving(now_s) else self.measured_positions()
+        return ChunkSnapshot(plan, self._plan_version, now_s, np.array(q_ref), space, stamp)
+
+    def prepare_chunk(self, snapshot: ChunkSnapshot, chunk: ActionChunk,
+                      extra_lead_s: float = 0.0) -> PreparedChunk | str:
+        """The expensive part of a decision (joint targets through IK, the safety envelope, the
+        plan fit), against `snapshot` only: no state of the controller changes, so it may run
+        without the lock (one chunk at a time). Returns the prepared merge or the refusal reason."""
+        space, q_ref = snapshot.space, snapshot.q_ref
         try:
             targets = self._adapter(space).to_joint_targets(chunk, q_ref)
         except ActionSpaceError as err:
-            return self._refuse(str(err), now_s)
+            return str(err)
         if not np.all(targets.ik_success):
             bad = np.flatnonzero(~targets.ik_success)
-            return self._refuse(
-                f"IK failed for steps {bad.tolist()} (position error up to "
-                f"{float(np.max(targets.ik_position_error_m[bad])):.4f} m, orientation error up to "
-                f"{float(np.max(targets.ik_orientation_error_rad[bad])):.4f} rad)", now_s)
+            return (f"IK failed for steps {bad.tolist()} (position error up to "
+                    f"{float(np.max(targets.ik_position_error_m[bad])):.4f} m, orientation error up to "
+                    f"{float(np.max(targets.ik_orientation_error_rad[bad])):.4f} rad)")
         cartesian = space in CARTESIAN_SPACES
         verdict = self.envelope.validate_chunk(targets.positions, chunk.period_s, q_start=q_ref,
                                                singularity=cartesian)
         if not verdict.ok:
-            return self._refuse(f"unsafe chunk: {verdict.reason}", now_s)
-
-        proposal = self._fit_plan(chunk, targets.positions, verdict.time_scale, now_s)
+            return f"unsafe chunk: {verdict.reason}"
+        start_s = snapshot.now_s + self.start_lead_s + max(float(extra_lead_s), 0.0)
+        proposal = self._fit_plan(snapshot, chunk.num_steps, chunk.period_s, targets.positions,
+                                  verdict.time_scale, start_s)
         if isinstance(proposal, str):
-            return self._refuse(proposal, now_s)
+            return proposal
         result, scale, blend = proposal
-        self.scheduler.commit(result.plan)
-        self._cartesian = cartesian
         gripper = np.asarray(targets.gripper, dtype=np.float64)
+        times = snapshot.stamp_s + np.arange(chunk.num_steps) * chunk.period_s * scale
+        reason = verdict.reason if scale == verdict.time_scale else f"ok, slowed down by x{scale:.3f}"
+        return PreparedChunk(snapshot, result, start_s, scale, blend, reason, cartesian, gripper, times)
+
+    def finish_chunk(self, prepared: PreparedChunk | str, now_s: float) -> ChunkDecision | None:
+        """Apply a prepared chunk atomically (call under the node's lock): refused if the
+        controller stopped meanwhile (e-stop, fault, deactivation: the plan was replaced), None
+        if the take-over time has already passed (decide again with a longer lead)."""
+        now_s = self._plan_time(now_s)
+        if isinstance(prepared, str):
+            return self._refuse(prepared, now_s)
+        if not self.active:
+            return self._refuse("controller is not active", now_s, hold=False)
+        if self.estop_latched:
+            return self._refuse("e-stop is latched (call ~/release_estop)", now_s)
+        problem = self._state_problem(now_s)
+        if problem is not None:
+            return self._refuse(f"cannot command: {problem}", now_s)
+        if prepared.snapshot.version != self._plan_version:
+            return self._refuse("the plan changed while the chunk was being decided (a hold, e-stop or "
+                                "another chunk came first)", now_s)
+        if now_s > prepared.start_s:
+            return None
+        result = prepared.result
+        self.scheduler.commit(result.plan)
+        self._plan_version += 1
+        self._cartesian = prepared.cartesian
+        gripper = prepared.gripper
         if gripper.size and (np.any(gripper < 0.0) or np.any(gripper > 1.0)):
             # Normalised commands saturate at open/closed (the documented gripper convention);
             # counted so that a policy that lives outside [0, 1] shows in diagnostics.
             self.gripper_clipped += 1
-        times = chunk.stamp_s + np.arange(chunk.num_steps) * chunk.period_s * scale
         keep = result.first_step
-        self._gripper_times = times[keep:]
+        self._gripper_times = prepared.gripper_times_s[keep:]
         self._gripper_values = np.clip(gripper[keep:], 0.0, 1.0)
         self._send_now = True
         self.chunks_accepted += 1
-        self.last_chunk_stamp_s = chunk.stamp_s
+        self.last_chunk_stamp_s = self.to_clock(prepared.snapshot.stamp_s)
         self._chunk_times = (self._chunk_times + [now_s])[-50:]
-        decision = ChunkDecision(True, verdict.reason if scale == verdict.time_scale else f"ok, slowed down by x{scale:.3f}",
-                                 space, scale, blend, result.dropped_steps)
+        decision = ChunkDecision(True, prepared.reason, prepared.snapshot.space, prepared.time_scale,
+                                 prepared.blend_s, result.dropped_steps)
         self.last_decision = decision
         return decision
 
-    def _fit_plan(self, chunk: ActionChunk, positions: np.ndarray, scale: float, now_s: float):
+    def _fit_plan(self, snapshot: ChunkSnapshot, num_steps: int, period_s: float, positions: np.ndarray,
+                  scale: float, start_s: float):
         """Find the smallest slow-down, and for it the shortest blend window, whose plan (from now
         on) respects the velocity and acceleration limits exactly (`Plan.peak_rates`).
 
@@ -417,7 +651,8 @@ class ControllerCore:
         """
         vmax, amax = self.limits.velocity_rad_s, self.limits.acceleration_rad_s2
         s_max = self.config.safety.max_time_scale
-        steps = np.arange(chunk.num_steps)
+        steps = np.arange(num_steps)
+        now_s = snapshot.now_s
         blends = []
         blend = self.config.blend_s
         while blend <= self.config.max_blend_s + 1e-9:
@@ -425,10 +660,10 @@ class ControllerCore:
             blend *= 2.0
         problem = ""
         for _ in range(8):
-            times = chunk.stamp_s + steps * chunk.period_s * scale
+            times = snapshot.stamp_s + steps * period_s * scale
             best = np.inf
             for blend in blends:
-                result = self.scheduler.propose(times, positions, now_s, blend)
+                result = self.scheduler.propose(times, positions, now_s, blend, start_s=start_s, plan=snapshot.plan)
                 peak_v, peak_a = result.plan.peak_rates(from_s=now_s)
                 ratios = np.maximum(peak_v / vmax, np.sqrt(peak_a / amax))
                 need = float(np.max(ratios))
@@ -454,6 +689,8 @@ class ControllerCore:
         forward controller, else at least at replan_rate_hz; also right after submit_chunk /
         estop with stream=False, which sends what is urgent (trajectories, grippers) without an
         extra forward command that would break the stream's regular period."""
+        stamp_s = float(now_s)
+        now_s = self._plan_time(now_s)
         out: list[TrajectoryOut | PositionOut] = []
         if stream:
             self._tick_times.append(now_s)
@@ -487,7 +724,7 @@ class ControllerCore:
         replan_due = self._last_sent_s is None or now_s - self._last_sent_s >= 1.0 / self.config.replan_rate_hz - 1e-9
         fault_silent = self._fault is not None and not self._send_now
         if trajectory_arms and (self._send_now or (moving and replan_due and self.active)) and not fault_silent:
-            out.extend(self._trajectories(now_s, trajectory_arms))
+            out.extend(self._trajectories(now_s, trajectory_arms, stamp_s))
             self._last_sent_s = now_s
         gripper_due = (self._gripper_sent_s is None
                        or now_s - self._gripper_sent_s >= 1.0 / self.config.replan_rate_hz - 1e-9)
@@ -520,11 +757,12 @@ class ControllerCore:
         return [PositionOut(a.name, a.command.topic, a.command.joint_names,
                             np.array(step.position_rad[self._arm_slices[a.name]])) for a in arms]
 
-    def _trajectories(self, now_s: float, arms) -> list[TrajectoryOut]:
+    def _trajectories(self, now_s: float, arms, stamp_s: float) -> list[TrajectoryOut]:
+        """Windows of the plan at plan time now_s, stamped stamp_s (the same instant on the clock)."""
         plan = self.scheduler.plan
-        lead = 1.0 / self.command_rate_hz
+        lead = self.start_lead_s
         horizon = max(self.config.horizon_s, 2.0 * lead)
-        stamp = now_s
+        stamp = stamp_s
         if now_s + lead >= plan.end_time_s:
             if (not self._send_now and self._sent_final is not None
                     and np.array_equal(self._sent_final, plan.final_position_rad)):
@@ -539,7 +777,10 @@ class ControllerCore:
             times, qs, vs = np.array([lead]), q, np.zeros_like(q)
             stamp = 0.0
         else:
-            win = plan.window(now_s, lead, horizon)
+            # Past the horizon the window brakes to rest within the limits (`Plan.window`): what a
+            # JTC runs to its end if nothing follows.
+            win = plan.window(now_s, lead, horizon, self.limits.acceleration_rad_s2,
+                              (self.limits.inner_lower_rad, self.limits.inner_upper_rad))
             times, qs, vs = win.times_s - now_s, win.positions_rad, win.velocities_rad_s
             if times[-1] < horizon:
                 # A window that ends early (a stop, the end of a chunk) is padded with a hold so
@@ -587,6 +828,7 @@ class ControllerCore:
     # ------------------------------------------------------------------ introspection
     def planned_tool_path(self, now_s: float) -> dict[str, np.ndarray]:
         """{arm: (M, 3)} tool positions in the arm's base frame along the rest of the plan."""
+        now_s = self._plan_time(now_s)
         plan = self.scheduler.plan
         if plan is None or not self.envelope.has_kinematics:
             return {}
@@ -600,6 +842,9 @@ class ControllerCore:
         return paths
 
     def state(self, now_s: float) -> str:
+        return self._state(self._plan_time(now_s))
+
+    def _state(self, now_s: float) -> str:
         if not self.active:
             return INACTIVE
         if self.estop_latched:
@@ -611,7 +856,9 @@ class ControllerCore:
         return EXECUTING if self.scheduler.is_moving(now_s) else HOLDING
 
     def status(self, now_s: float) -> ControllerStatus:
-        state = self.state(now_s)
+        clock_now = float(now_s)
+        now_s = self._plan_time(now_s)
+        state = self._state(now_s)
         problem = (self._state_problem(now_s) or self._fault) if self.active else None
         level = {INACTIVE: "ok", HOLDING: "ok", EXECUTING: "ok", WAITING_FOR_STATE: "warn",
                  ESTOP: "error", FAULT: "error"}[state]
@@ -623,7 +870,7 @@ class ControllerCore:
             "last_refusal": self.last_refusal,
             "chunks_accepted": self.chunks_accepted,
             "chunks_refused": self.chunks_refused,
-            "chunk_age_s": "" if self.last_chunk_stamp_s is None else f"{now_s - self.last_chunk_stamp_s:.3f}",
+            "chunk_age_s": "" if self.last_chunk_stamp_s is None else f"{clock_now - self.last_chunk_stamp_s:.3f}",
             "last_time_scale": "" if self.last_decision is None else f"{self.last_decision.time_scale:.3f}",
             "tick_rate_hz": f"{1.0 / float(np.mean(ticks)):.1f}" if ticks.size and np.mean(ticks) > 0 else "",
             "command_rate_hz": f"{self.command_rate_hz:.1f}",
@@ -631,5 +878,9 @@ class ControllerCore:
                               if len(self._chunk_times) > 1 and self._chunk_times[-1] > self._chunk_times[0] else ""),
             "limiter_interventions": self.limiter_interventions,
             "gripper_commands_clipped": self.gripper_clipped,
+            "start_lead_s": f"{self.start_lead_s:.4f}",
+            "command_delay_p99_s": "" if self.command_delay_p99_s is None else f"{self.command_delay_p99_s:.4f}",
+            "internal_errors": self.internal_errors,
+            "last_internal_error": self.last_internal_error,
         }
         return ControllerStatus(state, level, message, values)

@@ -219,11 +219,17 @@ class Plan:
             hi = np.maximum(hi, np.max(np.where(ok, qs, -np.inf), axis=0))
         return lo, hi
 
-    def window(self, start_s: float, lead_s: float, horizon_s: float) -> "Plan":
+    def window(self, start_s: float, lead_s: float, horizon_s: float,
+               acceleration_limits: np.ndarray | None = None,
+               position_limits: tuple[np.ndarray, np.ndarray] | None = None) -> "Plan":
         """The part of the plan a trajectory controller should get at `start_s`: a first knot at
         start_s + lead_s (sampled), then the plan's knots up to the first one at or after
-        start_s + horizon_s. A window cut before the plan's end is given zero final velocity, so a
-        driver that hears nothing more brings the arm to rest there instead of running on."""
+        start_s + horizon_s. A window cut before the plan's end must still end at rest, so that a
+        driver that hears nothing more (the controller crashed, hung, the network dropped) brings
+        the arm to rest instead of running on: with `acceleration_limits` the cut knot keeps its
+        true velocity and a feasible braking tail follows (`braking_tail`: within the acceleration
+        limits and, given `position_limits`, inside them); without, the cut knot's velocity is
+        zeroed (an abrupt stop, for callers that know no limits)."""
         if lead_s <= 0.0 or horizon_s <= lead_s:
             raise ValueError(f"need 0 < lead_s < horizon_s, got lead_s={lead_s}, horizon_s={horizon_s}")
         t_first = start_s + lead_s
@@ -240,6 +246,9 @@ class Plan:
         times = np.concatenate([[t_first], self.times_s[keep]])
         q = np.vstack([q_first[None, :], self.positions_rad[keep]])
         v = np.vstack([v_first[None, :], self.velocities_rad_s[keep]])
+        if np.any(v[-1] != 0.0) and acceleration_limits is not None:
+            tt, tq, tv = braking_tail(times[-1], q[-1], v[-1], acceleration_limits, position_limits)
+            times, q, v = np.concatenate([times, tt]), np.vstack([q, tq]), np.vstack([v, tv])
         v[-1] = 0.0
         return Plan(times, q, v)
 
@@ -482,8 +491,13 @@ def merge_chunk(
     blend_knots: int = 6,
     acceleration_limits: np.ndarray | None = None,
     position_limits: tuple[np.ndarray, np.ndarray] | None = None,
+    start_s: float | None = None,
 ) -> MergeResult:
-    """Blend joint targets (T, n) due at absolute `times_s` into the executing plan at `now_s`."""
+    """Blend joint targets (T, n) due at absolute `times_s` into the executing plan at `now_s`.
+
+    `start_s` (>= now_s, default now_s): where the new chunk takes over. Until then the plan is
+    the executing one, knot for knot, so a trajectory carrying the merge that reaches the driver
+    late (but before start_s) continues exactly the motion the driver is already running."""
     t = np.asarray(times_s, dtype=np.float64).reshape(-1)
     q = np.asarray(positions, dtype=np.float64)
     if q.ndim != 2 or q.shape[0] != t.shape[0] or q.shape[1] != current.num_joints:
@@ -497,16 +511,30 @@ def merge_chunk(
     if not (np.isfinite(blend_s) and blend_s > 0.0) or blend_knots < 2:
         raise ValueError(f"need blend_s > 0 and blend_knots >= 2, got {blend_s}, {blend_knots}")
 
-    new, first = chunk_curve(current, t, q, now_s, acceleration_limits, position_limits)
+    start = now_s if start_s is None else max(float(start_s), now_s)
+    if start > now_s:
+        # A knot of the executing plan just short of the take-over point becomes the take-over
+        # point (no needlessly short segment; the shift is below 0.1 ms).
+        near = current.times_s[(current.times_s > now_s) & (np.abs(current.times_s - start) < _MIN_STOP_KNOT_SPACING_S)]
+        if near.size:
+            start = float(near[0])
+    new, first = chunk_curve(current, t, q, start, acceleration_limits, position_limits)
     dropped = first
 
     # Blend window: the executing plan at weight 1 - w, the new curve at w.
-    tb = now_s + blend_s * np.linspace(0.0, 1.0, blend_knots)
-    plan = _blend(current.sample_free(tb, now_s), new, tb, now_s, blend_s)
+    tb = start + blend_s * np.linspace(0.0, 1.0, blend_knots)
+    plan = _blend(current.sample_free(tb, start), new, tb, start, blend_s)
     if position_limits is not None and current.tail is not None:
         lo, hi = plan.position_range()
         if np.any(lo < position_limits[0]) or np.any(hi > position_limits[1]):
-            plan = _blend(current.sample(tb), new, tb, now_s, blend_s)  # no free tail near a limit
+            plan = _blend(current.sample(tb), new, tb, start, blend_s)  # no free tail near a limit
+    if start > now_s:
+        # The executing plan's own knots from now until the take-over (a piece of a cubic between
+        # two of its points is the same cubic: the motion until `start` is unchanged).
+        pre = np.concatenate([[now_s], current.times_s[(current.times_s > now_s) & (current.times_s < start)]])
+        q_pre, v_pre = current.sample(pre)
+        plan = Plan(np.concatenate([pre, plan.times_s]), np.vstack([q_pre, plan.positions_rad]),
+                    np.vstack([v_pre, plan.velocities_rad_s]), plan.tail)
     return MergeResult(plan, dropped, first)
 
 
@@ -531,6 +559,56 @@ def _blend(old: tuple[np.ndarray, np.ndarray], new: Plan, tb: np.ndarray, now_s:
     elif tail is not None and tail.times_s[0] < tb[-1] - 1e-9:
         tail = None  # the blend reaches into the new curve's last segment: the plan is blended there
     return Plan(times, qs, vs, tail)
+
+
+# Braking-tail knots closer than this are merged (the later stop time is used for both): sent
+# as whole nanoseconds they stay strictly increasing, and a JTC gets no needlessly short segments.
+MIN_TAIL_KNOT_SPACING_S = 1e-3
+
+
+def braking_tail(t0_s: float, q0: np.ndarray, v0: np.ndarray, acceleration_limits: np.ndarray,
+                 position_limits: tuple[np.ndarray, np.ndarray] | None = None):
+    """Knots (times (M,), positions (M, n), velocities (M, n)) after (t0_s, q0, v0) that bring
+    every joint to rest at constant deceleration within `acceleration_limits`; the last knot
+    is at rest. Every segment between consecutive knots is exactly a piece of each joint's
+    stopping parabola (or a hold), so a JTC's cubic interpolation runs the stop as planned.
+
+    Preferred: all joints stop together (the path keeps its direction), in the time the slowest
+    joint needs at its limit. When that stop would leave `position_limits` (a joint near a limit
+    braking more gently than it could), each joint instead stops as fast as its own limit allows:
+    the shortest stop there is, so from any state of a plan that stays within the limits with
+    accelerations within the limits, it stays within the limits too. Stop times are rounded up to
+    knots at least MIN_TAIL_KNOT_SPACING_S apart (rounding up only lowers a deceleration).
+    """
+    q0 = np.asarray(q0, dtype=np.float64).reshape(-1)
+    v0 = np.asarray(v0, dtype=np.float64).reshape(-1)
+    acc = np.broadcast_to(np.asarray(acceleration_limits, dtype=np.float64), v0.shape)
+    own = np.abs(v0) / acc  # each joint's shortest stop
+    tau = np.full_like(v0, float(np.max(own)))
+    if position_limits is not None:
+        end = q0 + v0 * tau / 2.0
+        if np.any(end < position_limits[0]) or np.any(end > position_limits[1]):
+            tau = own
+    tau = np.where(v0 != 0.0, tau, 0.0)
+    knots: list[float] = []
+    for s in np.unique(tau[tau > 0.0]):
+        s = max(float(s), MIN_TAIL_KNOT_SPACING_S)
+        if knots and s - knots[-1] < MIN_TAIL_KNOT_SPACING_S:
+            knots[-1] = s  # merge into the later stop
+        else:
+            knots.append(s)
+    if not knots:
+        return np.zeros(0), np.zeros((0, v0.size)), np.zeros((0, v0.size))
+    ks = np.array(knots)
+    # Each moving joint stops at the first knot at or after its own stop time.
+    tau = np.where(tau > 0.0, ks[np.minimum(np.searchsorted(ks, tau - 1e-12), len(ks) - 1)], 0.0)
+    s = ks[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        moving = (tau > 0.0) & (s < tau)
+        safe_tau = np.where(tau > 0.0, tau, 1.0)
+        q = np.where(moving, q0 + v0 * s - v0 * s**2 / (2.0 * safe_tau), q0 + v0 * tau / 2.0)
+        v = np.where(moving, v0 * (1.0 - s / safe_tau), 0.0)
+    return t0_s + ks, q, v
 
 
 def stopping_plan(q: np.ndarray, v: np.ndarray, now_s: float, acceleration_limits: np.ndarray) -> Plan:
@@ -587,11 +665,14 @@ class ChunkScheduler:
             self._plan = stopping_plan(q, v, now_s, self.acceleration_limits)
         return self._plan
 
-    def propose(self, times_s: np.ndarray, positions: np.ndarray, now_s: float, blend_s: float | None = None) -> MergeResult:
-        if self._plan is None:
+    def propose(self, times_s: np.ndarray, positions: np.ndarray, now_s: float, blend_s: float | None = None,
+                start_s: float | None = None, plan: Plan | None = None) -> MergeResult:
+        """The merge of a chunk into `plan` (default: the executing plan), not committed."""
+        current = self._plan if plan is None else plan
+        if current is None:
             raise RuntimeError("ChunkScheduler.propose: no plan yet; call hold(q, now_s) with the measured position first")
-        return merge_chunk(self._plan, times_s, positions, now_s, self.blend_s if blend_s is None else blend_s,
-                           self.blend_knots, self.acceleration_limits, self.position_limits)
+        return merge_chunk(current, times_s, positions, now_s, self.blend_s if blend_s is None else blend_s,
+                           self.blend_knots, self.acceleration_limits, self.position_limits, start_s)
 
     def curve(self, times_s: np.ndarray, positions: np.ndarray, now_s: float) -> tuple[Plan, int]:
         """The chunk's own curve as `propose` would build it (see `chunk_curve`)."""
