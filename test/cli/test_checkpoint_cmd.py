@@ -28,6 +28,10 @@ def test_openvla_fixture_inspect_predict(tmp_path, capsys):
     assert res["dino"] == {"dim": 32, "depth": 3, "image_size": 28}
     assert res["siglip"] == {"dim": 48, "depth": 2, "image_size": 28}
     assert res["unnorm_keys"] == {"bridge_orig": 7, "fractal20220817_data": 7}
+    # the fixture writes both files with the same datasets: dataset_statistics.json is the one used
+    assert res["unnorm_key_sources"] == {"bridge_orig": "dataset_statistics.json",
+                                         "fractal20220817_data": "dataset_statistics.json"}
+    assert res["default_unnorm_key"] is None
     image = random_image(11)
     Image.fromarray(image).save(tmp_path / "frame.png")
     code, res, _ = run(capsys, "predict", str(folder), "--image", str(tmp_path / "frame.png"),

@@ -40,7 +40,7 @@ def checkpoint_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -
                     help="RGB image file; repeat for π0's cameras, in the checkpoint's camera order")
     pr.add_argument("--instruction", required=True)
     pr.add_argument("--unnorm-key", default=None, help="OpenVLA dataset / π0 asset id")
-    pr.add_argument("--state", default=None, help="π0: comma-separated state vector (write --state=-0.1,... when it starts with a minus)")
+    pr.add_argument("--state", default=None, help="π0: comma-separated state vector")
     pr.add_argument("--action-dim", type=int, default=None, help="π0: action dims to keep (default: state dims)")
     pr.add_argument("--seed", type=int, default=0, help="π0: noise seed")
     for p in (ins, pr):
@@ -79,6 +79,9 @@ def _inspect(args: argparse.Namespace) -> dict[str, Any]:
             "llm": {"hidden_size": arch.llm.hidden_size, "layers": arch.llm.num_hidden_layers,
                     "vocab_size": arch.llm.vocab_size},
             "unnorm_keys": {k: vla.action_dim(k) for k in vla.unnorm_keys},
+            # which file each key's statistics came from (dataset_statistics.json wins, as in OpenVLA)
+            "unnorm_key_sources": {k: vla.stats_sources[k] for k in vla.unnorm_keys},
+            "default_unnorm_key": vla.default_unnorm_key,
             "device": str(vla.device), "dtype": str(vla.dtype).replace("torch.", ""),
         }
     from vla_ros.policies.checkpoints.pi0 import load_pi0

@@ -368,3 +368,73 @@ def test_the_static_cache_decode_loop_the_cuda_graph_replays_gives_the_same_toke
             torch.testing.assert_close(decoder.tokens_uncaptured(embeds, 7), reference, rtol=0, atol=0)
             torch.testing.assert_close(decoder.tokens(embeds, 7), reference, rtol=0, atol=0)
     assert decoder.captures == 0
+
+
+# ---- statistics precedence (OpenVLA's get_vla / deploy.py) and the prompt ---------------------------
+
+def _finetune_stats(offset: float) -> dict:
+    """A fine-tuning dataset's statistics: bridge's with q01/q99 moved, so results differ from bridge's."""
+    stats = json.loads(json.dumps(DEFAULT_OPENVLA_STATS["bridge_orig"]))
+    stats["action"]["q01"] = [v - offset for v in stats["action"]["q01"][:6]] + [0.0]
+    stats["action"]["q99"] = [v + offset for v in stats["action"]["q99"][:6]] + [1.0]
+    return stats
+
+
+def _expected_action(vla, image, stats) -> np.ndarray:
+    """OpenVLA's un-normalisation by hand: bin centre x -> 0.5 (x + 1)(q99 - q01) + q01 where mask."""
+    tokens = vla.predict_tokens(image, INSTRUCTION, 7)
+    bins = np.linspace(-1, 1, 256)
+    centres = (bins[:-1] + bins[1:]) / 2
+    x = centres[np.clip(32000 - tokens - 1, 0, 254)]
+    q01, q99 = np.array(stats["action"]["q01"]), np.array(stats["action"]["q99"])
+    mask = np.array(stats["action"]["mask"])
+    return np.where(mask, 0.5 * (x + 1) * (q99 - q01) + q01, x)
+
+
+def test_a_finetunes_dataset_statistics_json_is_used_and_is_the_default(ckpt, tmp_path):
+    # finetune.py writes dataset_statistics.json with the fine-tuning dataset only; config.json
+    # keeps the base mixture's norm_stats (two datasets in the fixture).
+    dst = tmp_path / "finetuned"
+    shutil.copytree(ckpt, dst)
+    mine = _finetune_stats(0.5)
+    (dst / "dataset_statistics.json").write_text(json.dumps({"my_finetune": mine}))
+    vla = load_openvla(dst, device="cpu", dtype="float32")
+    assert vla.unnorm_keys == ["bridge_orig", "fractal20220817_data", "my_finetune"]
+    assert vla.stats_sources == {"bridge_orig": "config.json", "fractal20220817_data": "config.json",
+                                 "my_finetune": "dataset_statistics.json"}
+    image = random_image(21)
+    expected = _expected_action(vla, image, mine)
+    np.testing.assert_allclose(vla.predict_action(image, INSTRUCTION, "my_finetune"), expected, rtol=0, atol=1e-12)
+    # OpenVLA replaces norm_stats by the file, so no key means the fine-tune's single dataset.
+    np.testing.assert_allclose(vla.predict_action(image, INSTRUCTION), expected, rtol=0, atol=1e-12)
+    assert OpenVLAPolicy(vla, single_arm()).unnorm_key == "my_finetune"
+
+
+def test_dataset_statistics_json_wins_over_config_json_for_the_same_key(ckpt, tmp_path):
+    dst = tmp_path / "both"
+    shutil.copytree(ckpt, dst)
+    moved = _finetune_stats(0.25)
+    (dst / "dataset_statistics.json").write_text(json.dumps({"bridge_orig": moved}))
+    vla = load_openvla(dst, device="cpu", dtype="float32")
+    assert vla.stats_sources["bridge_orig"] == "dataset_statistics.json"
+    assert vla.stats_sources["fractal20220817_data"] == "config.json"
+    image = random_image(22)
+    np.testing.assert_allclose(vla.predict_action(image, INSTRUCTION, "bridge_orig"),
+                               _expected_action(vla, image, moved), rtol=0, atol=1e-12)
+    # ... and not config.json's bridge_orig (the old, silently wrong choice)
+    assert not np.allclose(vla.predict_action(image, INSTRUCTION, "bridge_orig"),
+                           _expected_action(vla, image, DEFAULT_OPENVLA_STATS["bridge_orig"]))
+
+
+def test_bad_statistics_name_their_file(ckpt, tmp_path):
+    dst = tmp_path / "bad"
+    shutil.copytree(ckpt, dst)
+    (dst / "dataset_statistics.json").write_text(json.dumps({"my_finetune": {"proprio": {}}}))
+    with pytest.raises(CheckpointError, match=r"dataset_statistics.json: statistics 'my_finetune'.*lack the 'action'"):
+        load_openvla(dst)
+
+
+@pytest.mark.parametrize("instruction", ["Pick up the red cube", "  pick up the RED cube \n", "pick up the red cube "])
+def test_instruction_is_stripped_and_lower_cased(vla, instruction):
+    text = vla.tokenizer.tokenizer.decode(vla.tokenizer.prompt_ids(instruction)[1:-1])
+    assert text == "In: What action should the robot take to pick up the red cube?\nOut:"

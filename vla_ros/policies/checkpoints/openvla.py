@@ -22,6 +22,14 @@ in training), <s> first, token 29871 ("▁") appended when the prompt does not e
 projected patches inserted right after <s>, greedy decoding of `action_dim` tokens over the
 whole vocabulary, ActionTokenizer.decode, then un-normalisation with the chosen dataset's q01 /
 q99 where its mask is true.
+
+Statistics: OpenVLA's loaders (`openvla_utils.get_vla`, `deploy.py`) replace config.json's
+`norm_stats` with the folder's `dataset_statistics.json` when there is one -- that is where
+`finetune.py` writes the fine-tuning dataset's statistics, while config.json keeps the base
+mixture's. Here a key in `dataset_statistics.json` wins over the same key in config.json (so every
+key OpenVLA resolves gives its statistics), config.json's other keys stay available, and with no
+`unnorm_key` the one dataset of `dataset_statistics.json` is used, as OpenVLA would.
+`OpenVLA.stats_sources` says which file each key came from.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ from vla_ros.policies.vla.action_tokenizer import ActionTokenizer
 
 log = logging.getLogger(__name__)
 
+STATS_FILE = "dataset_statistics.json"
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
 SPACE_TOKEN_ID = 29871  # "▁" in Llama-2; OpenVLA appends it after "Out:" as in training
 
@@ -495,7 +504,8 @@ class OpenVLA:
 
     def __init__(self, folder: Path, model: OpenVLAModel, tokenizer: PromptTokenizer,
                  transform: PrismaticImageTransform, norm_stats: dict[str, Any],
-                 device: torch.device, dtype: torch.dtype, cuda_graphs: bool = True) -> None:
+                 device: torch.device, dtype: torch.dtype, cuda_graphs: bool = True,
+                 stats_sources: dict[str, str] | None = None, default_unnorm_key: str | None = None) -> None:
         self.folder = folder
         # On CUDA, each greedy decode step is a replayed CUDA graph (vla_ros.policies.checkpoints.cuda_graphs).
         self.cuda_graphs = bool(cuda_graphs)
@@ -504,6 +514,10 @@ class OpenVLA:
         self.tokenizer = tokenizer
         self.transform = transform
         self.norm_stats_raw = norm_stats
+        # dataset key -> the file its statistics came from (config.json or dataset_statistics.json)
+        self.stats_sources = dict(stats_sources) if stats_sources is not None else {k: "config.json" for k in norm_stats}
+        # The key used when none is given (the fine-tune's single dataset), else None: keys must be named.
+        self.default_unnorm_key = default_unnorm_key
         self.device = device
         self.dtype = dtype
 
@@ -516,7 +530,7 @@ class OpenVLA:
         return sorted(self.norm_stats_raw)
 
     def stats(self, unnorm_key: str | None) -> NormStats:
-        return NormStats.from_openvla(self.norm_stats_raw, unnorm_key=unnorm_key)
+        return NormStats.from_openvla(self.norm_stats_raw, unnorm_key=unnorm_key or self.default_unnorm_key)
 
     def action_dim(self, unnorm_key: str | None) -> int:
         return self.stats(unnorm_key)["action"].dim
@@ -560,13 +574,7 @@ def load_openvla(checkpoint: str | Path, device: str | torch.device | None = Non
     tensors = load_safetensors_folder(folder)
     arch = read_arch(config, tensors)
     check_tensors(arch, tensors)
-    norm_stats = config.get("norm_stats")
-    if not norm_stats:
-        if not (folder / "dataset_statistics.json").is_file():
-            raise CheckpointError(f"{folder}: config.json has no norm_stats and dataset_statistics.json is missing")
-        norm_stats = read_json(folder, "dataset_statistics.json")
-    for key in norm_stats:
-        NormStats.from_openvla(norm_stats, unnorm_key=key)  # validate every dataset's stats up front
+    norm_stats, sources, default_key = read_openvla_statistics(folder, config)
     tokenizer = PromptTokenizer(folder)
     pad_multiple = int(config.get("pad_to_multiple_of", 0))
     if arch.llm.vocab_size - pad_multiple != tokenizer.base_vocab_size:
@@ -589,7 +597,36 @@ def load_openvla(checkpoint: str | Path, device: str | torch.device | None = Non
     if unexpected or missing:
         raise CheckpointError(f"internal mapping error: missing {missing[:3]}, unexpected {unexpected[:3]}")
     model.to(device=dev, dtype=dt).eval()
-    return OpenVLA(folder, model, tokenizer, transform, norm_stats, dev, dt, cuda_graphs)
+    return OpenVLA(folder, model, tokenizer, transform, norm_stats, dev, dt, cuda_graphs, sources, default_key)
+
+
+def read_openvla_statistics(folder: Path, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], str | None]:
+    """(statistics by dataset key, the file each key came from, the key used when none is given).
+
+    `dataset_statistics.json` (the fine-tune's) takes precedence over config.json's `norm_stats`
+    key by key, as in OpenVLA's loaders; every dataset's statistics are validated here, errors
+    naming the file.
+    """
+    from_config = config.get("norm_stats") or {}
+    if not isinstance(from_config, dict):
+        raise CheckpointError(f"config.json: norm_stats must be a mapping {{dataset: {{...}}}}, "
+                              f"got {type(from_config).__name__}")
+    from_file: dict[str, Any] = read_json(folder, STATS_FILE) if (folder / STATS_FILE).is_file() else {}
+    if not from_config and not from_file:
+        raise CheckpointError(f"{folder}: config.json has no norm_stats and {STATS_FILE} is missing")
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, stats in (("config.json", from_config), (STATS_FILE, from_file)):
+        for key in stats:
+            try:
+                NormStats.from_openvla(stats, unnorm_key=key)
+            except (KeyError, ValueError) as exc:
+                raise CheckpointError(f"{folder / name}: statistics '{key}': {str(exc).strip(chr(39))}") from None
+            if key in merged and merged[key] != stats[key]:
+                log.info("OpenVLA statistics '%s': %s replaces config.json's (the fine-tune's own)", key, name)
+            merged[key], sources[key] = stats[key], name
+    default_key = next(iter(from_file)) if len(from_file) == 1 else None
+    return merged, sources, default_key
 
 
 # ---- policy ------------------------------------------------------------------------------------------
