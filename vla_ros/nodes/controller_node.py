@@ -33,10 +33,9 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
@@ -317,31 +316,13 @@ class ControllerNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Configure + activate, spin; on Ctrl-C publish a hold and shut down cleanly."""
-    # SIGINT must reach us as KeyboardInterrupt while the context is still up, so that the hold
-    # can be published; rclpy keeps handling SIGTERM.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.SIGTERM)
-    node = ControllerNode()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    code = 0
-    try:
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            node.get_logger().error("configure failed; exiting")
-            code = 1
-            return code
-        node.trigger_activate()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        if rclpy.ok():
-            node.hold()
-            node.get_logger().info("interrupted: hold sent, shutting down")
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return code
+    """`ros2 run vla_ros controller_node`: configure + activate unless `autostart:=false`, spin on a
+    multi-threaded executor; SIGINT/SIGTERM deactivate (the arm holds) and exit 0
+    (vla_ros.nodes.runtime)."""
+    from vla_ros.nodes.runtime import run_node
+
+    return run_node(ControllerNode, MultiThreadedExecutor, args=args, name="controller",
+                    deactivated_message="deactivated: hold sent")
 
 
 if __name__ == "__main__":

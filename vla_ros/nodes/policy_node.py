@@ -37,7 +37,6 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -134,7 +133,8 @@ class PolicyNode(LifecycleNode):
         d("poll_period_s", 0.01, _desc("how often the node checks whether the next inference is due (s)"))
         d("diagnostics_period_s", 1.0, _desc("period of the diagnostics status (s)"))
         d("warmup", True, _desc("run one inference on a synthetic observation at configure"))
-        d("autostart", False, _desc("configure and activate at start-up (no lifecycle manager)"))
+        d("autostart", True, _desc("configure and activate at start-up; false: wait for a lifecycle manager "
+                                   "(bringup.launch.py passes false and drives the transitions itself)"))
 
         self.spec: EmbodimentSpec | None = None
         self.policy: Policy | None = None
@@ -491,23 +491,13 @@ def _fmt(x: float) -> str:
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = PolicyNode()
-    if node.get_parameter("autostart").value:
-        ok = TransitionCallbackReturn.SUCCESS
-        if node.trigger_configure() != ok or node.trigger_activate() != ok:
-            node.get_logger().fatal("autostart failed (see the error above); exiting")
-            node.destroy_node()
-            rclpy.try_shutdown()
-            return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # Ctrl-C / external shutdown is the normal way out (the context is already down: no logging)
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """`ros2 run vla_ros policy_node`: configure + activate unless `autostart:=false`; SIGINT/SIGTERM
+    deactivate (no more chunks; an inference in flight is dropped) and exit 0 (vla_ros.nodes.runtime)."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from vla_ros.nodes.runtime import run_node
+
+    return run_node(PolicyNode, SingleThreadedExecutor, args=args, name="policy")
 
 
 if __name__ == "__main__":

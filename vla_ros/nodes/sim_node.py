@@ -407,18 +407,11 @@ class SimNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = SimNode()
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is the normal way to stop a node; clean up below
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """`ros2 run vla_ros sim_node`: SIGINT/SIGTERM stop the physics thread first (it publishes
+    from outside the executor), then the node and rclpy go down and the process exits 0."""
+    from vla_ros.nodes.runtime import run_node
+
+    return run_node(SimNode, MultiThreadedExecutor, args=args, name="sim", on_stop=SimNode.stop)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,181 @@
+"""The process around every vla_ros node: `main()` of controller_node, sim_node and policy_node.
+
+One way in and one way out for all of them, so that `ros2 launch` (and a user at a terminal)
+sees the same behaviour from every node:
+
+- start: `rclpy.init` without rclpy's signal handlers, build the node, spin its executor on a
+  background thread; a lifecycle node with `autostart:=true` (the default, for `ros2 run` and
+  tests that start one node) configures and activates itself, one started by the launch
+  (`autostart:=false`) waits for the launch's lifecycle transitions.
+- stop, on SIGINT (Ctrl-C: the terminal sends it to the whole process group, launch sends it
+  too) or SIGTERM (launch's escalation, systemd, `kill`): deactivate an active lifecycle node
+  (the controller holds the arm, the policy stops publishing), wait briefly until the last
+  messages (the hold) are acknowledged, stop the executor, destroy the node, shut rclpy down,
+  exit 0. This never waits on a clock, so it is as quick on simulated time without `/clock`
+  as on the wall clock.
+
+Why rclpy's own handlers are not used: they shut the context down from the signal handler, so
+nothing (the hold) can be published afterwards and threads that still publish (the sim's physics)
+die with "publisher's context is invalid"; and with rclpy's SIGTERM handler alone, SIGINT reached
+a controller blocked in its executor's wait only when a timer woke it, which on simulated time
+without `/clock` is never. Here the signal only sets an event; the main thread waits on that
+event (signal handlers run in the main thread), the executor never has to wake up for it.
+
+Exit codes: 0 after a signal; 1 when the node cannot be built, autostart fails, or a callback
+raises (the executor thread ends): a launch then sees a required node die and ends the graph.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Callable
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.duration import Duration
+from rclpy.executors import Executor, ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+AUTOSTART_DESCRIPTION = ("configure and activate at start-up; false: wait for a lifecycle manager "
+                         "(bringup.launch.py passes false and drives the transitions itself)")
+# What the whole stop may take: launch escalates to SIGTERM 5 s after SIGINT.
+FLUSH_TIMEOUT_S = 1.0
+EXECUTOR_SHUTDOWN_TIMEOUT_S = 2.0
+
+
+class StopSignal:
+    """SIGINT / SIGTERM -> an event the main thread waits on. Repeated signals (the terminal's
+    Ctrl-C and launch's SIGINT arrive both) are remembered but change nothing."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.received: list[str] = []
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.received.append(signal.Signals(signum).name)
+        self.event.set()
+
+    @property
+    def name(self) -> str:
+        return self.received[0] if self.received else ""
+
+
+def lifecycle_state(node: LifecycleNode) -> str:
+    """The node's primary state label ('unconfigured', 'inactive', 'active', 'finalized')."""
+    # rclpy's own LifecycleNodeMixin.trigger_shutdown reads it the same way; there is no public getter.
+    return node._state_machine.current_state[1]
+
+
+def declare_autostart(node: Node, default: bool = True) -> bool:
+    """The `autostart` parameter (declared here when the node class does not declare it)."""
+    if not node.has_parameter("autostart"):
+        node.declare_parameter("autostart", default, ParameterDescriptor(description=AUTOSTART_DESCRIPTION))
+    return bool(node.get_parameter("autostart").value)
+
+
+def flush_publishers(node: Node, timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
+    """Wait until every reliable publisher's messages are acknowledged by its subscribers (the
+    hold must not be lost when the process exits right after publishing it). True if all were."""
+    deadline = time.monotonic() + timeout_s
+    ok = True
+    for publisher in list(node.publishers):
+        left_s = deadline - time.monotonic()
+        if left_s <= 0.0:
+            return False
+        try:
+            ok = publisher.wait_for_all_acked(Duration(nanoseconds=int(left_s * 1e9))) and ok
+        except Exception:  # noqa: BLE001 - a destroyed publisher or a best-effort one has nothing to flush
+            continue
+    return ok
+
+
+def run_node(
+    make_node: Callable[[], Node],
+    make_executor: Callable[[], Executor],
+    *,
+    args: list[str] | None = None,
+    name: str,
+    on_stop: Callable[[Node], None] | None = None,
+    deactivated_message: str = "deactivated",
+) -> int:
+    """Run one node until SIGINT/SIGTERM; see the module docstring. `on_stop(node)` runs first on
+    the way out (the sim stops its physics thread there), then an active lifecycle node is
+    deactivated and `deactivated_message` logged."""
+    stop = StopSignal()
+    stop.install()  # before anything slow: a Ctrl-C during start-up must still end cleanly
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    logger = rclpy.logging.get_logger(name)
+    node: Node | None = None
+    executor: Executor | None = None
+    spin_thread: threading.Thread | None = None
+    crashed: list[BaseException] = []
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass
+        except Exception as err:  # noqa: BLE001 - reported here, the process exits 1
+            crashed.append(err)
+            logger.fatal(f"a callback raised; exiting: {err!r}\n{traceback.format_exc()}")
+        finally:
+            stop.event.set()
+
+    try:
+        try:
+            node = make_node()
+        except (ValueError, KeyError, OSError, RuntimeError) as err:
+            logger.fatal(f"cannot start: {err}")
+            return 1
+        logger = node.get_logger()
+        lifecycle = isinstance(node, LifecycleNode)
+        autostart = declare_autostart(node) if lifecycle else False
+        executor = make_executor()
+        executor.add_node(node)
+        spin_thread = threading.Thread(target=spin, name=f"{name}_executor", daemon=True)
+        spin_thread.start()
+        if autostart and not stop.event.is_set():
+            ok = TransitionCallbackReturn.SUCCESS
+            if node.trigger_configure() != ok or (not stop.event.is_set() and node.trigger_activate() != ok):
+                logger.fatal("autostart failed (see the error above); exiting")
+                return 1
+        elif lifecycle and not stop.event.is_set():
+            logger.info("autostart is false: waiting in state 'unconfigured' for a lifecycle manager")
+        while not stop.event.wait(0.5):
+            pass
+        logger.info(f"{stop.name or 'executor stopped'}: shutting down")
+        if on_stop is not None:
+            on_stop(node)
+        if lifecycle and lifecycle_state(node) == "active":
+            if node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS:
+                logger.info(deactivated_message)
+            else:
+                logger.error("deactivate failed on the way out")
+        if not flush_publishers(node):
+            logger.warning("some messages were not acknowledged before exiting")
+        return 1 if crashed else 0
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=EXECUTOR_SHUTDOWN_TIMEOUT_S)
+        if spin_thread is not None:
+            spin_thread.join(timeout=EXECUTOR_SHUTDOWN_TIMEOUT_S)
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+        stop.restore()
