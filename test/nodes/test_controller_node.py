@@ -11,7 +11,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -63,7 +63,8 @@ class Rig:
         overrides = [rclpy.parameter.Parameter(k, value=v) for k, v in params.items()]
         self.node = ControllerNode(spec=spec, kinematics=kin, parameter_overrides=overrides)
         self.peer = Node("controller_test_peer")
-        self.executor = SingleThreadedExecutor()
+        # As the controller runs in production: its callback groups on several threads.
+        self.executor = MultiThreadedExecutor(num_threads=4)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
         self.commands: list = []
@@ -256,8 +257,7 @@ def test_estop_latches_until_released(rig):
     assert future.result().success and "released" in future.result().message
     assert rig.node.core.state(rig.now()) == "holding"
     rig.send_chunk(_ramp(held, 0, 0.3))
-    assert rig.spin_until(lambda: len(rig.commands) >= 1)
-    assert rig.node.core.chunks_accepted == 2
+    assert rig.spin_until(lambda: rig.node.core.chunks_accepted == 2 and len(rig.commands) >= 1)
 
 
 def test_diagnostics_and_planned_path(rig):
@@ -291,7 +291,7 @@ def test_forward_stream_holds_within_one_period_after_chunks_stop(ros, fr3_forwa
         rig.send_chunk(_ramp(HOME, 0, 0.5, steps=6))
         end_s = None
         assert rig.spin_until(lambda: len(rig.commands) > 5)
-        end_s = rig.node.core.scheduler.plan.end_time_s
+        end_s = rig.node.core.to_clock(rig.node.core.scheduler.plan.end_time_s)
         rig.spin(max(0.0, end_s - rig.now()) + 0.3)
         arrivals = [np.array(m.data) for m in rig.commands]
         q = np.array(arrivals)

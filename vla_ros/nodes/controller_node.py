@@ -21,6 +21,17 @@ Service: `~/release_estop` (std_srvs/Trigger).
 
 Time is the node's clock (`use_sim_time` follows /clock): chunk stamps, joint-state arrival
 times and trajectory stamps are all on it.
+
+Threads: made for a MultiThreadedExecutor. Deciding a chunk (IK, validation, plan fitting; up to
+max_chunk_points steps) runs in its own callback group and outside the core's lock except for a
+snapshot and the atomic commit (`ControllerCore.decide_chunk`); the e-stop (and the release
+service), the command timer + joint_states, and diagnostics each have their own group, so none
+of them waits for a chunk. The node also listens to its own trajectory topics to measure the
+publish->arrival delay that the start lead covers.
+
+Every callback ends in a decision: anything that escapes the core's logic (a bug) is caught at
+the callback boundary, counted (`internal_errors` in diagnostics), logged with its traceback,
+and the arm holds; a chunk being decided is refused.
 """
 
 from __future__ import annotations
@@ -28,11 +39,13 @@ from __future__ import annotations
 import functools
 import sys
 import threading
+import traceback
 from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -49,6 +62,9 @@ from vla_ros.core.safety import SafetyConfig
 from vla_ros.nodes import conversions as cv
 
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Python threads take turns every switch interval (default 5 ms): while a chunk is being decided,
+# the e-stop thread must get the interpreter within a fraction of a command period.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def _desc(text: str) -> ParameterDescriptor:
@@ -63,6 +79,22 @@ def _locked(method):
     def wrapper(self, *args, **kwargs):
         with self._lock:
             return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _guarded(method):
+    """The last-resort guard at a callback boundary: an exception (a bug: every input path is
+    meant to end in an accept or a refusal) is reported and the arm holds; it never propagates
+    into the executor, which would kill the node."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - this is the boundary that must not raise
+            self._internal_error(method.__name__, err)
+            return None
 
     return wrapper
 
@@ -89,7 +121,17 @@ class ControllerNode(LifecycleNode):
         d("max_time_scale", 2.0, _desc("slow a too-fast chunk by up to this factor before refusing it"))
         d("diagnostics_rate_hz", 2.0, _desc("diagnostics publishing rate"))
         d("path_rate_hz", 5.0, _desc("planned_path marker publishing rate"))
+        d("max_chunk_points", 1000, _desc("longest action chunk decided; longer ones are refused unread"))
+        d("min_chunk_period_s", 0.0, _desc("shortest accepted chunk period (s); 0 = policy period / 10"))
+        d("max_chunk_period_s", 0.0, _desc("longest accepted chunk period (s); 0 = policy period x 10"))
+        d("max_chunk_duration_s", 30.0, _desc("longest accepted chunk, first to last step (s)"))
+        d("max_start_lead_s", 0.1, _desc("upper bound of the start lead that covers the measured "
+                                         "publish->arrival delay of trajectories (s)"))
         self._lock = threading.RLock()
+        self._chunk_group = MutuallyExclusiveCallbackGroup()
+        self._estop_group = MutuallyExclusiveCallbackGroup()
+        self._control_group = MutuallyExclusiveCallbackGroup()
+        self._report_group = MutuallyExclusiveCallbackGroup()
         self._given_spec = spec
         self._given_kin = kinematics
         self.spec: EmbodimentSpec | None = None
@@ -121,6 +163,11 @@ class ControllerNode(LifecycleNode):
             horizon_s=self._p("horizon_s"),
             blend_s=self._p("blend_s"),
             max_blend_s=self._p("max_blend_s"),
+            max_chunk_points=int(self._p("max_chunk_points")),
+            min_chunk_period_s=float(self._p("min_chunk_period_s")) or None,
+            max_chunk_period_s=float(self._p("max_chunk_period_s")) or None,
+            max_chunk_duration_s=self._p("max_chunk_duration_s"),
+            max_start_lead_s=self._p("max_start_lead_s"),
             safety=SafetyConfig(position_margin_rad=self._p("position_margin_rad"),
                                 max_step_rad=self._p("max_step_rad"),
                                 max_time_scale=self._p("max_time_scale")),
@@ -141,13 +188,19 @@ class ControllerNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
         self.spec = spec
-        self._subs.append(self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, 10))
+        self._subs.append(self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, 10,
+                                                   callback_group=self._chunk_group))
         for arm in spec.arms:
             self._subs.append(self.create_subscription(
                 JointState, arm.joint_states_topic,
-                lambda msg, name=arm.name: self._on_joint_state(name, msg), qos_profile_sensor_data))
+                lambda msg, name=arm.name: self._on_joint_state(name, msg), qos_profile_sensor_data,
+                callback_group=self._control_group))
             kind = JointTrajectory if arm.command.kind == "joint_trajectory" else Float64MultiArray
             self._pubs[arm.command.topic] = self.create_publisher(kind, arm.command.topic, COMMAND_QOS)
+            if kind is JointTrajectory:
+                # Our own trajectories as the driver receives them: the publish->arrival delay.
+                self._subs.append(self.create_subscription(JointTrajectory, arm.command.topic, self._on_own_command,
+                                                           COMMAND_QOS, callback_group=self._report_group))
             if arm.gripper is not None and arm.gripper.command is not None:
                 topic = arm.gripper.command.topic
                 self._pubs[topic] = self.create_publisher(Float64MultiArray, topic, COMMAND_QOS)
@@ -155,15 +208,19 @@ class ControllerNode(LifecycleNode):
                 self.get_logger().warning(
                     f"arm '{arm.name}': the gripper has no command topic in the config (e.g. franka_gripper is "
                     "action-only); chunks' gripper columns are accepted but not sent")
-        self._subs.append(self.create_subscription(Bool, "estop", self._on_estop, 10))
-        self._service = self.create_service(Trigger, "~/release_estop", self._on_release)
+        self._subs.append(self.create_subscription(Bool, "estop", self._on_estop, 10,
+                                                   callback_group=self._estop_group))
+        self._service = self.create_service(Trigger, "~/release_estop", self._on_release,
+                                            callback_group=self._estop_group)
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
         self._path_pub = self.create_publisher(MarkerArray, "planned_path", 10)
         forward = any(a.command.kind == "forward_position" for a in spec.arms)
         tick_hz = self.core.command_rate_hz if forward else self.core.config.replan_rate_hz
-        self._node_timers.append(self.create_timer(1.0 / tick_hz, self._on_tick))
-        self._node_timers.append(self.create_timer(1.0 / float(self._p("diagnostics_rate_hz")), self._publish_diagnostics))
-        self._node_timers.append(self.create_timer(1.0 / float(self._p("path_rate_hz")), self._publish_path))
+        self._node_timers.append(self.create_timer(1.0 / tick_hz, self._on_tick, callback_group=self._control_group))
+        self._node_timers.append(self.create_timer(1.0 / float(self._p("diagnostics_rate_hz")), self._publish_diagnostics,
+                                                   callback_group=self._report_group))
+        self._node_timers.append(self.create_timer(1.0 / float(self._p("path_rate_hz")), self._publish_path,
+                                                   callback_group=self._report_group))
         self.get_logger().info(
             f"configured for '{spec.name}': {len(spec.arms)} arm(s), commands "
             f"{[a.command.topic + ' (' + a.command.kind + ')' for a in spec.arms]}, ticking at {tick_hz:.0f} Hz")
@@ -171,6 +228,8 @@ class ControllerNode(LifecycleNode):
 
     @_locked
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         now = self.now_s()
         self.core.activate(now)
         self._publish(self.core.tick(now))
@@ -222,29 +281,60 @@ class ControllerNode(LifecycleNode):
             self._publish(self.core.tick(now))
 
     # ------------------------------------------------------------------ callbacks
-    @_locked
+    def _internal_error(self, where: str, err: BaseException) -> None:
+        with self._lock:
+            self.get_logger().error(f"internal error in {where} (holding): {type(err).__name__}: {err}\n"
+                                    f"{traceback.format_exc()}")
+            if self.core is None:
+                return
+            try:
+                now = self.now_s()
+                self.core.internal_error(where, err, now)
+                self._publish(self.core.tick(now, stream=False))
+            except Exception as err2:  # noqa: BLE001 - the hold itself failed: say so, never raise
+                self.get_logger().error(f"could not hold after the internal error: {type(err2).__name__}: {err2}")
+
+    @_guarded
     def _on_chunk(self, msg: JointTrajectory) -> None:
-        if self.core is None:
+        # Not under the lock as a whole: the decision takes the lock only for its snapshot and
+        # its commit (ControllerCore.decide_chunk), so e-stops and ticks never wait for it.
+        core = self.core
+        if core is None:
             return
-        now = self.now_s()
         try:
-            chunk = cv.msg_to_chunk(msg, default_period_s=self.spec.policy_period_s)
+            problem = core.chunk_bounds_problem(len(msg.points))
+            chunk = None if problem else cv.msg_to_chunk(msg, default_period_s=self.spec.policy_period_s,
+                                                         max_points=core.config.max_chunk_points)
         except ValueError as err:
-            decision = self.core.refuse(f"malformed action chunk: {err}", now)
+            problem = f"malformed action chunk: {err}"
+        if problem is not None:
+            with self._lock:
+                decision = core.refuse(problem, self.now_s())
         else:
-            decision = self.core.submit_chunk(chunk, now)
-        if not decision.accepted and not self.core.active:
+            decision = core.decide_chunk(chunk, self.now_s, self._lock)
+        if not decision.accepted and not core.active:
             # Chunks still in flight around a deactivation are expected; not worth a warning.
             self.get_logger().debug(f"action chunk refused: {decision.reason}")
         elif not decision.accepted:
             self.get_logger().warning(f"action chunk refused: {decision.reason}")
-        self._publish(self.core.tick(now, stream=False))
+        with self._lock:
+            if self.core is core:
+                self._publish(core.tick(self.now_s(), stream=False))
 
+    @_guarded
     @_locked
     def _on_joint_state(self, arm: str, msg: JointState) -> None:
         if self.core is not None:
             self.core.update_joint_state(arm, msg.name, msg.position, self.now_s())
 
+    @_guarded
+    @_locked
+    def _on_own_command(self, msg: JointTrajectory) -> None:
+        stamp = cv.time_to_s(msg.header.stamp)
+        if self.core is not None and stamp > 0.0:
+            self.core.record_command_delay(self.now_s() - stamp)
+
+    @_guarded
     @_locked
     def _on_estop(self, msg: Bool) -> None:
         if self.core is None or not msg.data:
@@ -260,10 +350,15 @@ class ControllerNode(LifecycleNode):
         if self.core is None:
             response.success, response.message = False, "controller is not configured"
             return response
-        response.success, response.message = self.core.release_estop(self.now_s())
+        try:
+            response.success, response.message = self.core.release_estop(self.now_s())
+        except Exception as err:  # noqa: BLE001 - the guard: the e-stop stays latched
+            self._internal_error("_on_release", err)
+            response.success, response.message = False, f"internal error: {err}"
         self.get_logger().info(response.message)
         return response
 
+    @_guarded
     @_locked
     def _on_tick(self) -> None:
         if self.core is None:
@@ -287,14 +382,20 @@ class ControllerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ output
     def _publish(self, outputs: list[TrajectoryOut | PositionOut]) -> None:
+        # Every message is built before any is published: a value that cannot be encoded raises
+        # here (caught by the callback's guard, which holds) and nothing half-made goes out.
+        msgs = []
         for out in outputs:
-            pub = self._pubs[out.topic]
             if isinstance(out, TrajectoryOut):
-                pub.publish(cv.make_joint_trajectory(out.joint_names, out.positions_rad, out.time_from_start_s,
-                                                     velocities=out.velocities_rad_s, stamp_s=out.stamp_s))
+                msgs.append((out.topic, cv.make_joint_trajectory(
+                    out.joint_names, out.positions_rad, out.time_from_start_s, velocities=out.velocities_rad_s,
+                    stamp_s=out.stamp_s)))
             else:
-                pub.publish(cv.make_float64_multi_array(out.positions))
+                msgs.append((out.topic, cv.make_float64_multi_array(out.positions)))
+        for topic, msg in msgs:
+            self._pubs[topic].publish(msg)
 
+    @_guarded
     @_locked
     def _publish_diagnostics(self) -> None:
         if self.core is None:
@@ -304,6 +405,7 @@ class ControllerNode(LifecycleNode):
         self._diag_pub.publish(cv.make_diagnostics(f"{self.get_name()}: controller", status.level, status.message,
                                                    status.values, hardware_id=self.spec.name, stamp_s=now))
 
+    @_guarded
     @_locked
     def _publish_path(self) -> None:
         if self.core is None or not self.core.active:

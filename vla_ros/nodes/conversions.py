@@ -114,13 +114,17 @@ def chunk_to_msg(chunk: ActionChunk, frame_id: str = "") -> JointTrajectory:
     return msg
 
 
-def msg_to_chunk(msg: JointTrajectory, default_period_s: float | None = None) -> ActionChunk:
+def msg_to_chunk(msg: JointTrajectory, default_period_s: float | None = None,
+                 max_points: int | None = None) -> ActionChunk:
     """JointTrajectory on `action_chunk` -> ActionChunk, validating the schema.
 
-    The period is recovered from time_from_start, which must start at 0 and be uniformly
-    spaced and strictly increasing. A one-point message carries no period, so
-    `default_period_s` must be given for it. Raises ValueError naming the offending point.
+    The period is recovered from time_from_start (as whole nanoseconds: exact), which must start
+    at 0 and be uniformly spaced and strictly increasing. A one-point message carries no period,
+    so `default_period_s` must be given for it. `max_points`: longer messages are refused before
+    any of their points is read. Raises ValueError naming the offending point.
     """
+    if max_points is not None and len(msg.points) > max_points:
+        raise ValueError(f"action chunk message has {len(msg.points)} points > max_chunk_points {max_points}")
     names = tuple(msg.joint_names)
     if not names:
         raise ValueError("action chunk message has no joint_names")
@@ -141,6 +145,12 @@ def msg_to_chunk(msg: JointTrajectory, default_period_s: float | None = None) ->
             bad = [names[j] for j in np.flatnonzero(~np.isfinite(row))]
             raise ValueError(f"action chunk point {i} has non-finite positions for {bad}")
         rows.append(row)
+    for i, p in enumerate(msg.points):
+        if not 0 <= p.time_from_start.nanosec < _NS_PER_S:
+            raise ValueError(f"action chunk point {i} has time_from_start.nanosec {p.time_from_start.nanosec} "
+                             f"outside [0, 1e9)")
+    if not 0 <= msg.header.stamp.nanosec < _NS_PER_S:
+        raise ValueError(f"action chunk header.stamp.nanosec {msg.header.stamp.nanosec} is outside [0, 1e9)")
     times_ns = np.array([_duration_ns(p.time_from_start) for p in msg.points], dtype=np.int64)
     if times_ns[0] != 0:
         raise ValueError(
