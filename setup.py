@@ -21,6 +21,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/teleop", glob("config/teleop/*.yaml")),
         (f"share/{PACKAGE}/urdf", glob("urdf/*.urdf")),
     ],
     install_requires=["setuptools", "numpy", "pyyaml"],
@@ -36,6 +37,7 @@ setup(
             "controller_node = vla_ros.nodes.controller_node:main",
             "sim_node = vla_ros.nodes.sim_node:main",
             "policy_node = vla_ros.nodes.policy_node:main",
+            "teleop_node = vla_ros.nodes.teleop_node:main",
         ],
     },
 )
