@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ik": ("vla_ros.cli.kinematics_cmd:ik", "inverse kinematics of a pose (JSON)"),
     "bench": ("vla_ros.cli.bench:bench", "benchmarks: kinematics, policy, controller, pipeline"),
     "demo": ("vla_ros.cli.demo:demo", "run the full graph against the MuJoCo simulation"),
+    "eval": ("vla_ros.cli.eval_cmd:eval", "success rate of a policy over N seeded episodes through the graph"),
     "checkpoint": ("vla_ros.cli.checkpoint_cmd:checkpoint", "write, inspect or try an OpenVLA / pi0 checkpoint folder"),
 }
 

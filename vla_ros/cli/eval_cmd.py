@@ -1,0 +1,558 @@
+"""`vla-ros eval`: measure a policy through the full ROS graph, as `vla-ros demo` runs it.
+
+N episodes (seeds S, S+1, ...) run through `vla_ros.cli.demo.run_demo` (sim -> policy node ->
+controller -> sim, simulated time); success is the sim's `sim/success` held for `--hold-s`, as
+in the demo. Beside the graph, an observer node (its own rclpy context, same ROS domain) listens
+to what a test cell would record:
+- `sim/objects` (ground truth): which cube was lifted -- the first whose lowest corner rose
+  `LIFT_HEIGHT_M` above the table, the success threshold of the task -- giving the asked-vs-lifted
+  confusion; the episode's cube positions come from the task code (same seed, same scene), which
+  also tells where an episode's `sim/objects` stream starts (the reset's poses);
+- `joint_states` and each arm's command topic: the tracking error, |commanded - measured| per
+  joint, with the commanded position interpolated exactly as the sim's JTC does;
+- optionally one camera (`--video DIR`): an mp4 per episode.
+
+Output: one line per episode; with --json a last line {"episodes", "successes", "success_rate",
+"per_instruction", "mean_episode_time_s", "confusion", "tracking_error_rad", ...}; `--report PNG`
+draws success per instruction, time to success, a top view of the cube positions coloured by
+outcome, and the tracking error per episode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from vla_ros.cli.demo import DEFAULT_TIMEOUT_S, EpisodeReport
+
+#: Default first seed: far from the seeds recordings use (0 ...), so evaluation scenes are held out.
+DEFAULT_EVAL_SEED = 90001
+NONE = "none"  # "no cube lifted" in the confusion
+_POSE_MATCH_M = 2e-3
+
+
+# ---------------------------------------------------------------------------- pure analysis
+def cube_clearance_m(pose: np.ndarray, half_size_m: float, table_z_m: float) -> float:
+    """Height of a cube's lowest corner above the table (the task's success measure)."""
+    R = pose[:3, :3]
+    return float(pose[2, 3] - half_size_m * np.abs(R[2]).sum() - table_z_m)
+
+
+def first_lifted(samples: Sequence[tuple[float, dict[str, np.ndarray]]], threshold_m: float,
+                 half_size_m: float, table_z_m: float) -> str | None:
+    """The first cube (in time) whose clearance reaches `threshold_m`, or None."""
+    for _, poses in sorted(samples, key=lambda s: s[0]):
+        lifted = [(cube_clearance_m(p, half_size_m, table_z_m), name) for name, p in poses.items()]
+        lifted = [x for x in lifted if x[0] >= threshold_m]
+        if lifted:
+            return max(lifted)[1]
+    return None
+
+
+def episode_start_index(samples: Sequence[tuple[float, dict[str, np.ndarray]]],
+                        initial_xyz: dict[str, np.ndarray], tol_m: float = _POSE_MATCH_M) -> int | None:
+    """Index of the last sample whose cube positions all equal the episode's initial ones,
+    searching back from the end to the first one of that run: where the reset's stream starts."""
+    def matches(poses: dict[str, np.ndarray]) -> bool:
+        return all(n in poses and np.linalg.norm(poses[n][:3, 3] - xyz) <= tol_m for n, xyz in initial_xyz.items())
+
+    found = None
+    for i in range(len(samples) - 1, -1, -1):
+        if matches(samples[i][1]):
+            found = i
+        elif found is not None:
+            break
+    return found
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """One evaluated episode: the demo's report plus what the observer saw."""
+
+    report: EpisodeReport
+    asked: str  # target cube of the task
+    lifted: str | None  # first cube lifted, None when none was
+    cube_xy_m: dict[str, tuple[float, float]]  # initial positions (world frame)
+    tracking_rms_rad: float | None = None
+    tracking_max_rad: float | None = None
+    video: str | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.report.success
+
+
+def confusion(outcomes: Sequence[EpisodeOutcome], cubes: Sequence[str]) -> dict[str, dict[str, int]]:
+    """asked -> lifted -> count; columns are the cubes and "none"."""
+    table = {a: {b: 0 for b in (*cubes, NONE)} for a in cubes}
+    for o in outcomes:
+        table.setdefault(o.asked, {b: 0 for b in (*cubes, NONE)})
+        table[o.asked][o.lifted or NONE] = table[o.asked].get(o.lifted or NONE, 0) + 1
+    return table
+
+
+def per_instruction(outcomes: Sequence[EpisodeOutcome]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for o in outcomes:
+        d = out.setdefault(o.report.instruction, {"episodes": 0, "successes": 0})
+        d["episodes"] += 1
+        d["successes"] += int(o.success)
+    for d in out.values():
+        d["success_rate"] = d["successes"] / d["episodes"]
+    return dict(sorted(out.items()))
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    embodiment: str
+    policy: str
+    checkpoint: str
+    cubes: tuple[str, ...]
+    outcomes: tuple[EpisodeOutcome, ...]
+    real_time_factor: float
+    render_ms: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        n = len(self.outcomes)
+        k = sum(o.success for o in self.outcomes)
+        times = [o.report.episode_time_s for o in self.outcomes if o.success]
+        rms = [o.tracking_rms_rad for o in self.outcomes if o.tracking_rms_rad is not None]
+        peak = [o.tracking_max_rad for o in self.outcomes if o.tracking_max_rad is not None]
+        return {
+            "episodes": n,
+            "successes": k,
+            "success_rate": k / n if n else float("nan"),
+            "per_instruction": per_instruction(self.outcomes),
+            "mean_episode_time_s": round(float(np.mean(times)), 3) if times else None,
+            "confusion": confusion(self.outcomes, self.cubes),
+            "wrong_cube_lifted": sum(o.lifted is not None and o.lifted != o.asked for o in self.outcomes),
+            "tracking_error_rad": {"mean_rms": round(float(np.mean(rms)), 5) if rms else None,
+                                   "max": round(float(np.max(peak)), 5) if peak else None},
+            "embodiment": self.embodiment,
+            "policy": self.policy,
+            "checkpoint": self.checkpoint or None,
+            "seeds": [o.report.seed for o in self.outcomes],
+            "real_time_factor": round(self.real_time_factor, 3),
+            "render_ms": {s: round(v, 2) for s, v in self.render_ms.items()},
+        }
+
+
+def episode_line(o: EpisodeOutcome, n: int) -> str:
+    e = o.report
+    status = "success" if e.success else "FAILED "
+    track = "" if o.tracking_rms_rad is None else f"  tracking rms {o.tracking_rms_rad * 1e3:.1f} mrad"
+    return (f"episode {e.index + 1}/{n}  seed {e.seed}  {status}  {e.episode_time_s:6.2f} s sim  "
+            f"{e.wall_time_s:6.2f} s wall  asked {o.asked}  lifted {o.lifted or NONE}{track}  \"{e.instruction}\"")
+
+
+# ---------------------------------------------------------------------------- the observer
+class _Observer:
+    """Records sim/objects, joint states vs commands and (optionally) one camera, cut into
+    episodes at each reset (the sim re-publishes `instruction` on every reset)."""
+
+    def __init__(self, spec, video_slot: str | None) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CompressedImage, Image, JointState
+        from std_msgs.msg import Float64MultiArray, String
+        from trajectory_msgs.msg import JointTrajectory
+        from visualization_msgs.msg import MarkerArray
+
+        from vla_ros.nodes.sim_node import INSTRUCTION_QOS
+
+        self.spec = spec
+        self._lock = threading.Lock()
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, args=[])
+        self.node = Node("eval_observer", context=self.context)
+        self._resets = 0
+        self._home = {arm.name: np.asarray(arm.home_rad, dtype=float) for arm in spec.arms}
+        self._names = {arm.name: tuple(arm.joint_names) for arm in spec.arms}
+        self._forward = {arm.name for arm in spec.arms if arm.command.kind != "joint_trajectory"}
+        self._last_state_s: dict[str, float] = {}
+        self._segment = self._new_segment()
+        node = self.node
+        node.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS)
+        node.create_subscription(MarkerArray, "sim/objects", self._on_objects, 50)
+        for arm in spec.arms:
+            bare = tuple(arm.joint_names)
+            if arm.command.kind == "joint_trajectory":
+                node.create_subscription(JointTrajectory, arm.command.topic,
+                                         lambda m, a=arm.name: self._on_trajectory(a, m), 50)
+            else:
+                node.create_subscription(Float64MultiArray, arm.command.topic,
+                                         lambda m, a=arm.name: self._on_forward(a, m), 50)
+            node.create_subscription(JointState, arm.joint_states_topic,
+                                     lambda m, a=arm.name, b=bare: self._on_joint_state(a, b, m),
+                                     qos_profile_sensor_data)
+        if video_slot is not None:
+            cam = spec.camera(video_slot)
+            kind = CompressedImage if cam.compressed else Image
+            node.create_subscription(kind, cam.topic, self._on_image, qos_profile_sensor_data)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(node)
+        self._thread = threading.Thread(target=self.executor.spin, name="eval_observer", daemon=True)
+        self._thread.start()
+
+    def _new_segment(self) -> dict:
+        return {"objects": [], "frames": [], "home": self._home, "joint_names": self._names,
+                "states": {a: [] for a in self._home}, "commands": {a: [] for a in self._home},
+                "forward": {a: a in self._forward for a in self._home}}
+
+    # callbacks (executor thread): store only; the episode is measured after it ends
+    def _on_instruction(self, msg) -> None:
+        with self._lock:
+            self._resets += 1
+            self._segment = self._new_segment()
+
+    def _on_objects(self, msg) -> None:
+        from vla_ros.nodes import conversions as cv
+
+        stamp = cv.time_to_s(msg.markers[0].header.stamp) if msg.markers else 0.0
+        poses = cv.markers_to_poses(msg)
+        with self._lock:
+            self._segment["objects"].append((stamp, poses))
+
+    def _on_trajectory(self, arm: str, msg) -> None:
+        from vla_ros.nodes.sim_node import trajectory_command
+
+        command = trajectory_command(msg, 0.0)
+        with self._lock:
+            # A stamped trajectory is sent at its stamp (the controller's now); an unstamped one
+            # (a hold) starts on arrival: the newest measured time is the best estimate.
+            t = command.stamp_s or self._last_state_s.get(arm, 0.0)
+            self._segment["commands"][arm].append((t, command))
+
+    def _on_forward(self, arm: str, msg) -> None:
+        with self._lock:
+            self._segment["commands"][arm].append((self._last_state_s.get(arm, 0.0), np.asarray(msg.data, float)))
+
+    def _on_joint_state(self, arm: str, bare: tuple[str, ...], msg) -> None:
+        from vla_ros.nodes import conversions as cv
+
+        t = cv.time_to_s(msg.header.stamp)
+        try:
+            q = cv.joint_state_positions(msg, bare)
+        except KeyError:
+            return
+        if len(msg.velocity) == len(msg.name):
+            index = {n: i for i, n in enumerate(msg.name)}
+            qd = np.array([msg.velocity[index[n]] for n in bare])
+        else:
+            qd = np.zeros_like(q)
+        with self._lock:
+            self._last_state_s[arm] = t
+            self._segment["states"][arm].append((t, q, qd))
+
+    def _on_image(self, msg) -> None:
+        from vla_ros.nodes import conversions as cv
+
+        t = cv.time_to_s(msg.header.stamp)
+        frame = cv.image_to_rgb8(msg)
+        with self._lock:
+            self._segment["frames"].append((t, frame))
+
+    # main thread
+    def take_segment(self) -> dict:
+        with self._lock:
+            seg, self._segment = self._segment, self._new_segment()
+        return seg
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=5.0)
+        self._thread.join(timeout=5.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def tracking_errors(states: Sequence[tuple[float, np.ndarray, np.ndarray]], commands: Sequence[tuple[float, object]],
+                    joint_names: Sequence[str], home: np.ndarray, forward: bool = False) -> list[tuple[float, float]]:
+    """(t, max_j |commanded_j - measured_j|) at every measured state, the commanded position
+    replayed in time order exactly as the sim's default JTC interpolates it (from holding `home`,
+    as after a reset); for a forward controller the newest command is the commanded position."""
+    from vla_ros.core.jtc import JointTrajectoryController
+
+    jtc = JointTrajectoryController(tuple(joint_names))
+    jtc.hold(home)
+    target = np.asarray(home, dtype=float)
+    events = sorted([(t, 0, i) for i, (t, _) in enumerate(commands)] + [(t, 1, i) for i, (t, _, _) in enumerate(states)])
+    out: list[tuple[float, float]] = []
+    for t, kind, i in events:
+        if kind == 0:
+            command = commands[i][1]
+            if forward:
+                target = np.asarray(command, dtype=float)
+            else:
+                jtc.receive(command, t)  # a trajectory a real JTC would reject is ignored, as in the sim
+            continue
+        _, q, qd = states[i]
+        desired = target if forward else jtc.update(t, q, qd).positions
+        if desired.shape == q.shape:
+            out.append((t, float(np.max(np.abs(desired - q)))))
+    return out
+
+
+def write_video(frames: Sequence[np.ndarray], path: Path, fps: float) -> None:
+    """H.264 mp4 (yuv420p; odd sizes padded by one pixel) from RGB frames."""
+    import av
+
+    h, w = frames[0].shape[:2]
+    H, W = h + h % 2, w + w % 2
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=int(round(fps)))
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for f in frames:
+            if (H, W) != (h, w):
+                f = np.pad(f, ((0, H - h), (0, W - w), (0, 0)), mode="edge")
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def analyse_episode(report: EpisodeReport, segment: dict, task, half_size_m: float, table_z_m: float,
+                    lift_threshold_m: float, hold_s: float = 0.3, video_dir: Path | None = None,
+                    camera_rate_hz: float = 30.0) -> EpisodeOutcome:
+    """Cut the observer's segment at the reset's poses and measure the episode."""
+    initial = {n: np.asarray(p[:3]) for n, p in task.initial_cube_poses.items()}
+    objects = sorted(segment["objects"], key=lambda s: s[0])
+    start = episode_start_index(objects, initial)
+    start_s = objects[start][0] if start is not None else (objects[0][0] if objects else 0.0)
+    # The demo's clock starts ~0.1 s after the reset; a success is held for hold_s after it starts.
+    end_s = start_s + report.episode_time_s + (hold_s if report.success else 0.0) + 0.2
+    window = [s for s in objects if start_s <= s[0] <= end_s + 1e-6]
+    lifted = first_lifted(window, lift_threshold_m, half_size_m, table_z_m)
+    errors = []
+    for arm, states in segment.get("states", {}).items():
+        pairs = tracking_errors(states, segment["commands"][arm], segment["joint_names"][arm],
+                                segment["home"][arm], forward=segment["forward"][arm])
+        errors.extend(e for t, e in pairs if start_s <= t <= end_s)
+    errors = np.array(errors)
+    video = None
+    frames = [f for t, f in sorted(segment["frames"], key=lambda s: s[0]) if start_s <= t <= end_s]
+    if video_dir is not None and frames:
+        path = video_dir / f"episode_{report.index:03d}_seed_{report.seed}.mp4"
+        write_video(frames, path, camera_rate_hz)
+        video = str(path)
+    return EpisodeOutcome(
+        report=report,
+        asked=task.target,
+        lifted=lifted,
+        cube_xy_m={n: (float(p[0]), float(p[1])) for n, p in initial.items()},
+        tracking_rms_rad=float(np.sqrt(np.mean(errors ** 2))) if errors.size else None,
+        tracking_max_rad=float(errors.max()) if errors.size else None,
+        video=video,
+    )
+
+
+# ---------------------------------------------------------------------------- the report figure
+_CUBE_COLOURS = {"red_cube": "tab:red", "green_cube": "tab:green", "blue_cube": "tab:blue"}
+
+
+def write_report_png(report: EvalReport, path: str | Path) -> Path:
+    """Four panels: success per instruction, time to success, top view of the asked cube's start
+    position (filled = success, cross = failure, circle = another cube lifted), tracking error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = report.summary()
+    fig, ax = plt.subplots(2, 2, figsize=(11, 8.5))
+    fig.suptitle(f"vla-ros eval: {report.policy} on {report.embodiment}: {s['successes']}/{s['episodes']} "
+                 f"({100 * s['success_rate']:.0f} %)")
+    names = list(s["per_instruction"])
+    rates = [s["per_instruction"][k]["success_rate"] for k in names]
+    counts = [f"{s['per_instruction'][k]['successes']}/{s['per_instruction'][k]['episodes']}" for k in names]
+    a = ax[0, 0]
+    bars = a.bar(range(len(names)), rates, color="tab:gray")
+    for b, c in zip(bars, counts):
+        a.text(b.get_x() + b.get_width() / 2, b.get_height() + 0.02, c, ha="center")
+    a.set_xticks(range(len(names)), [n.replace("pick up the ", "") for n in names], rotation=15)
+    a.set_ylim(0, 1.15)
+    a.set_ylabel("success rate")
+    a.set_title("success per instruction")
+    a = ax[0, 1]
+    times = [o.report.episode_time_s for o in report.outcomes if o.success]
+    if times:
+        a.hist(times, bins=max(3, min(20, len(times))), color="tab:green")
+    a.set_xlabel("time to success (simulated s)")
+    a.set_ylabel("episodes")
+    a.set_title("time to success")
+    a = ax[1, 0]
+    others = [xy for o in report.outcomes for n, xy in o.cube_xy_m.items() if n != o.asked]
+    if others:  # the other cubes of each scene, faint: the spawn region
+        a.scatter([xy[1] for xy in others], [xy[0] for xy in others], c="lightgray", marker="s", s=12)
+    for o in report.outcomes:
+        if o.asked not in o.cube_xy_m:
+            continue
+        x, y = o.cube_xy_m[o.asked]
+        colour = _CUBE_COLOURS.get(o.asked, "black")
+        if o.success:
+            a.scatter(y, x, c=colour, marker="o", s=50)
+        elif o.lifted is not None:
+            a.scatter(y, x, facecolors="none", edgecolors=colour, marker="o", s=60)
+        else:
+            a.scatter(y, x, c=colour, marker="x", s=50)
+    a.set_xlabel("y (m, world)")
+    a.set_ylabel("x (m, world)")
+    a.invert_xaxis()
+    a.set_aspect("equal", adjustable="datalim")
+    a.set_title("asked cube's start: ● success  ○ wrong cube  × nothing")
+    a = ax[1, 1]
+    idx = [o.report.index + 1 for o in report.outcomes if o.tracking_rms_rad is not None]
+    rms = [o.tracking_rms_rad * 1e3 for o in report.outcomes if o.tracking_rms_rad is not None]
+    peak = [o.tracking_max_rad * 1e3 for o in report.outcomes if o.tracking_max_rad is not None]
+    a.bar(idx, peak, color="tab:orange", label="max")
+    a.bar(idx, rms, color="tab:blue", label="rms")
+    a.set_xlabel("episode")
+    a.xaxis.get_major_locator().set_params(integer=True)
+    a.set_ylabel("|commanded - measured| (mrad)")
+    a.set_title("joint tracking error")
+    a.legend()
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
+# ---------------------------------------------------------------------------- running it
+def run_eval(
+    embodiment: str = "fr3",
+    policy: str = "scripted",
+    checkpoint: str = "",
+    policy_kwargs: str = "{}",
+    episodes: int = 10,
+    seed: int = DEFAULT_EVAL_SEED,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    hold_s: float = 0.3,
+    real_time_factor: float = 1.0,
+    video_dir: str | Path | None = None,
+    video_camera: str | None = None,
+    on_episode=None,
+) -> EvalReport:
+    """Run `episodes` episodes through the graph (vla_ros.cli.demo.run_demo) and measure them."""
+    os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="vla_ros_eval_log_"))
+    from vla_ros.cli.demo import run_demo
+    from vla_ros.core.embodiment import load_embodiment
+    from vla_ros.sim.scene import CUBE_HALF_SIZE_M, TABLE_TOP_Z_M, build_scene
+    from vla_ros.sim.tasks import HANDOVER_CLEARANCE_M, LIFT_HEIGHT_M, make_task
+
+    spec = load_embodiment(embodiment)
+    scene = build_scene(spec)  # the task code: initial poses and target per seed
+    threshold = LIFT_HEIGHT_M if len(scene.arms) == 1 else HANDOVER_CLEARANCE_M
+    vdir = None
+    slot = None
+    if video_dir:
+        vdir = Path(video_dir)
+        vdir.mkdir(parents=True, exist_ok=True)
+        slot = video_camera or spec.cameras[0].slot
+    observer = _Observer(spec, slot)
+    outcomes: list[EpisodeOutcome] = []
+
+    def episode_done(report: EpisodeReport, n: int) -> None:
+        segment = observer.take_segment()
+        task = make_task(scene, report.seed)
+        if task.instruction != report.instruction:
+            raise RuntimeError(f"seed {report.seed}: the task code gives '{task.instruction}' but the sim said "
+                               f"'{report.instruction}'")
+        outcome = analyse_episode(report, segment, task, CUBE_HALF_SIZE_M, TABLE_TOP_Z_M, threshold, hold_s, vdir)
+        outcomes.append(outcome)
+        if on_episode is not None:
+            on_episode(outcome, n)
+
+    try:
+        demo = run_demo(embodiment=embodiment, policy=policy, episodes=episodes, seed=seed, timeout_s=timeout_s,
+                        hold_s=hold_s, real_time_factor=real_time_factor, checkpoint=checkpoint,
+                        policy_kwargs=policy_kwargs, on_episode=episode_done)
+    finally:
+        observer.close()
+    return EvalReport(embodiment, policy, checkpoint, tuple(scene.cubes), tuple(outcomes), demo.real_time_factor,
+                      dict(demo.render_ms))
+
+
+def eval_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    parser.add_argument("--embodiment", default="fr3", help="embodiment config (fr3, panda, ur5, ur5e, aloha)")
+    parser.add_argument("--policy", default=None,
+                        help="registered policy name (default: vla when --checkpoint is given, else scripted)")
+    parser.add_argument("--checkpoint", default="", help="checkpoint folder for the policy (e.g. vla-ros train --out)")
+    parser.add_argument("--policy-kwargs", default="{}", help="YAML/JSON mapping of policy factory arguments")
+    parser.add_argument("--episodes", type=int, default=10, help="number of episodes (default 10)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED,
+                        help=f"episode k uses seed + k (default {DEFAULT_EVAL_SEED}: scenes no recording used)")
+    parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="episode timeout in simulated s")
+    parser.add_argument("--hold-s", type=float, default=0.3, help="success must hold this long (simulated s)")
+    parser.add_argument("--real-time-factor", type=float, default=1.0, help="cap on simulated/wall speed (0 = uncapped)")
+    parser.add_argument("--video", default="", metavar="DIR", help="write an mp4 per episode into DIR")
+    parser.add_argument("--video-camera", default=None, help="camera slot for --video (default: the first camera)")
+    parser.add_argument("--report", default="", metavar="PNG", help="write the report figure to PNG")
+    parser.add_argument("--min-success-rate", type=float, default=0.0,
+                        help="exit 1 when the success rate is below this (default 0: never)")
+    parser.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.episodes < 1:
+        raise SystemExit(f"--episodes must be >= 1, got {args.episodes}")
+    if not (args.timeout_s > 0 and math.isfinite(args.timeout_s)):
+        raise SystemExit(f"--timeout-s must be a positive number of seconds, got {args.timeout_s}")
+    if not args.hold_s >= 0:
+        raise SystemExit(f"--hold-s must be >= 0, got {args.hold_s}")
+    if not args.real_time_factor >= 0:
+        raise SystemExit(f"--real-time-factor must be >= 0 (0 = uncapped), got {args.real_time_factor}")
+    if not 0.0 <= args.min_success_rate <= 1.0:
+        raise SystemExit(f"--min-success-rate must be in [0, 1], got {args.min_success_rate}")
+    if args.checkpoint and not Path(args.checkpoint).exists():
+        raise SystemExit(f"--checkpoint {args.checkpoint} does not exist")
+    if args.report and not args.report.lower().endswith(".png"):
+        raise SystemExit(f"--report must name a .png file, got {args.report}")
+
+
+def resolve_policy(policy: str | None, checkpoint: str) -> str:
+    if policy:
+        return policy
+    return "vla" if checkpoint else "scripted"
+
+
+def eval_run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    policy = resolve_policy(args.policy, args.checkpoint)
+    if args.video_camera is not None:
+        from vla_ros.core.embodiment import load_embodiment
+
+        slots = [c.slot for c in load_embodiment(args.embodiment).cameras]
+        if args.video_camera not in slots:
+            raise SystemExit(f"--video-camera {args.video_camera!r} is not a camera of {args.embodiment}: {slots}")
+    report = run_eval(
+        embodiment=args.embodiment, policy=policy, checkpoint=args.checkpoint, policy_kwargs=args.policy_kwargs,
+        episodes=args.episodes, seed=args.seed, timeout_s=args.timeout_s, hold_s=args.hold_s,
+        real_time_factor=args.real_time_factor, video_dir=args.video or None, video_camera=args.video_camera,
+        on_episode=lambda o, n: print(episode_line(o, n), flush=True),
+    )
+    summary = report.summary()
+    if args.report:
+        summary["report"] = str(write_report_png(report, args.report))
+    if args.video:
+        summary["videos"] = [o.video for o in report.outcomes]
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['successes']}/{summary['episodes']} succeeded ({100 * summary['success_rate']:.0f} %) on "
+              f"{summary['embodiment']} with '{summary['policy']}', mean time to success "
+              f"{summary['mean_episode_time_s']} s (sim); asked -> lifted: {summary['confusion']}")
+    return 0 if summary["success_rate"] >= args.min_success_rate else 1
