@@ -3,6 +3,7 @@ device/dtype choice."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,16 +47,42 @@ class TensorFolder:
         return self.files.get(key, "?")
 
 
+@contextlib.contextmanager
+def open_safetensors(path: Path):
+    """safetensors' `safe_open` (PyTorch tensors) whose failures on a truncated or corrupt file
+    ("header too large", "incomplete metadata", ...) become one CheckpointError naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        handle = safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file, truncated or corrupt ({exc})") from None
+    with handle as f:
+        try:
+            yield f
+        except SafetensorError as exc:
+            raise CheckpointError(f"{path}: corrupt tensor data ({exc})") from None
+
+
 def shard_map(folder: Path) -> dict[str, list[str]]:
     """shard file -> the keys the index assigns to it (a single file maps to []).
 
-    Fails, naming the file, when the index lists a shard that is not in the folder.
+    Fails, naming the file, when the index lists a shard that is not in the folder, that is not a
+    .safetensors file (pickle weights -- .bin, .pt -- can run code when loaded and are refused),
+    whose header is unreadable (truncated, corrupt) or that lacks a tensor the index assigns to it.
     """
     if (folder / "model.safetensors.index.json").is_file():
         index = read_json(folder, "model.safetensors.index.json")
         weight_map = require_field(index, "weight_map", "model.safetensors.index.json")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError("model.safetensors.index.json: weight_map must map tensor keys to shard files")
         by_file: dict[str, list[str]] = {}
         for key, fname in weight_map.items():
+            if not isinstance(fname, str) or not fname.endswith(".safetensors") or Path(fname).name != fname:
+                raise CheckpointError(
+                    f"model.safetensors.index.json assigns '{key}' to {fname!r}, which is not a .safetensors "
+                    "file in the folder (pickle weights such as .bin / .pt are not loaded: they can run code)"
+                )
             by_file.setdefault(fname, []).append(key)
     elif (folder / "model.safetensors").is_file():
         by_file = {"model.safetensors": []}
@@ -69,6 +96,12 @@ def shard_map(folder: Path) -> dict[str, list[str]]:
                 f"missing shard {fname} in {folder}: model.safetensors.index.json assigns "
                 f"{len(keys)} tensors to it (e.g. '{keys[0]}')"
             )
+    for fname, keys in sorted(by_file.items()):
+        with open_safetensors(folder / fname) as f:  # reads the header only
+            present = set(f.keys())
+        absent = [k for k in keys if k not in present]
+        if absent:
+            raise CheckpointError(f"{fname} lacks tensor '{absent[0]}' that the index assigns to it")
     return by_file
 
 
@@ -77,17 +110,11 @@ def load_safetensors_folder(folder: Path) -> TensorFolder:
 
     Every shard the index lists must exist and hold exactly the keys the index assigns to it.
     """
-    from safetensors import safe_open
-
     tensors: dict[str, torch.Tensor] = {}
     files: dict[str, str] = {}
     for fname, keys in sorted(shard_map(folder).items()):
-        with safe_open(str(folder / fname), framework="pt") as f:
-            present = set(f.keys())
-            wanted = keys or sorted(present)
-            absent = [k for k in wanted if k not in present]
-            if absent:
-                raise CheckpointError(f"{fname} lacks tensor '{absent[0]}' that the index assigns to it")
+        with open_safetensors(folder / fname) as f:
+            wanted = keys or sorted(f.keys())
             for key in wanted:
                 tensors[key] = f.get_tensor(key)
                 files[key] = fname

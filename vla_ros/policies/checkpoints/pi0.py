@@ -215,9 +215,13 @@ def load_pi0(checkpoint: str | Path, unnorm_key: str | None = None, device: str 
         if key not in stats:
             raise CheckpointError(f"{stats_path} lacks the '{'actions' if key == 'action' else key}' statistics")
     dev, dt = pick_device_dtype(device, dtype)
+    from safetensors import SafetensorError
+
     try:
         model, info = PI0ForConditionalGeneration.from_pretrained(
             str(folder), dtype=dt, output_loading_info=True, ignore_mismatched_sizes=True, local_files_only=True)
+    except SafetensorError as exc:  # shard_map read the headers; this is damage further in
+        raise CheckpointError(f"{folder}: a safetensors file is corrupt ({exc})") from None
     except (OSError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{folder}: transformers could not build π0 from config.json: {exc}") from exc
     # from_pretrained initialises missing tensors randomly and skips mismatched ones; refuse both.
