@@ -493,3 +493,143 @@ def test_a_plan_running_out_after_a_stalled_tick_sends_the_at_rest_trajectory(fr
     assert len(rest) == 1 and rest[0].stamp_s == 0.0 and len(rest[0].positions_rad) == 1
     np.testing.assert_array_equal(rest[0].positions_rad[0], core.scheduler.plan.final_position_rad)
     assert rest[0].velocities_rad_s[0].tolist() == [0.0] * 7
+
+
+# --------------------------------------------------------------------------- adversarial bounds, clock, threads
+
+WALL = 1_796_400_000.123456  # a wall-clock instant (2026): float64 resolves it to ~0.24 us only
+
+
+def test_wall_clock_reproducer_100ns_period_is_refused_with_a_reason(fr3):
+    # Issue 11's first reproducer: 10 identical points 100 ns apart, stamp = now (it crashed).
+    core = _core(fr3, now=WALL)
+    assert core.clock_origin_s == math.floor(WALL)
+    chunk = _joint_chunk(WALL, np.tile(HOME, (10, 1)), period=1e-7)
+    decision = core.submit_chunk(chunk, WALL)
+    assert not decision.accepted and "period 1e-07 s is outside [0.01, 1] s" in decision.reason
+    assert core.state(WALL + 0.01) == HOLDING
+
+
+def test_wall_clock_plan_resolves_short_periods(fr3):
+    # Relative to the origin, knots 10 ms apart (the minimum period) at ~1.8e9 s are exact to far
+    # below a nanosecond, and the window's times come out as sent.
+    core = _core(fr3, now=WALL, min_chunk_period_s=0.001)
+    decision = core.submit_chunk(_joint_chunk(WALL, _ramp(HOME, 0, 0.2, steps=20, period=0.001), period=0.001), WALL)
+    assert decision.accepted, decision.reason
+    plan = core.scheduler.plan
+    assert np.all(np.diff(plan.times_s) > 1e-4) and plan.times_s[0] < 10.0  # plan clock, not 1.8e9
+    out = [o for o in core.tick(WALL + 0.001, stream=False) if isinstance(o, TrajectoryOut)]
+    assert out and out[0].stamp_s == WALL + 0.001
+    assert core.to_clock(plan.end_time_s) == math.floor(WALL) + plan.end_time_s
+
+
+def test_reproducer_2_pow_31_second_step_is_refused(fr3):
+    # Issue 11's second reproducer: 2 points, the second (2^31 - 1) s + 999999999 ns later.
+    core = _core(fr3, now=WALL)
+    chunk = _joint_chunk(WALL + 0.05, np.tile(HOME, (2, 1)), period=2147483647.999999999)
+    decision = core.submit_chunk(chunk, WALL)
+    assert not decision.accepted and "period 2.14748365e+09 s is outside" in decision.reason
+
+
+def test_chunk_size_period_and_duration_bounds(fr3):
+    core = _core(fr3, max_chunk_points=50, max_chunk_duration_s=2.0)
+    now = 100.0
+    assert core.min_chunk_period_s == pytest.approx(0.01) and core.max_chunk_period_s == pytest.approx(1.0)
+    d = core.submit_chunk(_joint_chunk(now, np.tile(HOME, (51, 1))), now)
+    assert not d.accepted and d.reason == "chunk has 51 points > max_chunk_points 50"
+    d = core.submit_chunk(_joint_chunk(now, np.tile(HOME, (2, 1)), period=1.5), now)
+    assert not d.accepted and "outside [0.01, 1] s" in d.reason
+    d = core.submit_chunk(_joint_chunk(now, np.tile(HOME, (30, 1)), period=0.1), now)  # 2.9 s
+    assert not d.accepted and d.reason == "chunk lasts 2.9 s > max_chunk_duration_s 2.0"
+    d = core.submit_chunk(_joint_chunk(now, np.tile(HOME, (20, 1)), period=0.1), now)  # 1.9 s: fine
+    assert d.accepted, d.reason
+    assert core.chunks_refused == 3
+    with pytest.raises(ValueError, match="max_chunk_points"):
+        ControllerConfig(max_chunk_points=0)
+    with pytest.raises(ValueError, match="min_chunk_period_s"):
+        ControllerConfig(min_chunk_period_s=0.5, max_chunk_period_s=0.1)
+
+
+def test_every_window_ends_in_a_feasible_stop(fr3):
+    # Joint 7 cruising at 2 rad/s (a 3 s ramp), windows every 0.05 s: each one, run to its end by
+    # a JTC (the controller fell silent), stays within velocity, acceleration and position limits.
+    core = _core(fr3)
+    now = 100.0
+    rows = _ramp(HOME, 6, 2.0, steps=31)
+    rows[:, 6] = np.minimum(rows[:, 6], 2.9)  # stays inside the limit 3.0159 - 0.05 margin
+    assert core.submit_chunk(_joint_chunk(now, rows), now).accepted
+    vmax, amax = core.limits.velocity_rad_s, core.limits.acceleration_rad_s2
+    checked = 0
+    for k in range(60):
+        t = now + 0.05 * k
+        core.update_joint_state("arm", BARE, core.scheduler.sample(t)[0], t)
+        for out in core.tick(t):
+            if not isinstance(out, TrajectoryOut) or len(out.time_from_start_s) < 2:
+                continue
+            from vla_ros.core.scheduler import Plan
+
+            plan = Plan(out.time_from_start_s, out.positions_rad, out.velocities_rad_s)
+            peak_v, peak_a = plan.peak_rates()
+            lo, hi = plan.position_range()
+            assert np.all(peak_v <= vmax + 1e-9) and np.all(peak_a <= amax * (1 + 1e-9)), (k, peak_a)
+            assert np.all(lo >= core.limits.lower_rad) and np.all(hi <= core.limits.upper_rad)
+            checked += 1
+    assert checked > 20
+
+
+def test_start_lead_follows_the_measured_command_delay(fr3):
+    core = _core(fr3)
+    assert core.start_lead_s == pytest.approx(0.01)  # one command period until something is measured
+    for d in np.linspace(0.001, 0.02, 100):
+        core.record_command_delay(d)
+    p99 = float(np.quantile(np.linspace(0.001, 0.02, 100), 0.99))
+    assert core.start_lead_s == pytest.approx(1.25 * p99 + 1e-3)
+    core.record_command_delay(float("nan"))  # ignored
+    for _ in range(200):
+        core.record_command_delay(3.0)
+    assert core.start_lead_s == pytest.approx(0.1)  # max_start_lead_s
+    now = 100.0
+    assert core.submit_chunk(_joint_chunk(now, _ramp(HOME, 0, 0.3)), now).accepted
+    # The plan is the hold until the take-over, 0.1 s ahead.
+    assert core.scheduler.sample(now + 0.099)[0] == pytest.approx(HOME, abs=1e-12)
+    out = [o for o in core.tick(now, stream=False) if isinstance(o, TrajectoryOut)][0]
+    assert out.time_from_start_s[0] == pytest.approx(0.1)
+
+
+def test_decision_is_not_applied_when_an_estop_came_meanwhile(fr3):
+    core = _core(fr3)
+    now = 100.0
+    chunk = _joint_chunk(now, _ramp(HOME, 0, 0.3))
+    snapshot = core.begin_chunk(chunk, now)
+    prepared = core.prepare_chunk(snapshot, chunk)
+    core.estop(now + 0.001)
+    d = core.finish_chunk(prepared, now + 0.002)
+    assert not d.accepted and "e-stop is latched" in d.reason
+    core.release_estop(now + 0.003)
+    d = core.finish_chunk(prepared, now + 0.004)
+    assert not d.accepted and "the plan changed while the chunk was being decided" in d.reason
+    # Too late for its take-over time: None (decide again).
+    snapshot = core.begin_chunk(chunk, now + 0.005)
+    prepared = core.prepare_chunk(snapshot, chunk)
+    assert core.finish_chunk(prepared, now + 0.005 + 0.011) is None
+    assert core.finish_chunk(prepared, now + 0.005 + 0.009).accepted
+
+
+def test_decide_chunk_retries_a_late_decision_with_a_longer_lead(fr3):
+    import threading
+
+    core = _core(fr3)
+    clock = iter(100.0 + 0.03 * np.arange(100))  # every clock read 30 ms later: slow decisions
+    d = core.decide_chunk(_joint_chunk(100.0, _ramp(HOME, 0, 0.3)), lambda: float(next(clock)), threading.RLock())
+    assert d.accepted, d.reason  # first attempt late (lead 10 ms < 30 ms), second with 60 ms more
+
+
+def test_joint_states_outside_the_limits_are_not_a_position(fr3):
+    core = _core(fr3)
+    q = HOME.copy()
+    q[3] = 50.0
+    core.update_joint_state("arm", BARE, q, 100.01)
+    assert core.state(100.02) == FAULT
+    assert "fr3_joint4 (at 50.000 rad, outside its limits)" in core.status(100.02).message
+    d = core.submit_chunk(_joint_chunk(100.02, _ramp(HOME, 0, 0.3)), 100.02)
+    assert not d.accepted and "outside its limits" in d.reason

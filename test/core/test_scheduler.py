@@ -396,3 +396,84 @@ def test_a_chunk_arriving_once_the_old_one_slows_down_blends_from_what_runs():
     np.testing.assert_allclose(result.plan.sample(now)[0], old.sample(now)[0], atol=1e-12)
     np.testing.assert_allclose(result.plan.sample(now)[1], old.sample(now)[1], atol=1e-12)
     assert abs(old.sample(now)[1][0] - 1.0) > 0.1  # its stop, not the free ramp, runs there
+
+
+# --------------------------------------------------------------------------- braking tail, take-over
+
+
+def test_braking_tail_together_hand_computed():
+    from vla_ros.core.scheduler import braking_tail
+
+    # Joint 0 at 2 rad/s (limit 10 rad/s^2) needs 0.2 s; joint 1 at -1 rad/s brakes with it: both
+    # stop at t0 + 0.2 s, joint 0 after 2 * 0.2 / 2 = 0.2 rad, joint 1 after -0.1 rad.
+    t, q, v = braking_tail(5.0, np.array([0.0, 1.0]), np.array([2.0, -1.0]), np.array([10.0, 10.0]))
+    assert t.tolist() == pytest.approx([5.2])
+    assert q[-1].tolist() == pytest.approx([0.2, 0.9]) and v[-1].tolist() == [0.0, 0.0]
+    plan = Plan(np.concatenate([[5.0], t]), np.vstack([[0.0, 1.0], q]), np.vstack([[2.0, -1.0], v]))
+    peak_v, peak_a = plan.peak_rates()
+    assert peak_a.tolist() == pytest.approx([10.0, 5.0])  # a parabola: constant deceleration
+    assert plan.sample(5.1)[1].tolist() == pytest.approx([1.0, -0.5])
+
+
+def test_braking_tail_each_joint_at_its_own_limit_near_a_position_limit():
+    from vla_ros.core.scheduler import braking_tail
+
+    # Stopping together, joint 1 (0.5 rad/s, 0.1 s alone) would brake over 0.2 s and travel 0.05 rad
+    # past its limit at 1.03; alone it needs 0.5^2 / (2 * 5) = 0.025 rad: stops at 1.025.
+    lo, hi = np.array([-5.0, -5.0]), np.array([5.0, 1.03])
+    t, q, v = braking_tail(0.0, np.array([0.0, 1.0]), np.array([2.0, 0.5]), np.array([10.0, 5.0]), (lo, hi))
+    assert t.tolist() == pytest.approx([0.1, 0.2])
+    assert q[0].tolist() == pytest.approx([2.0 * 0.1 - 2.0 * 0.01 / 0.4, 1.025])
+    assert q[-1].tolist() == pytest.approx([0.2, 1.025]) and np.all(v[-1] == 0.0)
+    plan = Plan(np.concatenate([[0.0], t]), np.vstack([[0.0, 1.0], q]), np.vstack([[2.0, 0.5], v]))
+    lo_p, hi_p = plan.position_range()
+    assert hi_p[1] == pytest.approx(1.025) and np.all(plan.peak_rates()[1] <= np.array([10.0, 5.0]) + 1e-9)
+
+
+def test_braking_tail_knots_are_at_least_a_millisecond_apart():
+    from vla_ros.core.scheduler import MIN_TAIL_KNOT_SPACING_S, braking_tail
+
+    v = np.array([1.0, 1.0001, 1.0002, 0.0001])  # stop times 0.1, 0.10001, 0.10002 and 1e-5 s
+    t, q, vel = braking_tail(0.0, np.zeros(4), v, np.full(4, 10.0), (np.full(4, -0.06), np.full(4, 0.06)))
+    assert np.all(np.diff(np.concatenate([[0.0], t])) >= MIN_TAIL_KNOT_SPACING_S - 1e-12)
+    plan = Plan(np.concatenate([[0.0], t]), np.vstack([np.zeros(4), q]), np.vstack([v, vel]))
+    assert np.all(plan.peak_rates()[1] <= 10.0 + 1e-9)
+
+
+def test_window_cut_mid_motion_brakes_within_the_limits():
+    # 2 rad/s cruise on joint 0 (a 5 s ramp); the window is cut 0.35 s in. Without limits the
+    # cut knot's velocity is zeroed (the abrupt stop of old); with them a tail brakes at 10 rad/s^2.
+    acc = np.array([10.0, 10.0])
+    sched = ChunkScheduler(2, blend_s=0.1, acceleration_limits=acc)
+    sched.hold([0.0, 0.0], 0.0)
+    times = np.arange(51) * 0.1
+    q = np.stack([2.0 * times, np.zeros_like(times)], axis=1)
+    sched.commit(sched.propose(times, q, now_s=0.0).plan)
+    now = 1.0
+    abrupt = sched.plan.window(now, 0.01, 0.35)
+    assert abrupt.peak_rates(from_s=now)[1][0] > 30.0
+    win = sched.plan.window(now, 0.01, 0.35, acc, (np.array([-10.0, -10.0]), np.array([20.0, 20.0])))
+    cut = np.flatnonzero(win.times_s >= now + 0.35)[0]
+    assert win.velocities_rad_s[cut][0] == pytest.approx(2.0)  # the plan's true velocity at the cut
+    assert win.times_s[-1] == pytest.approx(win.times_s[cut] + 0.2)  # 2 rad/s / 10 rad/s^2
+    peak_v, peak_a = win.peak_rates()
+    assert peak_a[0] <= 10.0 + 1e-9 and peak_v[0] <= 2.0 + 1e-9
+    assert win.sample(now + 0.2)[0] == pytest.approx(sched.sample(now + 0.2)[0], abs=1e-12)
+
+
+def test_merge_takes_over_only_at_start_s():
+    # A new chunk merged at now = 0.3 with start_s = 0.35: until 0.35 the plan is the old one exactly.
+    sched = ChunkScheduler(1, blend_s=0.1, acceleration_limits=np.array([10.0]))
+    sched.hold([0.0], 0.0)
+    times = np.arange(11) * 0.1
+    sched.commit(sched.propose(times, (0.3 * times)[:, None], now_s=0.0).plan)
+    old = sched.plan
+    new_times = 0.3 + np.arange(8) * 0.1
+    result = sched.propose(new_times, (0.09 - 0.2 * (new_times - 0.3))[:, None], now_s=0.3, start_s=0.35)
+    ts = np.linspace(0.3, 0.35, 11)
+    np.testing.assert_allclose(result.plan.sample(ts)[0], old.sample(ts)[0], atol=1e-12)
+    np.testing.assert_allclose(result.plan.sample(ts)[1], old.sample(ts)[1], atol=1e-12)
+    assert result.plan.sample(0.5)[1][0] < old.sample(0.5)[1][0]  # then it turns to the new motion
+    # The step at 0.3 is before the take-over: the newest past one, kept as the curve's first.
+    assert result.dropped_steps == 0 and result.plan.times_s[0] == 0.3
+    assert np.all(np.diff(result.plan.times_s) > 1e-4)

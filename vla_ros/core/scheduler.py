@@ -531,7 +531,10 @@ def merge_chunk(
     if start > now_s:
         # The executing plan's own knots from now until the take-over (a piece of a cubic between
         # two of its points is the same cubic: the motion until `start` is unchanged).
-        pre = np.concatenate([[now_s], current.times_s[(current.times_s > now_s) & (current.times_s < start)]])
+        # (An old knot within 0.1 ms after now is left out: a float-noise segment would blow
+        # up the exact rate checks; the curve there is C1 and barely changes.)
+        pre = np.concatenate([[now_s], current.times_s[(current.times_s > now_s + _MIN_STOP_KNOT_SPACING_S)
+                                                       & (current.times_s < start)]])
         q_pre, v_pre = current.sample(pre)
         plan = Plan(np.concatenate([pre, plan.times_s]), np.vstack([q_pre, plan.positions_rad]),
                     np.vstack([v_pre, plan.velocities_rad_s]), plan.tail)
