@@ -47,6 +47,7 @@ AUTOSTART_DESCRIPTION = ("configure and activate at start-up; false: wait for a 
 # What the whole stop may take: launch escalates to SIGTERM 5 s after SIGINT.
 FLUSH_TIMEOUT_S = 1.0
 EXECUTOR_SHUTDOWN_TIMEOUT_S = 2.0
+SPIN_PERIOD_S = 0.1  # wall-clock wait per executor turn: how soon the executor thread sees a stop
 
 
 class StopSignal:
@@ -105,6 +106,20 @@ def flush_publishers(node: Node, timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
     return ok
 
 
+def _wait_for_callbacks(executor: Executor, timeout_s: float) -> bool:
+    """Wait until callbacks a MultiThreadedExecutor handed to its thread pool have finished.
+    Executor.shutdown() is meant to, but in Jazzy's rclpy its wait is unreachable (it tests the
+    flag it has just set) and it destroys the guard condition under running callbacks, which then
+    fail with "'NoneType' object has no attribute 'trigger'"."""
+    deadline = time.monotonic() + timeout_s
+    for task in list(getattr(executor, "_futures", ())):
+        while not task.done():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+    return True
+
+
 def run_node(
     make_node: Callable[[], Node],
     make_executor: Callable[[], Executor],
@@ -128,7 +143,10 @@ def run_node(
 
     def spin() -> None:
         try:
-            executor.spin()
+            # spin_once in a loop rather than spin(): the loop ends on its own when the stop event
+            # is set, so the executor is idle before it is shut down (see _wait_for_callbacks).
+            while not stop.event.is_set():
+                executor.spin_once(timeout_sec=SPIN_PERIOD_S)
         except ExternalShutdownException:
             pass
         except Exception as err:  # noqa: BLE001 - reported here, the process exits 1
@@ -160,6 +178,8 @@ def run_node(
         while not stop.event.wait(0.5):
             pass
         logger.info(f"{stop.name or 'executor stopped'}: shutting down")
+        spin_thread.join(timeout=EXECUTOR_SHUTDOWN_TIMEOUT_S)
+        _wait_for_callbacks(executor, EXECUTOR_SHUTDOWN_TIMEOUT_S)
         if on_stop is not None:
             on_stop(node)
         if lifecycle and lifecycle_state(node) == "active":
@@ -171,10 +191,12 @@ def run_node(
             logger.warning("some messages were not acknowledged before exiting")
         return 1 if crashed else 0
     finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=EXECUTOR_SHUTDOWN_TIMEOUT_S)
+        stop.event.set()  # also on the early ways out (autostart failed): the executor thread ends
         if spin_thread is not None:
             spin_thread.join(timeout=EXECUTOR_SHUTDOWN_TIMEOUT_S)
+        if executor is not None:
+            _wait_for_callbacks(executor, EXECUTOR_SHUTDOWN_TIMEOUT_S)
+            executor.shutdown(timeout_sec=0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
