@@ -141,12 +141,17 @@ def test_joy_mapper_refuses_nan_short_and_odd_messages():
 
 
 # ---------------------------------------------------------------------------------- Cartesian session
+def press(s, t, **kw):
+    """One Joy message at time t (stamp = receive time), then a tick: the chunks they sent."""
+    out = s.on_joy(*joy(**kw), stamp_s=t, now_s=t)
+    return list(out.chunks) + list(s.tick(t).chunks)
+
+
 def test_deadman_stream_speed_release_and_duplicates():
     s = fr3_session()
     assert s.steps == 4
-    assert s.on_joy(*joy(x=0.55), stamp_s=10.0, now_s=10.001).chunks == ()
-    out = s.tick(10.01)
-    (chunk,) = out.chunks
+    out = s.on_joy(*joy(x=0.55), stamp_s=10.0, now_s=10.001)
+    (chunk,) = out.chunks  # sent on arrival
     assert chunk.names == action_names(FR3, "ee_delta") and chunk.stamp_s == 10.0 and chunk.period_s == 0.1
     # 0.55 -> deadband 0.5 -> 0.05 m/s -> 5 mm per 0.1 s row; row 0 = the reference pose
     np.testing.assert_allclose(col(chunk, "ee_delta/x"), [0.0, 0.005, 0.005, 0.005])
@@ -154,8 +159,11 @@ def test_deadman_stream_speed_release_and_duplicates():
         np.testing.assert_array_equal(col(chunk, name), 0.0)
     np.testing.assert_array_equal(col(chunk, "gripper"), 1.0)  # measured open (0.04 m)
     assert s.tick(10.02).chunks == ()  # no new input: no duplicate chunk
-    s.on_joy(*joy(x=0.55, lb=1), stamp_s=10.05, now_s=10.051)  # turbo x2
-    np.testing.assert_allclose(col(s.tick(10.06).chunks[0], "ee_delta/x")[1:], 0.01)
+    # an input less than half a period (0.025 s) after the last chunk waits for the tick
+    assert s.on_joy(*joy(x=0.55, lb=1), stamp_s=10.02, now_s=10.021).chunks == ()
+    (chunk,) = s.tick(10.05).chunks
+    assert chunk.stamp_s == 10.02
+    np.testing.assert_allclose(col(chunk, "ee_delta/x")[1:], 0.01)  # turbo x2
     out = s.on_joy(*joy(x=0.55, deadman=False), stamp_s=10.1, now_s=10.101)
     (stop,) = out.chunks  # the release itself sends the stop, stamped with the release
     assert stop.stamp_s == 10.1 and not s.streaming
@@ -166,9 +174,8 @@ def test_deadman_stream_speed_release_and_duplicates():
 
 def test_input_timeout_stops_the_stream():
     s = fr3_session()
-    s.on_joy(*joy(x=1.0), stamp_s=5.0, now_s=5.0)
-    assert len(s.tick(5.05).chunks) == 1
-    assert s.tick(5.1).chunks == ()  # 0.1 s silent: still fresh (<= timeout)
+    assert len(press(s, 5.0, x=1.0)) == 1
+    assert s.tick(5.05).chunks == () and s.tick(5.1).chunks == ()  # 0.1 s silent: still fresh
     out = s.tick(5.101)
     (stop,) = out.chunks
     assert stop.stamp_s == pytest.approx(5.101) and "input silent for 0.101 s" in out.messages[0][1]
@@ -177,10 +184,8 @@ def test_input_timeout_stops_the_stream():
 
 def test_no_deadman_no_chunks_and_bad_input_stops():
     s = fr3_session()
-    s.on_joy(*joy(x=1.0, deadman=False), stamp_s=1.0, now_s=1.0)
-    assert s.tick(1.01).chunks == ()
-    s.on_joy(*joy(x=1.0), stamp_s=1.05, now_s=1.05)
-    assert len(s.tick(1.06).chunks) == 1
+    assert press(s, 1.0, x=1.0, deadman=False) == []
+    assert len(press(s, 1.05, x=1.0)) == 1
     out = s.on_joy(*joy(x=math.nan), stamp_s=1.1, now_s=1.1)
     assert out.messages[0][0] == "error" and "not finite" in out.messages[0][1]
     assert len(out.chunks) == 1 and not np.any(out.chunks[0].values[:, :6])  # stop, the arm holds
@@ -191,17 +196,12 @@ def test_no_deadman_no_chunks_and_bad_input_stops():
 
 def test_gripper_toggle_hold_and_episode_edges():
     s = fr3_session(gripper_m=0.04)
-    s.on_joy(*joy(a=1), stamp_s=1.0, now_s=1.0)
-    assert col(s.tick(1.0).chunks[0], "gripper")[0] == 0.0  # open -> closed
-    s.on_joy(*joy(a=1), stamp_s=1.05, now_s=1.05)  # still held: no second toggle
-    assert col(s.tick(1.05).chunks[0], "gripper")[0] == 0.0
-    s.on_joy(*joy(), stamp_s=1.1, now_s=1.1)
-    s.on_joy(*joy(a=1), stamp_s=1.15, now_s=1.15)
-    assert col(s.tick(1.15).chunks[0], "gripper")[0] == 1.0
-    s.on_joy(*joy(rt=-1.0), stamp_s=1.2, now_s=1.2)  # hold-to-close
-    assert col(s.tick(1.2).chunks[0], "gripper")[0] == 0.0
-    s.on_joy(*joy(rt=0.0), stamp_s=1.25, now_s=1.25)
-    assert col(s.tick(1.25).chunks[0], "gripper")[0] == 1.0
+    assert col(press(s, 1.0, a=1)[0], "gripper")[0] == 0.0  # open -> closed
+    assert col(press(s, 1.05, a=1)[0], "gripper")[0] == 0.0  # still held: no second toggle
+    press(s, 1.1)
+    assert col(press(s, 1.15, a=1)[0], "gripper")[0] == 1.0
+    assert col(press(s, 1.2, rt=-1.0)[0], "gripper")[0] == 0.0  # hold-to-close
+    assert col(press(s, 1.25, rt=0.0)[0], "gripper")[0] == 1.0
     events = []
     for k, pressed in enumerate([1, 1, 0, 1]):
         events += s.on_joy(*joy(deadman=False, start=pressed), stamp_s=2.0 + k * 0.05, now_s=2.0 + k * 0.05).events
@@ -212,10 +212,9 @@ def test_gripper_toggle_hold_and_episode_edges():
 def test_tool_frame_rotates_with_the_measured_tool_pose():
     kin = RobotKinematics.from_embodiment(FR3)
     s = fr3_session(kin)
-    s.on_joy(*joy(yb=1), stamp_s=1.0, now_s=1.0)  # Y: frame switch
+    press(s, 1.0, yb=1)  # Y: frame switch
     assert s.frame == "tool"
-    s.on_joy(*joy(x=1.0), stamp_s=1.05, now_s=1.05)
-    chunk = s.tick(1.05).chunks[0]
+    (chunk,) = press(s, 1.05, x=1.0)
     base, tool = kin.arm_frames("arm")
     rotation = kin.frame_pose(np.array(HOME), tool, base)[:3, :3]
     step = np.array([col(chunk, f"ee_delta/{c}")[1] for c in "xyz"])
@@ -231,16 +230,14 @@ def test_spacemouse_twist_and_button_events():
     s = fr3_session(mapping=load_teleop_config("spacemouse"))
     s.on_joy([0.0] * 6, [0, 1], stamp_s=1.0, now_s=1.0)  # spacenav: right button (1) pressed
     s.on_joy([0.3] * 6, [], stamp_s=1.01, now_s=1.01)  # a motion-only Joy: button state unchanged
-    s.on_twist([0.55, 0.0, 0.0], [0.0, 0.0, -0.55], stamp_s=1.02, now_s=1.02)
-    chunk = s.tick(1.03).chunks[0]
+    (chunk,) = s.on_twist([0.55, 0.0, 0.0], [0.0, 0.0, -0.55], stamp_s=1.02, now_s=1.02).chunks
     assert chunk.stamp_s == 1.02
     np.testing.assert_allclose(col(chunk, "ee_delta/x")[1:], 0.005)
     np.testing.assert_allclose(col(chunk, "ee_delta/yaw")[1:], -0.5 * 0.4 * 0.1)
     out = s.on_joy([0.0] * 6, [0, 0], stamp_s=1.04, now_s=1.04)  # right button released
     assert len(out.chunks) == 1 and not s.streaming
     s.on_joy([0.0] * 6, [0, 1], stamp_s=1.05, now_s=1.05)
-    s.on_twist([1.0, 0, 0], [0, 0, 0], stamp_s=1.06, now_s=1.06)
-    assert len(s.tick(1.07).chunks) == 1
+    assert len(s.on_twist([1.0, 0, 0], [0, 0, 0], stamp_s=1.06, now_s=1.06).chunks) == 1
     assert len(s.tick(1.2).chunks) == 1 and not s.streaming  # both silent > 0.1 s: stop
 
 

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("vla_ros.cli.demo:demo", "run the full graph against the MuJoCo simulation"),
     "eval": ("vla_ros.cli.eval_cmd:eval", "success rate of a policy over N seeded episodes through the graph"),
     "checkpoint": ("vla_ros.cli.checkpoint_cmd:checkpoint", "write, inspect or try an OpenVLA / pi0 checkpoint folder"),
+    "teleop": ("vla_ros.cli.teleop_cmd:teleop", "teleoperate an arm: keyboard (this terminal), gamepad, SpaceMouse, ALOHA leaders"),
 }
 
 

@@ -566,6 +566,11 @@ class CartesianSession:
         self._key_turbo = False
         self._key_event_s = -math.inf  # last non-motion key that keeps a keyboard stream alive
         self._published_stamp_s = -math.inf
+        self._published_at_s = -math.inf
+        # An input is turned into a chunk on arrival unless the last chunk left less than this
+        # ago (then the next tick sends it): the chunk's stamp (the input's time) stays close to
+        # when it is sent, so the controller takes it over before the next input's time.
+        self.min_chunk_interval_s = 0.5 / config.rate_hz
         self.streaming = False
         self.chunks_published = 0
         self.stops_published = 0
@@ -618,7 +623,7 @@ class CartesianSession:
         if reading.motion is not None:
             self._motion = reading.motion
         self._joy_stamp_s, self._joy_received_s = stamp_s, now_s
-        return out + self._maybe_stop(stamp_s, now_s)
+        return out + self._maybe_stop(stamp_s, now_s) + self._on_input(now_s)
 
     def on_twist(self, linear: Sequence[float], angular: Sequence[float], stamp_s: float,
                  now_s: float) -> TeleopOutput:
@@ -629,7 +634,12 @@ class CartesianSession:
             return self._refuse(str(err), stamp_s, now_s)
         self._motion = motion
         self._twist_stamp_s, self._twist_received_s = stamp_s, now_s
-        return TeleopOutput()
+        return self._on_input(now_s)
+
+    def _on_input(self, now_s: float) -> TeleopOutput:
+        if not self.engaged(now_s) or now_s - self._published_at_s < self.min_chunk_interval_s:
+            return TeleopOutput()
+        return self.tick(now_s)
 
     def on_key(self, key: str, now_s: float) -> TeleopOutput:
         """One key press from a terminal (auto-repeat included)."""
@@ -803,6 +813,7 @@ class CartesianSession:
         rows = twist_rows(twist[0], twist[1], self.period_s, self.steps)
         chunk = ee_delta_chunk(self.spec, self.arm, rows, self._grippers(), stamp)
         self._published_stamp_s = stamp
+        self._published_at_s = now_s
         self.streaming = True
         self.chunks_published += 1
         return TeleopOutput(chunks=(chunk,))

@@ -84,7 +84,8 @@ class TeleopNode(LifecycleNode):
         self._node_timers: list = []
         self._chunk_pub = None
         self._diag_pub = None
-        self._clients: dict[str, Any] = {}
+        # (not _clients / _subscriptions / _timers: those are rclpy.Node's own lists)
+        self._recorder_clients: dict[str, Any] = {}
         self.events: list[str] = []
         self.messages: list[tuple[str, str]] = []
         self.on_output = None  # optional callback(TeleopOutput) (the keyboard front end prints messages)
@@ -93,7 +94,7 @@ class TeleopNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._configure()
-        except (ValueError, KeyError, OSError) as err:
+        except Exception as err:  # noqa: BLE001 - any configure error fails the transition, with its reason
             self.get_logger().error(f"configure failed: {err}")
             self._release()
             return TransitionCallbackReturn.FAILURE
@@ -141,7 +142,7 @@ class TeleopNode(LifecycleNode):
                                                      lambda m, a=follower: self._on_leader(a, m),
                                                      qos_profile_sensor_data))
         for action in EPISODE_ACTIONS:
-            self._clients[action] = self.create_client(Trigger, f"recorder/{action}")
+            self._recorder_clients[action] = self.create_client(Trigger, f"recorder/{action}")
         rate = float(p("rate_hz")) or config.rate_hz
         self._node_timers.append(self.create_timer(1.0 / rate, self._on_tick))
         self._node_timers.append(self.create_timer(float(p("diagnostics_period_s")), self._publish_diagnostics))
@@ -177,14 +178,18 @@ class TeleopNode(LifecycleNode):
                 self.destroy_timer(t)
             for s in self._subs:
                 self.destroy_subscription(s)
-            for c in self._clients.values():
+            for c in self._recorder_clients.values():
                 self.destroy_client(c)
             for pub in (self._chunk_pub, self._diag_pub):
                 if pub is not None:
                     self.destroy_lifecycle_publisher(pub)
-            self._node_timers, self._subs, self._clients = [], [], {}
+            self._node_timers, self._subs, self._recorder_clients = [], [], {}
             self._chunk_pub = self._diag_pub = None
             self.session = None
+
+    @property
+    def active(self) -> bool:
+        return self._active
 
     def destroy_node(self) -> None:
         self._release()
@@ -261,7 +266,7 @@ class TeleopNode(LifecycleNode):
             self.on_output(out)
 
     def _call_recorder(self, action: str) -> None:
-        client = self._clients.get(action)
+        client = self._recorder_clients.get(action)
         if client is None or not client.service_is_ready():
             text = (f"{action}: the recorder is not running (no service '{self.resolve_service_name(f'recorder/{action}')}'); "
                     f"start it with record:=true (bringup) or `ros2 run vla_ros recorder_node`; button ignored")
