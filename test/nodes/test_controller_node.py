@@ -556,3 +556,157 @@ def test_configure_fails_cleanly_on_bad_parameters(ros, fr3):
             assert node.core is None
         finally:
             node.destroy_node()
+
+
+# --------------------------------------------------------------------------- issue 11: adversarial input
+
+
+def _raw_chunk(names, rows, times_ns, stamp_s):
+    from builtin_interfaces.msg import Duration
+    from trajectory_msgs.msg import JointTrajectoryPoint
+
+    msg = JointTrajectory()
+    msg.header.stamp = cv.s_to_time(stamp_s)
+    msg.joint_names = list(names)
+    for row, t_ns in zip(rows, times_ns):
+        p = JointTrajectoryPoint()
+        p.positions = [float(x) for x in row]
+        p.time_from_start = Duration(sec=int(t_ns // 1_000_000_000), nanosec=int(t_ns % 1_000_000_000))
+        msg.points.append(p)
+    return msg
+
+
+def _decided(rig, n):
+    core = rig.node.core
+    return rig.spin_until(lambda: core.chunks_accepted + core.chunks_refused >= n, timeout=10.0)
+
+
+def test_issue_11_reproducers_are_refused_without_reaching_the_guard(rig):
+    """Both messages that killed the controller (wall clock): refused with a reason, the guard
+    never reached, the node alive and accepting the next valid chunk."""
+    core = rig.node.core
+    names = BARE + ("gripper",)
+    row = list(HOME) + [1.0]
+    rig.commands.clear()
+    # 1: 10 identical points, time_from_start = i * 100 ns, stamp = now.
+    rig.chunk_pub.publish(_raw_chunk(names, [row] * 10, [i * 100 for i in range(10)], rig.now()))
+    assert _decided(rig, 1)
+    assert "chunk period 1e-07 s is outside [0.01, 1] s" in core.last_refusal, core.last_refusal
+    # 2: 2 points, time_from_start 0 and (2147483647 s, 999999999 ns), stamp = now + 0.05 s.
+    rig.chunk_pub.publish(_raw_chunk(names, [row] * 2, [0, 2147483647 * 10**9 + 999999999], rig.now() + 0.05))
+    assert _decided(rig, 2)
+    assert "chunk period 2.14748365e+09 s is outside" in core.last_refusal, core.last_refusal
+    assert core.chunks_refused == 2 and core.internal_errors == 0
+    for msg in rig.commands:  # only holds went out, each one a default JTC accepts
+        assert validate_trajectory(_jtc_command(msg), BARE, now_s=cv.time_to_s(msg.header.stamp)) is None
+        assert np.allclose([p.positions for p in msg.points], HOME, atol=1e-9)
+    rig.send_chunk(_ramp(HOME, 0, 0.3))
+    assert _decided(rig, 3) and core.chunks_accepted == 1, core.last_refusal
+
+
+def test_oversize_and_overlong_chunks_are_refused_unread(rig):
+    core = rig.node.core
+    names = BARE + ("gripper",)
+    row = list(HOME) + [1.0]
+    rig.chunk_pub.publish(_raw_chunk(names, [row] * 1001, [i * 10**8 for i in range(1001)], rig.now()))
+    assert _decided(rig, 1) and core.last_refusal == "chunk has 1001 points > max_chunk_points 1000"
+    rig.chunk_pub.publish(_raw_chunk(names, [row] * 400, [i * 10**8 for i in range(400)], rig.now()))
+    assert _decided(rig, 2) and core.last_refusal == "chunk lasts 39.9 s > max_chunk_duration_s 30.0"
+    bad = _raw_chunk(names, [row] * 2, [0, 10**8], rig.now())
+    bad.points[1].time_from_start.nanosec = 1_500_000_000  # not a valid Duration
+    rig.chunk_pub.publish(bad)
+    assert _decided(rig, 3) and "nanosec 1500000000 outside [0, 1e9)" in core.last_refusal
+    assert core.internal_errors == 0
+
+
+def test_the_guard_refuses_holds_and_reports_an_escaped_exception(rig, monkeypatch):
+    core = rig.node.core
+    rig.send_chunk(_ramp(HOME, 0, 0.3, steps=20))
+    assert _decided(rig, 1) and core.chunks_accepted == 1
+    rig.spin(0.1)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected bug")
+
+    monkeypatch.setattr(core, "prepare_chunk", broken)
+    rig.send_chunk(_ramp(HOME, 0, 0.3))
+    assert _decided(rig, 2)
+    assert core.internal_errors == 1 and "injected bug" in core.last_refusal
+    assert core.last_internal_error == "_on_chunk: RuntimeError: injected bug"
+    rig.spin(0.1)
+    stop = rig.commands[-1]
+    assert stop.points[-1].velocities.tolist() == [0.0] * 7  # held: a stop went out
+    monkeypatch.setattr(core, "tick", broken)  # the timer callback raising: guarded too
+    rig.spin(0.2)
+    assert core.internal_errors >= 2 and "_on_tick" in core.last_internal_error
+    monkeypatch.undo()
+    assert rig.spin_until(lambda: any(kv.key == "internal_errors" and int(kv.value) >= 2
+                                      for d in rig.diagnostics for kv in d.status[0].values), timeout=3.0)
+    rig.q = _final_positions(rig.commands[-1])
+    rig.send_chunk(_ramp(rig.q, 0, 0.3))
+    assert rig.spin_until(lambda: core.chunks_accepted == 2, timeout=5.0), core.last_refusal
+
+
+def test_adversarial_joint_states_never_command_from_garbage(rig):
+    core = rig.node.core
+    pub = rig.state_pub
+    rig.publish_state = False
+    good_names = list(BARE) + ["fr3_finger_joint1"]
+    good = list(HOME) + [0.04]
+    bad_messages = []
+    nan = list(good)
+    nan[2] = float("nan")
+    bad_messages.append(cv.make_joint_state(good_names, nan))
+    bad_messages.append(cv.make_joint_state(good_names[:5], good[:5]))  # missing joints
+    ragged = cv.make_joint_state(good_names, good)
+    ragged.position = good[:3]  # fewer positions than names
+    bad_messages.append(ragged)
+    bad_messages.append(cv.make_joint_state(good_names, [1e9] * 8))
+    rig.spin(0.1)  # good readings still in flight arrive
+    for i, msg in enumerate(bad_messages * 10):
+        msg.header.stamp = cv.s_to_time(max(0.0, 1e6 - i))  # time going backwards
+        pub.publish(msg)
+        assert rig.spin_until(lambda: core.state(rig.now()) == "fault", timeout=2.0), \
+            (i, core.status(rig.now()).message)
+    rig.commands.clear()
+    rig.send_chunk(_ramp(HOME, 0, 0.3))
+    assert _decided(rig, 1) and core.chunks_accepted == 0
+    # Reordered names (a valid reading): accepted as the measured state.
+    order = [7, 3, 0, 6, 1, 5, 2, 4]
+    for _ in range(5):
+        pub.publish(cv.make_joint_state([good_names[k] for k in order], [good[k] for k in order]))
+        rig.spin(0.01)
+    assert rig.spin_until(lambda: core.state(rig.now()) == "holding", timeout=3.0)
+    np.testing.assert_allclose(core.measured_positions(), HOME)
+    for msg in rig.commands:
+        assert np.allclose([p.positions for p in msg.points], HOME, atol=1e-9)
+    assert core.internal_errors == 0
+
+
+def test_estop_storm_with_chunks_in_flight(rig):
+    core = rig.node.core
+    rng = np.random.default_rng(11)
+    assert rig.release.wait_for_service(timeout_sec=2.0)
+    latched_at_end = None
+    for k in range(60):
+        if k % 3 == 0:
+            rig.q = core.scheduler.plan.final_position_rad.copy() if core.scheduler.plan is not None else rig.q
+            rig.send_chunk(_ramp(rig.q, int(rng.integers(0, 7)), float(rng.uniform(-0.3, 0.3))))
+        if rng.random() < 0.5:
+            rig.estop_pub.publish(Bool(data=bool(rng.random() < 0.8)))
+        else:
+            rig.release.call_async(Trigger.Request())
+        rig.spin(0.01)
+    rig.estop_pub.publish(Bool(data=True))
+    assert rig.spin_until(lambda: core.estop_latched, timeout=3.0)
+    rig.spin(0.1)
+    latched_at_end = core.scheduler.plan.final_position_rad.copy()
+    n = core.chunks_accepted
+    rig.send_chunk(_ramp(latched_at_end, 0, 0.3))
+    assert _decided(rig, core.chunks_accepted + core.chunks_refused + 1)
+    assert core.chunks_accepted == n and "e-stop is latched" in core.last_refusal
+    assert core.internal_errors == 0
+    lim = rig.node.core.limits
+    for msg in rig.commands:
+        q = np.array([p.positions for p in msg.points])
+        assert np.all(q >= lim.lower_rad) and np.all(q <= lim.upper_rad)
