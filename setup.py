@@ -37,6 +37,7 @@ setup(
             "controller_node = vla_ros.nodes.controller_node:main",
             "sim_node = vla_ros.nodes.sim_node:main",
             "policy_node = vla_ros.nodes.policy_node:main",
+            "recorder_node = vla_ros.nodes.recorder_node:main",
             "teleop_node = vla_ros.nodes.teleop_node:main",
         ],
     },

@@ -22,6 +22,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("vla_ros.cli.eval_cmd:eval", "success rate of a policy over N seeded episodes through the graph"),
     "checkpoint": ("vla_ros.cli.checkpoint_cmd:checkpoint", "write, inspect or try an OpenVLA / pi0 checkpoint folder"),
     "teleop": ("vla_ros.cli.teleop_cmd:teleop", "teleoperate an arm: keyboard (this terminal), gamepad, SpaceMouse, ALOHA leaders"),
+    "record": ("vla_ros.cli.record_cmd:record", "record demonstrations into a LeRobotDataset v3.0 folder"),
+    "dataset": ("vla_ros.cli.dataset_cmd:dataset", "inspect, view or import (rosbag2) a LeRobotDataset v3.0 folder"),
 }
 
 
