@@ -43,6 +43,23 @@ $(ROS2_STAMP): $(ROS2_WHEELS) $(wildcard $(dir $(ROS2_WHEELS))*.whl) $(STAMP)
 	touch $(ROS2_STAMP)
 endif
 
+# control_msgs / franka_msgs (the real-arm interfaces: franka_gripper actions, FollowJointTrajectory,
+# FrankaRobotState) are not on the registries either: built with rosidl from ../shared/ros2-msgs into
+# .ros2_msgs/ (kept across `rm -rf .venv`, rebuilt only when the definitions change). Without the
+# folder the tests that need them skip, saying so; the package itself never needs them to run in sim.
+ROS2_MSGS        := $(firstword $(wildcard ../shared/ros2-msgs/build.sh $(if $(VLA_ROS_SHARED),$(VLA_ROS_SHARED)/ros2-msgs/build.sh) /work/shared/ros2-msgs/build.sh))
+ROS2_MSGS_PREFIX := $(CURDIR)/.ros2_msgs
+
+ifneq ($(ROS2_MSGS),)
+test-deps: $(ROS2_MSGS_PREFIX)/.built
+$(ROS2_MSGS_PREFIX)/.built: $(ROS2_MSGS) $(wildcard $(dir $(ROS2_MSGS))src/*/* $(dir $(ROS2_MSGS))src/*/*/*) | $(STAMP)
+	# generator packages build.sh's wheel list misses on a fresh venv (their wheels declare no dependencies)
+	$(VENV)/bin/pip install --quiet ros-jazzy-rosidl-core-generators ros-jazzy-ament-cmake-gmock \
+	  ros-jazzy-ament-cmake-gtest ros-jazzy-ament-cmake-pytest
+	$(ROS2_MSGS) $(abspath $(PY)) $(ROS2_MSGS_PREFIX)
+	touch $@
+endif
+
 test: test-deps
 	$(PY) -m pytest -q -ra test
 
