@@ -24,9 +24,16 @@ Config file layout (all keys are checked; an unknown key is an error with a sugg
                                                   only tighten them; acceleration is required:
                                                   a list, or one number for every joint)
         home_rad: [...]
-        command: {kind: joint_trajectory | forward_position, topic, joint_names (default: arm joints)}
+        command: {kind: joint_trajectory | forward_position, topic, joint_names (default: arm joints),
+                  interface: topic | follow_joint_trajectory   (default topic; the action is
+                             action: <controller>/follow_joint_trajectory by default)}
         gripper: null | {joint_name, open_position, closed_position,
-                         command: null | {kind, topic, joint_names (default: [joint_name])}}
+                         command: null | {kind: forward_position, topic, joint_names (default: [joint_name])}
+                                       | {kind: franka_gripper, node, interface: grasp_move | gripper_action,
+                                          homing, speed_m_s, force_n, min_object_width_m,
+                                          max_object_width_m, close_below, open_above}}
+        driver_state: {program_running_topic, speed_scaling_topic, robot_state_topic,
+                       min_speed_scaling}        (optional; what the vendor driver says about itself)
         workspace_min_m, workspace_max_m         (tool position box in base_frame)
     cameras:
       <slot>: {topic (default cameras/<slot>/image_raw), width, height, compressed}
@@ -51,6 +58,11 @@ import yaml
 
 CommandKind = Literal["joint_trajectory", "forward_position"]
 COMMAND_KINDS: tuple[str, ...] = ("joint_trajectory", "forward_position")
+# How a joint_trajectory command reaches the JTC: its topic, or its FollowJointTrajectory action.
+COMMAND_INTERFACES: tuple[str, ...] = ("topic", "follow_joint_trajectory")
+# Gripper command kinds: a forward controller's topic, or franka_gripper's actions.
+GRIPPER_COMMAND_KINDS: tuple[str, ...] = ("forward_position", "franka_gripper")
+FRANKA_GRIPPER_INTERFACES: tuple[str, ...] = ("grasp_move", "gripper_action")
 # The action spaces defined in doc/INTERFACES.md ("Action chunks").
 ACTION_SPACES: tuple[str, ...] = ("joint_position", "joint_delta", "ee_delta", "ee_pose")
 
@@ -124,17 +136,97 @@ class CommandInterface:
     kind: CommandKind
     topic: str
     joint_names: tuple[str, ...]
+    # "follow_joint_trajectory": goals on the JTC's action `action` instead of the topic
+    interface: str = "topic"
+    action: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in COMMAND_KINDS:
             raise ValueError(f"kind must be one of {list(COMMAND_KINDS)}, got {self.kind!r}")
         _check_topic(self.topic, "topic")
+        if self.interface not in COMMAND_INTERFACES:
+            raise ValueError(f"interface must be one of {list(COMMAND_INTERFACES)}, got {self.interface!r}")
+        if self.interface == "follow_joint_trajectory":
+            if self.kind != "joint_trajectory":
+                raise ValueError("interface follow_joint_trajectory needs kind joint_trajectory (a JTC), "
+                                 f"got kind {self.kind!r}")
+            if not self.action:
+                # the JTC serves <controller>/follow_joint_trajectory beside <controller>/joint_trajectory
+                head, _, _ = self.topic.rpartition("/")
+                object.__setattr__(self, "action", f"{head}/follow_joint_trajectory" if head else "follow_joint_trajectory")
+            _check_topic(self.action, "action")
         names = tuple(str(n) for n in self.joint_names)
         if not names:
             raise ValueError("joint_names must name at least one joint")
         if len(set(names)) != len(names):
             raise ValueError(f"joint_names must be unique, got {list(names)}")
         object.__setattr__(self, "joint_names", names)
+
+
+@dataclass(frozen=True)
+class FrankaGripperActions:
+    """The real franka_gripper node, driven through its actions (it has no command topic).
+
+    node:       the node's name (namespace applied): actions `<node>/grasp`, `<node>/move`,
+                `<node>/homing`, `<node>/gripper_action`, measured state on `<node>/joint_states`.
+    interface:  "grasp_move" (franka_msgs Grasp / Move) or "gripper_action" (control_msgs
+                GripperCommand: width = 2 x position, a move when opening, a grasp when closing).
+    homing:     send a Homing goal once on start (calibrates the fingers' width).
+    speed_m_s, force_n: finger speed, grasp force (the actuator limit while squeezing).
+    min_object_width_m / max_object_width_m: a grasp succeeds when the fingers stop in this band
+                (closing on nothing, or losing the object, fails).
+    close_below / open_above: hysteresis on the normalised gripper column (0 closed ... 1 open).
+    """
+
+    node: str
+    interface: str = "grasp_move"
+    homing: bool = False
+    speed_m_s: float = 0.1
+    force_n: float = 20.0
+    min_object_width_m: float = 0.005
+    max_object_width_m: float = 0.075
+    close_below: float = 0.4
+    open_above: float = 0.6
+
+    def __post_init__(self) -> None:
+        _check_topic(self.node, "node")
+        if self.interface not in FRANKA_GRIPPER_INTERFACES:
+            raise ValueError(f"interface must be one of {list(FRANKA_GRIPPER_INTERFACES)}, got {self.interface!r}")
+        if not isinstance(self.homing, bool):
+            raise ValueError(f"homing must be true or false, got {self.homing!r}")
+        for attr in ("speed_m_s", "force_n", "min_object_width_m", "max_object_width_m", "close_below", "open_above"):
+            value = getattr(self, attr)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{attr} must be a finite number, got {value!r}")
+            object.__setattr__(self, attr, float(value))
+        if self.speed_m_s <= 0.0 or self.force_n <= 0.0:
+            raise ValueError(f"speed_m_s and force_n must be > 0, got {self.speed_m_s}, {self.force_n}")
+        if not 0.0 <= self.min_object_width_m < self.max_object_width_m:
+            raise ValueError(f"need 0 <= min_object_width_m < max_object_width_m, got "
+                             f"{self.min_object_width_m}, {self.max_object_width_m}")
+        if not 0.0 <= self.close_below < self.open_above <= 1.0:
+            raise ValueError(f"need 0 <= close_below < open_above <= 1, got {self.close_below}, {self.open_above}")
+
+
+@dataclass(frozen=True)
+class DriverStateSpec:
+    """Topics on which the vendor driver reports whether the arm can follow (relative, namespace
+    applied; "" = not used): UR's robot_program_running (std_msgs/Bool) and speed_scaling
+    (std_msgs/Float64), Franka's robot_state (franka_msgs/FrankaRobotState)."""
+
+    program_running_topic: str = ""
+    speed_scaling_topic: str = ""
+    robot_state_topic: str = ""
+    min_speed_scaling: float = 0.05
+
+    def __post_init__(self) -> None:
+        for attr in ("program_running_topic", "speed_scaling_topic", "robot_state_topic"):
+            if getattr(self, attr):
+                _check_topic(getattr(self, attr), attr)
+        v = self.min_speed_scaling
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
+            raise ValueError(f"min_speed_scaling must be in (0, 1], got {v!r}")
+        object.__setattr__(self, "min_speed_scaling", float(v))
 
 
 @dataclass(frozen=True)
@@ -148,8 +240,11 @@ class GripperSpec:
     open_position: float
     closed_position: float
     command: CommandInterface | None  # None: the real driver has no topic interface (e.g. franka_gripper actions)
+    actions: FrankaGripperActions | None = None  # `command.kind: franka_gripper` (then `command` is None)
 
     def __post_init__(self) -> None:
+        if self.command is not None and self.actions is not None:
+            raise ValueError("a gripper has either a command topic or franka_gripper actions, not both")
         for attr in ("open_position", "closed_position"):
             value = getattr(self, attr)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
@@ -192,6 +287,7 @@ class ArmSpec:
     gripper: GripperSpec | None
     workspace_min_m: np.ndarray  # tool-frame position box, expressed in base_frame
     workspace_max_m: np.ndarray
+    driver_state: DriverStateSpec = DriverStateSpec()
 
     def __post_init__(self) -> None:
         names = tuple(str(n) for n in self.joint_names)
@@ -564,12 +660,15 @@ _REQUIRED_TOP = ("urdf", "world_frame", "command_rate_hz", "policy_period_s", "a
 _URDF_KEYS = ("file", "package_path", "topic")
 _ARM_KEYS = (
     "namespace", "joint_names", "base_frame", "tool_frame", "limits", "home_rad", "command",
-    "gripper", "workspace_min_m", "workspace_max_m",
+    "gripper", "workspace_min_m", "workspace_max_m", "driver_state",
 )
 _REQUIRED_ARM = ("joint_names", "base_frame", "tool_frame", "limits", "home_rad", "command",
                  "workspace_min_m", "workspace_max_m")
 _LIMIT_KEYS = ("lower_rad", "upper_rad", "velocity_rad_s", "acceleration_rad_s2")
-_COMMAND_KEYS = ("kind", "topic", "joint_names")
+_COMMAND_KEYS = ("kind", "topic", "joint_names", "interface", "action")
+_FRANKA_GRIPPER_KEYS = ("kind", "node", "interface", "homing", "speed_m_s", "force_n", "min_object_width_m",
+                        "max_object_width_m", "close_below", "open_above")
+_DRIVER_STATE_KEYS = ("program_running_topic", "speed_scaling_topic", "robot_state_topic", "min_speed_scaling")
 _GRIPPER_KEYS = ("joint_name", "open_position", "closed_position", "command")
 _CAMERA_KEYS = ("topic", "width", "height", "compressed")
 
@@ -733,11 +832,11 @@ def _check_urdf_name(ctx: _Ctx, info: UrdfInfo | None, key: str, name: str, kind
 
 
 def _command(raw: Any, ctx: _Ctx, key: str, namespace: str, default_joints: tuple[str, ...], prefix: str,
-             info: UrdfInfo | None) -> CommandInterface:
+             info: UrdfInfo | None, kinds: tuple[str, ...] = COMMAND_KINDS) -> CommandInterface:
     ctx.check_keys(raw, _COMMAND_KEYS, key, required=("kind", "topic"))
     kind = raw["kind"]
-    if kind not in COMMAND_KINDS:
-        raise ctx.error(f"{key}.kind", f"expected one of {list(COMMAND_KINDS)}, got {kind!r}{_did_you_mean(kind, COMMAND_KINDS)}")
+    if kind not in kinds:
+        raise ctx.error(f"{key}.kind", f"expected one of {list(kinds)}, got {kind!r}{_did_you_mean(kind, kinds)}")
     topic = ctx.name(raw["topic"], f"{key}.topic")
     try:
         _check_topic(topic, f"{key}.topic")
@@ -752,7 +851,48 @@ def _command(raw: Any, ctx: _Ctx, key: str, namespace: str, default_joints: tupl
             _check_urdf_name(ctx, info, f"{key}.joint_names[{i}]", qualified, "joint")
     else:
         joints = default_joints
-    return ctx.build(key, CommandInterface, kind, topic, joints)
+    interface = raw.get("interface", "topic")
+    if interface not in COMMAND_INTERFACES:
+        raise ctx.error(f"{key}.interface", f"expected one of {list(COMMAND_INTERFACES)}, got {interface!r}"
+                        f"{_did_you_mean(interface, COMMAND_INTERFACES)}")
+    action = ""
+    if "action" in raw:
+        if interface != "follow_joint_trajectory":
+            raise ctx.error(f"{key}.action", "only used with interface: follow_joint_trajectory")
+        action = ctx.name(raw["action"], f"{key}.action")
+        if namespace and not action.startswith(("/", "~")):
+            action = f"{namespace}/{action}"
+    return ctx.build(key, CommandInterface, kind, topic, joints, interface, action)
+
+
+def _franka_gripper(raw: Any, ctx: _Ctx, key: str, namespace: str) -> FrankaGripperActions:
+    ctx.check_keys(raw, _FRANKA_GRIPPER_KEYS, key, required=("kind", "node"))
+    node = ctx.name(raw["node"], f"{key}.node")
+    if namespace and not node.startswith("/"):
+        node = f"{namespace}/{node}"
+    interface = raw.get("interface", "grasp_move")
+    if interface not in FRANKA_GRIPPER_INTERFACES:
+        raise ctx.error(f"{key}.interface", f"expected one of {list(FRANKA_GRIPPER_INTERFACES)}, got {interface!r}"
+                        f"{_did_you_mean(interface, FRANKA_GRIPPER_INTERFACES)}")
+    values = {k: raw[k] for k in _FRANKA_GRIPPER_KEYS[3:] if k in raw}
+    for k, v in values.items():
+        if k != "homing":
+            ctx.number(v, f"{key}.{k}")
+    return ctx.build(key, FrankaGripperActions, node, interface, **values)
+
+
+def _driver_state(raw: Any, ctx: _Ctx, key: str, namespace: str) -> DriverStateSpec:
+    if raw is None:
+        return DriverStateSpec()
+    ctx.check_keys(raw, _DRIVER_STATE_KEYS, key)
+    values: dict[str, Any] = {}
+    for k in _DRIVER_STATE_KEYS[:3]:
+        if raw.get(k):
+            topic = ctx.name(raw[k], f"{key}.{k}")
+            values[k] = f"{namespace}/{topic}" if namespace and not topic.startswith(("/", "~")) else topic
+    if "min_speed_scaling" in raw:
+        values["min_speed_scaling"] = ctx.number(raw["min_speed_scaling"], f"{key}.min_speed_scaling")
+    return ctx.build(key, DriverStateSpec, **values)
 
 
 def _urdf_limit(info: UrdfInfo | None, qualified: tuple[str, ...], attr: str) -> np.ndarray | None:
@@ -818,10 +958,16 @@ def _gripper(raw: Any, ctx: _Ctx, key: str, namespace: str, prefix: str, info: U
                     raise ctx.error(
                         f"{key}.{attr}", f"{v} is outside the URDF limits [{uj.lower}, {uj.upper}] of '{qualified}'"
                     )
-    command = None
-    if raw.get("command") is not None:
-        command = _command(raw["command"], ctx, f"{key}.command", namespace, (joint,), prefix, info)
-    return ctx.build(key, GripperSpec, joint, open_pos, closed_pos, command)
+    command = actions = None
+    raw_command = raw.get("command")
+    if isinstance(raw_command, dict) and raw_command.get("kind") == "franka_gripper":
+        actions = _franka_gripper(raw_command, ctx, f"{key}.command", namespace)
+    elif raw_command is not None:
+        command = _command(raw_command, ctx, f"{key}.command", namespace, (joint,), prefix, info,
+                           kinds=(*COMMAND_KINDS, "franka_gripper"))
+        if command.interface != "topic":
+            raise ctx.error(f"{key}.command.interface", "a gripper command is a forward controller's topic")
+    return ctx.build(key, GripperSpec, joint, open_pos, closed_pos, command, actions)
 
 
 def _arm(name: Any, raw: Any, ctx: _Ctx, prefix: str, info: UrdfInfo | None) -> ArmSpec:
@@ -880,9 +1026,10 @@ def _arm(name: Any, raw: Any, ctx: _Ctx, prefix: str, info: UrdfInfo | None) -> 
         raise ctx.error(
             f"{key}.workspace_min_m[{i}]", f"{wmin[i]} must be < workspace_max_m[{i}] = {wmax[i]} ({'xyz'[i]} axis)"
         )
+    driver_state = _driver_state(raw.get("driver_state"), ctx, f"{key}.driver_state", namespace)
     return ctx.build(
         key, ArmSpec, str(name), namespace, joints, frames["base_frame"], frames["tool_frame"], limits, home,
-        command, gripper, wmin, wmax,
+        command, gripper, wmin, wmax, driver_state,
     )
 
 
