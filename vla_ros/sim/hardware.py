@@ -53,6 +53,10 @@ class SimulatedHardware:
         self._mode = {a.name: "trajectory" for a in self.scene.arms}
         self._forward = {a.name: a.home_rad.copy() for a in self.scene.arms}
         self._gripper_goal = {a.name: a.gripper.open_position for a in self.scene.arms if a.gripper is not None}
+        # joint units per second; None = the default full stroke in GRIPPER_FULL_STROKE_S
+        self._gripper_speed: dict[str, float | None] = {a.name: None for a in self.scene.arms}
+        self._gripper_force_range = {a.name: self.model.actuator_forcerange[a.gripper.actuator_id].copy()
+                                     for a in self.scene.arms if a.gripper is not None}
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._render_times_s: dict[str, list[float]] = {}
         self.task: Task = make_task(self.scene, seed=0)
@@ -90,6 +94,8 @@ class SimulatedHardware:
                 self.data.qpos[arm.gripper.qpos_adr] = arm.gripper.open_position
                 self.data.ctrl[arm.gripper.actuator_id] = arm.gripper.open_position
                 self._gripper_goal[arm.name] = arm.gripper.open_position
+                self._gripper_speed[arm.name] = None
+                self.model.actuator_forcerange[arm.gripper.actuator_id] = self._gripper_force_range[arm.name]
         # Coupled finger joints follow the driver joint through equality constraints; start them
         # consistent so the first steps do not snap.
         self._match_coupled_joints()
@@ -130,7 +136,10 @@ class SimulatedHardware:
             if g is not None:
                 # Real grippers move their fingers slowly (Franka hand ~0.1 m/s per finger); a
                 # finger slamming shut at servo speed launches the cube instead of grasping it.
-                step = abs(g.open_position - g.closed_position) / GRIPPER_FULL_STROKE_S * dt
+                speed = self._gripper_speed[arm.name]
+                if speed is None:
+                    speed = abs(g.open_position - g.closed_position) / GRIPPER_FULL_STROKE_S
+                step = speed * dt
                 current = self.data.ctrl[g.actuator_id]
                 goal = self._gripper_goal[arm.name]
                 self.data.ctrl[g.actuator_id] = current + float(np.clip(goal - current, -step, step))
@@ -177,6 +186,25 @@ class SimulatedHardware:
         g = binding.gripper
         lo, hi = sorted((g.open_position, g.closed_position))
         self._gripper_goal[binding.name] = min(max(x, lo), hi)
+
+    def set_gripper_motion(self, arm: str, speed: float | None = None, force_limit: float | None = None) -> None:
+        """Finger speed (joint units / s) for the following gripper commands and the actuator's force
+        limit (N); None restores the defaults. A real franka_gripper moves at the requested speed
+        and grasps with the requested force."""
+        binding = self.scene.arm(arm)
+        if binding.gripper is None:
+            raise ValueError(f"arm '{arm}' has no gripper")
+        for what, value in (("speed", speed), ("force_limit", force_limit)):
+            if value is not None and not (np.isfinite(value) and value > 0.0):
+                raise ValueError(f"gripper {what} must be a positive number, got {value}")
+        self._gripper_speed[binding.name] = None if speed is None else float(speed)
+        default = self._gripper_force_range[binding.name]
+        self.model.actuator_forcerange[binding.gripper.actuator_id] = (
+            default if force_limit is None else (-float(force_limit), float(force_limit)))
+
+    def gripper_goal(self, arm: str) -> float:
+        """The gripper joint position the gripper is moving to (its command before rate limiting)."""
+        return float(self._gripper_goal[self.scene.arm(arm).name])
 
     # ------------------------------------------------------------------ state
     def joint_state(self, arm: str) -> JointStateReading:
