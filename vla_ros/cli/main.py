@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("vla_ros.cli.bench:bench", "benchmarks: kinematics, policy, controller, pipeline"),
     "demo": ("vla_ros.cli.demo:demo", "run the full graph against the MuJoCo simulation"),
     "eval": ("vla_ros.cli.eval_cmd:eval", "success rate of a policy over N seeded episodes through the graph"),
+    "train": ("vla_ros.cli.train_cmd:train", "train or fine-tune the VLA on LeRobotDataset v3.0 folders"),
     "checkpoint": ("vla_ros.cli.checkpoint_cmd:checkpoint", "write, inspect or try an OpenVLA / pi0 checkpoint folder"),
     "teleop": ("vla_ros.cli.teleop_cmd:teleop", "teleoperate an arm: keyboard (this terminal), gamepad, SpaceMouse, ALOHA leaders"),
     "record": ("vla_ros.cli.record_cmd:record", "record demonstrations into a LeRobotDataset v3.0 folder"),

@@ -68,3 +68,54 @@ def train_step(
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()
     return float(loss.detach())
+
+
+def inputs_from_pixels(
+    model: VLAModel,
+    pixels: torch.Tensor,
+    instructions: Sequence[str],
+    states: np.ndarray | None = None,
+) -> VLAInputs:
+    """Model inputs from already-resized pixels (B, cameras, 3, S, S) in [0, 1] (a frame cache plus
+    augmentation), tokenised instructions and raw states normalised with the model's NormStats:
+    `prepare_inputs` without its image path."""
+    from vla_ros.policies.vla.text import EncodedText
+
+    cfg = model.config
+    size = cfg.vision.image_size
+    expected = (len(instructions), len(cfg.camera_slots), 3, size, size)
+    if tuple(pixels.shape) != expected:
+        raise ValueError(f"pixels have shape {tuple(pixels.shape)}, expected {expected} (batch, cameras "
+                         f"{cfg.camera_slots}, 3, image_size, image_size)")
+    text_embedding = None
+    if model.instruction_encoder is not None:
+        prompts = [cfg.text.prompt.replace("{instruction}", t.strip()) for t in instructions]
+        with torch.no_grad():
+            text_embedding = model.instruction_encoder(prompts).cpu()
+        enc = EncodedText(np.zeros((len(instructions), 0), np.int64), np.zeros((len(instructions), 0), bool))
+    else:
+        enc = model.tokenizer.encode(list(instructions))
+    state = None
+    if cfg.state_dim:
+        if states is None:
+            raise ValueError(f"this model takes a {cfg.state_dim}-D state; got states=None")
+        raw = np.asarray(states, dtype=np.float64).reshape(len(instructions), -1)
+        if raw.shape[1] != cfg.state_dim:
+            raise ValueError(f"states have {raw.shape[1]} dims per sample, the model expects {cfg.state_dim}")
+        state = torch.from_numpy(model.norm_stats.normalize("state", raw, cfg.state_norm))
+    inputs = VLAInputs(pixels, torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask), state,
+                       text_embedding)
+    return inputs.to(model.device, model.dtype)
+
+
+class LossModule(torch.nn.Module):
+    """The model's training loss as `forward`, so DistributedDataParallel (which synchronises
+    gradients through forward/backward hooks) can wrap it."""
+
+    def __init__(self, model: VLAModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: VLAInputs, actions: torch.Tensor, generator: torch.Generator | None = None
+                ) -> torch.Tensor:
+        return self.model.compute_loss(inputs, actions, generator)

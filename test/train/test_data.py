@@ -1,0 +1,133 @@
+"""Training data: chunks from recorded commands (hand-checked rows, the adapter's inverse), the
+frame cache (the policy's own resize, reused), episode-level split and statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from test.train.helpers import episodes, fr3, memory_source
+from vla_ros.core.action_spaces import ActionAdapter, action_names
+from vla_ros.core.kinematics import RobotKinematics
+from vla_ros.core.types import ActionChunk
+from vla_ros.policies.preprocess import images_to_tensor, resize
+from vla_ros.train.data import ChunkConverter, EpisodeData, MemorySource, TrainingDataError, build_training_set
+
+PERIOD = 0.1
+
+
+def _episode(fps=20.0, T=9):
+    e = episodes(n=1, T=T, fps=fps)[0]
+    return EpisodeData(0, e["task"], e["timestamps"], e["state"], e["action"], lambda s: e["frames"][s])
+
+
+def test_joint_position_chunk_rows_are_the_commands_one_period_apart_held_at_the_end():
+    spec = fr3()
+    ep = _episode(fps=20.0, T=9)  # 0.05 s frames: a 0.1 s row is every second frame
+    conv = ChunkConverter(spec, "joint_position", action_names(spec, "joint_position"))
+    chunks, valid = conv.episode_chunks(ep, PERIOD, 4)
+    assert chunks.shape == (9, 4, 8) and valid.shape == (9, 4)
+    np.testing.assert_allclose(chunks[0], ep.action[[0, 2, 4, 6]], atol=1e-6)
+    np.testing.assert_allclose(chunks[3], ep.action[[3, 5, 7, 8]], atol=1e-6)  # 3 + 6 = 9 > 8: held
+    assert valid[3].tolist() == [True, True, True, False]
+    assert valid[0].all() and not valid[8, 1:].any()
+
+
+def test_fractional_stride_interpolates_linearly_in_time():
+    spec = fr3()
+    ep = _episode(fps=15.0, T=7)
+    conv = ChunkConverter(spec, "joint_position", action_names(spec, "joint_position"))
+    chunks, _ = conv.episode_chunks(ep, PERIOD, 2)
+    # row 1 of frame 0 lies at t = 0.1 s = frame 1.5: the mean of frames 1 and 2
+    np.testing.assert_allclose(chunks[0, 1], 0.5 * (ep.action[1] + ep.action[2]), atol=1e-6)
+
+
+def test_reordered_dataset_columns_are_taken_by_name():
+    spec = fr3()
+    names = list(action_names(spec, "joint_position"))
+    ep = _episode(fps=10.0, T=5)
+    perm = [7, 3, 0, 1, 2, 4, 5, 6]
+    shuffled = EpisodeData(0, ep.task, ep.timestamps, ep.state, ep.action[:, perm], ep.frames)
+    conv = ChunkConverter(spec, "joint_position", [names[i] for i in perm])
+    chunks, _ = conv.episode_chunks(shuffled, PERIOD, 2)
+    np.testing.assert_allclose(chunks[0, 0], ep.action[0], atol=1e-7)
+
+
+@pytest.mark.parametrize("space", ["ee_delta", "joint_delta", "ee_pose"])
+def test_relative_chunks_replay_the_recorded_commands_through_the_controllers_adapter(space):
+    spec = fr3()
+    kin = RobotKinematics.from_embodiment(spec)
+    ep = _episode(fps=10.0, T=8)
+    conv = ChunkConverter(spec, space, action_names(spec, "joint_position"), kinematics=kin)
+    chunks, _ = conv.episode_chunks(ep, PERIOD, 4)
+    adapter = ActionAdapter(spec, kin, space)
+    t = 2
+    q_ref = ep.action[t, :7].astype(np.float64)
+    if space != "ee_pose":
+        np.testing.assert_allclose(chunks[t, 0, :-1], 0.0, atol=1e-9)  # row 0 = the command at the stamp
+    chunk = ActionChunk(conv.names, chunks[t], PERIOD, 0.0)
+    targets = adapter.to_joint_targets(chunk, q_ref)
+    if space == "joint_delta":
+        np.testing.assert_allclose(targets.positions, ep.action[t:t + 4, :7], atol=1e-6)
+    else:  # a 7-DoF arm: IK may take another joint path to the same tool poses
+        base, tool = kin.arm_frames("arm")
+        for q_got, q_want in zip(targets.positions, ep.action[t:t + 4, :7].astype(np.float64)):
+            np.testing.assert_allclose(kin.frame_pose(q_got, tool, base), kin.frame_pose(q_want, tool, base),
+                                       atol=2e-4)
+    np.testing.assert_allclose(targets.gripper[:, 0], ep.action[t:t + 4, 7], atol=1e-6)
+
+
+def test_foreign_action_names_are_refused_with_the_way_out():
+    spec = fr3()
+    with pytest.raises(TrainingDataError, match="--action-space dataset"):
+        ChunkConverter(spec, "ee_delta", ["shoulder", "elbow", "gripper"])
+    with pytest.raises(TrainingDataError, match="unknown action space 'ee_twist'"):
+        ChunkConverter(spec, "ee_twist", action_names(spec, "joint_position"))
+    raw = ChunkConverter(spec, "dataset", ["a", "b"])
+    assert raw.names == ("a", "b")
+
+
+def test_training_set_caches_frames_with_the_policys_resize_and_reuses_them(tmp_path):
+    spec = fr3()
+    src = memory_source(n=4, T=6, size=40)
+    conv = ChunkConverter(spec, "joint_position", src.action_names)
+    ts = build_training_set([src], conv, PERIOD, 3, ("front", "wrist"), 32, tmp_path, val_episodes=1, seed=0,
+                            state_dim=8)
+    assert ts.num_samples == 24 and ts.actions.shape == (24, 3, 8) and ts.states.shape == (24, 8)
+    ep2 = src.episode(2)
+    expected = resize(images_to_tensor(ep2.frames("wrist")), 32).permute(0, 2, 3, 1).numpy()
+    rows = np.flatnonzero(ts.sample_episode == 2)
+    got = ts.pixels(rows)  # (6, 2, 32, 32, 3)
+    np.testing.assert_array_equal(got[:, 1], expected)
+    # the split holds whole episodes out
+    assert len(ts.val_episodes) == 1
+    assert set(ts.sample_episode[ts.val_index]) == set(ts.val_episodes)
+    assert not set(ts.sample_episode[ts.train_index]) & set(ts.val_episodes)
+    caches = sorted(tmp_path.glob("*.npy"))
+    assert len(caches) == 2
+    stamp = [p.stat().st_mtime_ns for p in caches]
+    ts2 = build_training_set([src], conv, PERIOD, 3, ("front", "wrist"), 32, tmp_path, val_episodes=1, seed=0)
+    assert [p.stat().st_mtime_ns for p in caches] == stamp  # reused, not rewritten
+    np.testing.assert_array_equal(ts2.pixels(rows), got)
+
+
+def test_statistics_come_from_the_training_episodes_valid_rows_only(tmp_path):
+    spec = fr3()
+    src = memory_source(n=5, T=6)
+    conv = ChunkConverter(spec, "joint_position", src.action_names)
+    ts = build_training_set([src], conv, PERIOD, 3, ("front",), 32, tmp_path, val_episodes=2, seed=3)
+    stats = ts.norm_stats()
+    train_rows = ts.actions[ts.train_index][ts.valid[ts.train_index]]
+    assert train_rows.shape[0] < ts.actions[ts.train_index].reshape(-1, 8).shape[0]  # padded rows left out
+    np.testing.assert_allclose(stats["action"].q99, np.quantile(train_rows.astype(np.float64), 0.99, axis=0))
+    np.testing.assert_allclose(stats["action"].mean, train_rows.astype(np.float64).mean(0))
+    np.testing.assert_allclose(stats["state"].min, ts.states[ts.train_index].min(0))
+
+
+def test_a_camera_the_data_lacks_is_named(tmp_path):
+    spec = fr3()
+    src = memory_source(n=2, T=4)
+    conv = ChunkConverter(spec, "joint_position", src.action_names)
+    with pytest.raises(TrainingDataError, match=r"no camera \['top'\]"):
+        build_training_set([src], conv, PERIOD, 3, ("top",), 32, tmp_path)
