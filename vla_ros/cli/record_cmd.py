@@ -200,7 +200,7 @@ class RecordSession:
 
     def call(self, name: str, timeout_wall_s: float = 120.0):
         client = self.clients[name]
-        if not client.wait_for_service(timeout_sec=30.0):
+        if not client.wait_for_service(timeout_sec=90.0):
             raise RuntimeError(f"service {client.srv_name} is not available: is the recorder running?")
         future = client.call_async(self._trigger.Request())
         deadline = time.monotonic() + timeout_wall_s

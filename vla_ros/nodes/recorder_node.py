@@ -126,15 +126,16 @@ class RecorderNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
         self.spec, self.layout, self.writer, self.assembler = spec, layout, writer, assembler
-        data = MutuallyExclusiveCallbackGroup()
+        # One group per kind of stream: joint states are not queued behind image conversions.
+        images, states, data = (MutuallyExclusiveCallbackGroup() for _ in range(3))
         for cam in spec.cameras:
             kind = CompressedImage if cam.compressed else Image
             self._node_subs.append(self.create_subscription(kind, cam.topic, lambda m, s=cam.slot: self._on_image(s, m),
-                                                       IMAGE_QOS, callback_group=data))
+                                                       IMAGE_QOS, callback_group=images))
         for arm in spec.arms:
             self._node_subs.append(self.create_subscription(JointState, arm.joint_states_topic,
                                                        lambda m, a=arm.name: self._on_joint_state(a, m),
-                                                       STATE_QOS, callback_group=data))
+                                                       STATE_QOS, callback_group=states))
             if arm.command.kind == "joint_trajectory":
                 cb = lambda m, a=arm.name: self._on_trajectory(a, m)  # noqa: E731
                 self._node_subs.append(self.create_subscription(JointTrajectory, arm.command.topic, cb, COMMAND_QOS,
@@ -339,7 +340,10 @@ class RecorderNode(LifecycleNode):
             response.success = True
             response.message = (f"episode {ep.index} saved: {row['length']} frames, "
                                 f"{report.dropped_total} dropped, task '{row['tasks'][0]}'")
-        (self.get_logger().info if response.success else self.get_logger().error)(response.message)
+        if response.success:
+            self.get_logger().info(response.message)
+        else:
+            self.get_logger().error(response.message)
         self._publish_status()
         return response
 
@@ -405,7 +409,7 @@ def main(args: list[str] | None = None) -> int:
             node.destroy_node()
             rclpy.try_shutdown()
             return 1
-    executor = MultiThreadedExecutor(num_threads=3)
+    executor = MultiThreadedExecutor(num_threads=5)
     executor.add_node(node)
     try:
         executor.spin()
