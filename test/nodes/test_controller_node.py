@@ -368,7 +368,7 @@ def test_end_to_end_with_the_mujoco_sim_the_arm_follows_a_joint_chunk():
     states: list[JointState] = []
     peer.create_subscription(JointState, "joint_states", states.append, 100)
     chunk_pub = peer.create_publisher(JointTrajectory, "action_chunk", 10)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
     for n in (sim, controller, peer):
         executor.add_node(n)
     thread = threading.Thread(target=executor.spin, daemon=True)

@@ -328,11 +328,12 @@ class ControllerNode(LifecycleNode):
             self.core.update_joint_state(arm, msg.name, msg.position, self.now_s())
 
     @_guarded
-    @_locked
     def _on_own_command(self, msg: JointTrajectory) -> None:
+        # No lock: recording a delay is one list append (atomic under the GIL).
+        core = self.core
         stamp = cv.time_to_s(msg.header.stamp)
-        if self.core is not None and stamp > 0.0:
-            self.core.record_command_delay(self.now_s() - stamp)
+        if core is not None and stamp > 0.0:
+            core.record_command_delay(self.now_s() - stamp)
 
     @_guarded
     @_locked

@@ -1,0 +1,288 @@
+"""`vla-ros bench safety`: the safety envelope under load (issue 11).
+
+Measurements, all on the wall clock, FR3 (JTC output), in one process:
+- decide: chunks per second ControllerCore decides (accept, merge, fit; `submit_chunk`) at each
+  size (joint_position chunks, a slow sine at the config's policy period, up to max_chunk_points),
+  and for refusals that the bounds catch before any work (an oversize chunk).
+- estop: e-stop latency through real ROS topics: a peer publishes `estop` and waits for the hold
+  trajectory (the first JointTrajectory stamped at or after its publish time); p50/p99/max, idle
+  and while max-size chunks arrive at `--chunk-rate-hz` (default 50 Hz) with `--cpu-load` busy
+  processes (default: one per CPU) competing for the CPUs. The controller node runs on a
+  MultiThreadedExecutor as deployed (chunk decisions in their own callback group, outside the lock).
+- ticks: the command timer's period jitter |interval - period| p50/p99/max, idle and under the
+  same load (the core's tick calls, timed inside the node).
+- lead: the start lead the node derived from its measured publish->arrival delay under load, and
+  that delay's p99.
+The peer publishes joint_states at 100 Hz so the watchdog stays satisfied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import threading
+import time
+
+import numpy as np
+
+JTC_TOPIC = "fr3_arm_controller/joint_trajectory"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", default="10,100,500,1000", help="chunk sizes decided (points, comma-separated)")
+    parser.add_argument("--estops", type=int, default=40, help="e-stops per phase (default 40)")
+    parser.add_argument("--chunk-rate-hz", type=float, default=50.0, help="max-size chunks per second under load")
+    parser.add_argument("--cpu-load", type=int, default=-1,
+                        help="busy-loop processes during the load phase (default -1: one per CPU)")
+
+
+def _pct_ms(samples_s) -> dict:
+    arr = np.asarray(samples_s, dtype=np.float64) * 1e3
+    if arr.size == 0:
+        return {"p50": None, "p99": None, "max": None, "n": 0}
+    return {"p50": round(float(np.percentile(arr, 50)), 3), "p99": round(float(np.percentile(arr, 99)), 3),
+            "max": round(float(np.max(arr)), 3), "n": int(arr.size)}
+
+
+def sine_rows(home: np.ndarray, t0_s: float, steps: int, period_s: float) -> np.ndarray:
+    """A slow sine on joints 1 and 7 around home (0.15 rad, 0.25 Hz): valid at any length."""
+    t = t0_s + period_s * np.arange(steps)
+    rows = np.tile(home, (steps, 1))
+    rows[:, 0] += 0.15 * np.sin(2 * np.pi * 0.25 * t)
+    rows[:, 6] += 0.15 * np.sin(2 * np.pi * 0.25 * t)
+    return rows
+
+
+def bench_decide(spec, kin, sizes: list[int], budget_s: float = 1.0) -> dict:
+    """Chunks decided per second by the core, per size (each size for about budget_s)."""
+    from vla_ros.core.action_spaces import action_names
+    from vla_ros.core.controller import ControllerCore
+    from vla_ros.core.types import ActionChunk
+
+    arm = spec.arms[0]
+    home = np.asarray(arm.home_rad, dtype=np.float64)
+    period = spec.policy_period_s
+    names = action_names(spec, "joint_position")
+    out = {}
+    for size in sizes + [-1]:
+        core = ControllerCore(spec, kin)
+        now = 1000.0
+        core.update_joint_state(arm.name, arm.joint_names, home, now)
+        core.activate(now)
+        n = 0
+        accepted = 0
+        start = time.perf_counter()
+        while n < 3 or time.perf_counter() - start < budget_s:
+            now += period
+            core.update_joint_state(arm.name, arm.joint_names, home, now)
+            steps = core.config.max_chunk_points + 1 if size < 0 else size
+            values = np.hstack([sine_rows(home, n * period, steps, period), np.ones((steps, 1))])
+            accepted += core.submit_chunk(ActionChunk(names, values, period, now), now).accepted
+            n += 1
+            if n >= 2000:
+                break
+        elapsed = time.perf_counter() - start
+        key = f"refused_oversize_{core.config.max_chunk_points + 1}" if size < 0 else str(size)
+        out[key] = {"chunks_per_s": round(n / elapsed, 1), "ms_per_chunk": round(1e3 * elapsed / n, 3),
+                    "accepted": accepted, "decided": n}
+    return out
+
+
+def _busy(stop) -> None:
+    x = 0
+    while not stop.is_set():
+        x = (x * 1103515245 + 12345) % 2**31
+
+
+class _Bench:
+    """The controller node on a MultiThreadedExecutor and a peer on its own thread."""
+
+    def __init__(self, spec, kin) -> None:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.parameter import Parameter
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Bool
+        from std_srvs.srv import Trigger
+        from trajectory_msgs.msg import JointTrajectory
+
+        from vla_ros.nodes import conversions as cv
+        from vla_ros.nodes.controller_node import ControllerNode
+
+        self.cv = cv
+        self.spec = spec
+        self.arm = spec.arms[0]
+        self.home = np.asarray(self.arm.home_rad, dtype=np.float64)
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = ControllerNode(spec=spec, kinematics=kin, context=self.context,
+                                   parameter_overrides=[Parameter("joint_state_timeout_s", value=1.0)])
+        self.peer = Node("safety_bench_peer", context=self.context)
+        self.lock = threading.Lock()
+        self.trajectories: list[tuple[float, float]] = []  # (arrival, stamp)
+        self.peer.create_subscription(JointTrajectory, JTC_TOPIC, self._on_trajectory, 100)
+        self.state_pub = self.peer.create_publisher(JointState, self.arm.joint_states_topic, 10)
+        self.chunk_pub = self.peer.create_publisher(JointTrajectory, "action_chunk", 10)
+        self.estop_pub = self.peer.create_publisher(Bool, "estop", 10)
+        self.release = self.peer.create_client(Trigger, "controller/release_estop")
+        self.Bool, self.Trigger = Bool, Trigger
+        self.peer.create_timer(0.01, self._publish_state)
+        self.tick_times: list[float] = []
+        core_tick = None
+
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor.add_node(self.node)
+        self.peer_executor = SingleThreadedExecutor(context=self.context)
+        self.peer_executor.add_node(self.peer)
+        self.threads = [threading.Thread(target=ex.spin, daemon=True) for ex in (self.executor, self.peer_executor)]
+        for t in self.threads:
+            t.start()
+        time.sleep(0.3)
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        core = self.node.core
+        core_tick = core.tick
+
+        def timed_tick(now_s, stream=True):
+            if stream:
+                self.tick_times.append(time.perf_counter())
+            return core_tick(now_s, stream)
+
+        core.tick = timed_tick
+        self._wait(lambda: core.measured_positions() is not None, 10.0)
+        assert self.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    @staticmethod
+    def _wait(predicate, timeout_s: float) -> bool:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if predicate():
+                return True
+            time.sleep(0.0005)
+        return predicate()
+
+    def now(self) -> float:
+        return self.node.now_s()
+
+    def _publish_state(self) -> None:
+        self.state_pub.publish(self.cv.make_joint_state(self.arm.joint_names, self.home))
+
+    def _on_trajectory(self, msg) -> None:
+        with self.lock:
+            self.trajectories.append((self.now(), self.cv.time_to_s(msg.header.stamp)))
+
+    def send_chunk(self, steps: int) -> None:
+        from vla_ros.core.action_spaces import action_names
+        from vla_ros.core.types import ActionChunk
+
+        period = self.spec.policy_period_s
+        names = action_names(self.spec, "joint_position")
+        now = self.now()
+        values = np.hstack([sine_rows(self.home, now, steps, period), np.ones((steps, 1))])
+        self.chunk_pub.publish(self.cv.chunk_to_msg(ActionChunk(names, values, period, now)))
+
+    def estop_latency(self) -> float | None:
+        t_pub = self.now()
+        self.estop_pub.publish(self.Bool(data=True))
+
+        def answered():
+            with self.lock:
+                return any(stamp >= t_pub for _, stamp in self.trajectories[-20:])
+
+        ok = self._wait(answered, 5.0)
+        with self.lock:
+            arrival = next((a for a, s in self.trajectories if s >= t_pub), None)
+        future = self.release.call_async(self.Trigger.Request())
+        self._wait(future.done, 5.0)
+        return (arrival - t_pub) if ok and arrival is not None else None
+
+    def phase(self, estops: int, chunk_rate_hz: float, load: int) -> dict:
+        stop = threading.Event()
+        feeder = None
+        procs = []
+        if chunk_rate_hz > 0:
+            def feed():
+                steps = self.node.core.config.max_chunk_points
+                while not stop.is_set():
+                    self.send_chunk(steps)
+                    time.sleep(1.0 / chunk_rate_hz)
+            feeder = threading.Thread(target=feed, daemon=True)
+        mp_stop = mp.Event()
+        for _ in range(load):
+            p = mp.Process(target=_busy, args=(mp_stop,), daemon=True)
+            p.start()
+            procs.append(p)
+        core = self.node.core
+        decided0 = core.chunks_accepted + core.chunks_refused
+        self.tick_times.clear()
+        t0 = time.perf_counter()
+        if feeder is not None:
+            feeder.start()
+        time.sleep(0.5)
+        latencies, missed = [], 0
+        try:
+            for _ in range(estops):
+                lat = self.estop_latency()
+                if lat is None:
+                    missed += 1
+                else:
+                    latencies.append(lat)
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            mp_stop.set()
+            if feeder is not None:
+                feeder.join(timeout=5.0)
+            for p in procs:
+                p.join(timeout=5.0)
+        elapsed = time.perf_counter() - t0
+        ticks = np.diff(np.asarray(self.tick_times))
+        period = 1.0 / core.config.replan_rate_hz
+        return {
+            "estop_latency_ms": _pct_ms(latencies),
+            "estops_unanswered": missed,
+            "tick_jitter_ms": _pct_ms(np.abs(ticks - period)),
+            "tick_period_ms": round(1e3 * period, 3),
+            "chunks_decided_per_s": round((core.chunks_accepted + core.chunks_refused - decided0) / elapsed, 1),
+            "start_lead_ms": round(1e3 * core.start_lead_s, 3),
+            "command_delay_p99_ms": None if core.command_delay_p99_s is None else round(1e3 * core.command_delay_p99_s, 3),
+            "internal_errors": core.internal_errors,
+        }
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=5.0)
+        self.peer_executor.shutdown(timeout_sec=5.0)
+        self.node.destroy_node()
+        self.peer.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from vla_ros.core.embodiment import load_embodiment
+    from vla_ros.core.kinematics import RobotKinematics
+
+    spec = load_embodiment("fr3")
+    kin = RobotKinematics.from_embodiment(spec)
+    sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
+    load = (os.cpu_count() or 1) if args.cpu_load < 0 else int(args.cpu_load)
+    result = {
+        "embodiment": spec.name,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "decide": bench_decide(spec, kin, sizes),
+    }
+    bench = _Bench(spec, kin)
+    try:
+        result["idle"] = bench.phase(args.estops, chunk_rate_hz=0.0, load=0)
+        result["loaded"] = bench.phase(args.estops, chunk_rate_hz=args.chunk_rate_hz, load=load)
+        result["loaded"]["chunk_rate_hz"] = args.chunk_rate_hz
+        result["loaded"]["cpu_load_processes"] = load
+        result["loaded"]["chunk_points"] = bench.node.core.config.max_chunk_points
+    finally:
+        bench.close()
+    return result
