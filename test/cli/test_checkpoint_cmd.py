@@ -46,6 +46,7 @@ def test_pi0_predict_matches_the_library(tmp_path, capsys):
     assert run(capsys, "fixture", "pi0", str(folder))[0] == 0
     code, res, _ = run(capsys, "inspect", str(folder))
     assert code == 0 and res["chunk_size"] == 50 and res["asset_id"] == "trossen" and res["action_stats_dim"] == 32
+    assert res["data_config"] == "aloha"
     image = random_image(12)
     Image.fromarray(image).save(tmp_path / "cam.png")
     state = np.linspace(-1, 1, 14)

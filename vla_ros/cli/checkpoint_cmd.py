@@ -92,6 +92,7 @@ def _inspect(args: argparse.Namespace) -> dict[str, Any]:
         "kind": kind, "path": str(args.path), "parameters": sum(p.numel() for p in pi0.model.parameters()),
         "chunk_size": cfg.chunk_size, "max_action_dim": cfg.max_action_dim, "max_state_dim": cfg.max_state_dim,
         "num_inference_steps": cfg.num_inference_steps, "image_size": pi0.image_size, "asset_id": pi0.asset_id,
+        "data_config": pi0.data_config,  # the openpi transforms Pi0Policy applies (pi0_transforms)
         "state_stats_dim": pi0.stats["state"].dim, "action_stats_dim": pi0.stats["action"].dim,
         "device": str(pi0.device), "dtype": str(pi0.dtype).replace("torch.", ""),
     }

@@ -49,10 +49,17 @@ def test_pi0_on_aloha(tmp_path):
     obs = node_like_observation(spec, "transfer the cube")
     chunk = policy.infer(obs)
     assert chunk.names == action_names(spec, "joint_position") and chunk.values.shape == (50, 14)
-    assert policy.cameras == tuple(c.slot for c in spec.cameras)
-    # the state the policy built: per arm the home joints, then the open gripper as 1.0
-    state = np.concatenate([np.r_[np.asarray(a.home_rad, float), 1.0] for a in spec.arms])
+    # openpi's ALOHA layout (the fixture's statistics are asset "trossen"): cam_low is not used
+    assert policy.data_config == "aloha" and policy.cameras == ("cam_high", "cam_left_wrist", "cam_right_wrist")
+    # the state the policy built, by openpi's formulas: joints times the flip mask, the open gripper
+    # (motor 1.6214 rad, past pi/2) through the finger position back to pi's angle pi - 1.6214
+    flip = np.array([1, -1, -1, 1, 1, 1])
+    grip = (np.pi - 1.6214 - 0.5476) / (1.6296 - 0.5476)
+    state = np.concatenate([np.r_[flip * np.asarray(a.home_rad, float), grip] for a in spec.arms])
     noise = torch.randn((1, 50, 32), generator=torch.Generator().manual_seed(0))
-    expected = policy.pi0.sample_actions([obs.images[c.slot] for c in spec.cameras], "transfer the cube", state, 14,
-                                         noise=noise)
-    np.testing.assert_allclose(chunk.values, expected, rtol=1e-6, atol=1e-6)
+    raw = policy.pi0.sample_actions([obs.images[s] for s in policy.cameras], "transfer the cube", state, 14,
+                                    noise=noise)
+    for arm, g in ((slice(0, 6), 6), (slice(7, 13), 13)):
+        np.testing.assert_allclose(chunk.values[:, arm], flip * (raw[:, arm] + state[arm]), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(chunk.values[:, g], (raw[:, g] + 0.5476 - 0.6197) / (1.6214 - 0.6197),
+                                   rtol=1e-6, atol=1e-6)

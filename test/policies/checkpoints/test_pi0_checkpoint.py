@@ -96,7 +96,8 @@ def test_one_inference_unnormalises_with_openpi_stats(pi0, stats):
 
 def test_policy_builds_a_50_step_chunk_from_joint_states(pi0, stats):
     spec = bimanual()
-    policy = Pi0Policy(pi0, spec, seed=0)
+    # our own layout, no openpi transforms (test_pi0_transforms covers the ALOHA/DROID ones)
+    policy = Pi0Policy(pi0, spec, seed=0, data_config="none")
     names = policy.action_names
     assert len(names) == 14 and names[6] == "follower_left/gripper" and names[7] == "follower_right/waist"
     joints = list(spec.joint_names) + ["follower_left/gripper", "follower_right/gripper"]
@@ -124,8 +125,14 @@ def test_registered_in_the_policy_catalog(ckpt):
     policy = make_policy("pi0", embodiment=bimanual(), checkpoint=str(ckpt), unnorm_key="", seed=1,
                          device="", dtype="")  # "" = unset, as ROS string parameters pass it
     assert policy.pi0.asset_id == "trossen" and policy.cameras == ("cam_high", "cam_left_wrist")
+    assert policy.data_config == "aloha"  # from the checkpoint's asset id "trossen"
     with pytest.raises(ValueError, match="supports action spaces"):
-        Pi0Policy(policy.pi0, single_arm(action_space="cartesian_velocity"))
+        Pi0Policy(policy.pi0, single_arm(action_space="cartesian_velocity"), data_config="none")
+    with pytest.raises(ValueError, match="ALOHA π0 layout needs two 6-joint arms"):
+        Pi0Policy(policy.pi0, single_arm())
+    policy = make_policy("pi0", embodiment=single_arm(cameras=("front", "wrist")), checkpoint=str(ckpt),
+                         data_config="droid", device="cpu")
+    assert policy.data_config == "droid" and policy.cameras == ("front", "wrist")
 
 
 # ---- refusals ---------------------------------------------------------------------------------------

@@ -13,8 +13,13 @@ Inference follows openpi's π0 pipeline:
 - state: normalised (openpi: z-score for π0, quantiles for π0.5 / FAST), zero-padded to
   `max_state_dim`;
 - actions: flow matching, `num_inference_steps` Euler steps from t = 1 (noise) to 0, a chunk
-  of `chunk_size` x `max_action_dim`, cut to the embodiment's action dims and un-normalised.
-Actions are absolute (no delta-to-state conversion): use checkpoints trained that way.
+  of `chunk_size` x `max_action_dim`, cut to the layout's action dims and un-normalised.
+
+`Pi0Policy` wraps this in the input/output transforms of the checkpoint's openpi data config
+(`pi0_transforms`: "aloha" -- adapt_to_pi joint flips and gripper angular/linear conversion,
+delta joint actions --, "aloha_sim", "droid", or "none" for absolute actions in our own layout),
+chosen by the `data_config` policy argument, else config.json's `data_config`, else the openpi
+asset id of the statistics ("trossen" -> aloha, "droid" -> droid).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from vla_ros.core.action_spaces import SPACES, action_names
+from vla_ros.core.action_spaces import SPACES
 from vla_ros.core.embodiment import EmbodimentSpec
 from vla_ros.core.normalization import NormStats
 from vla_ros.core.types import ActionChunk, Observation
@@ -37,6 +42,7 @@ from vla_ros.policies.checkpoints.common import (
     read_json,
     shard_map,
 )
+from vla_ros.policies.checkpoints.pi0_transforms import DATA_CONFIGS, Pi0Layout, data_config_for, make_layout
 
 PI0_NORM_RULES = ("mean_std", "quantile")
 
@@ -111,6 +117,8 @@ class Pi0:
     dtype: torch.dtype
     # On CUDA, replay the denoising step as a CUDA graph (vla_ros.policies.checkpoints.cuda_graphs).
     cuda_graphs: bool = True
+    # config.json's `data_config` (the openpi transforms the checkpoint needs), if it names one.
+    configured_data_config: str | None = None
     _denoiser: Any = field(default=None, init=False, repr=False)
 
     @property
@@ -130,18 +138,30 @@ class Pi0:
         vc = self.config.vlm_config.vision_config
         return (vc.image_size // vc.patch_size) ** 2
 
-    def inputs(self, images: Sequence[np.ndarray], instruction: str, state_norm: np.ndarray) -> dict[str, torch.Tensor]:
-        """Model inputs for one sample: images (uint8 RGB), instruction, normalised state."""
-        if not images:
+    @property
+    def data_config(self) -> str:
+        """The openpi data config this checkpoint was trained with (see pi0_transforms)."""
+        return data_config_for(self.asset_id, self.configured_data_config)
+
+    def inputs(self, images: Sequence[np.ndarray | None], instruction: str,
+               state_norm: np.ndarray) -> dict[str, torch.Tensor]:
+        """Model inputs for one sample: images (uint8 RGB; None = a masked image slot, black and
+        not attended to, as openpi's image_mask False), instruction, normalised state."""
+        present = [img for img in images if img is not None]
+        if not present:
             raise ValueError("π0 needs at least one camera image")
         px = []
         for img in images:
+            if img is None:
+                px.append(-torch.ones(3, self.image_size, self.image_size))  # black in [-1, 1]
+                continue
             arr = np.asarray(img)
             if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
                 raise ValueError(f"images must be (H, W, 3) uint8 RGB, got {arr.shape} {arr.dtype}")
             sq = resize_with_pad(arr, self.image_size, self.image_size)
             px.append(torch.from_numpy(sq).permute(2, 0, 1).float() / 255.0 * 2.0 - 1.0)
-        ids = self.tokenizer.prefix_ids(instruction, self.tokens_per_image * len(images))
+        # transformers' π0 puts image tokens only for the attended slots (pixel_attention_mask).
+        ids = self.tokenizer.prefix_ids(instruction, self.tokens_per_image * len(present))
         max_state = int(self.config.max_state_dim)
         if state_norm.shape[-1] > max_state:
             raise ValueError(f"state has {state_norm.shape[-1]} dims, the checkpoint takes at most {max_state}")
@@ -152,11 +172,12 @@ class Pi0:
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),
             "pixel_values": torch.stack(px)[None].to(self.device, self.dtype),
-            "pixel_attention_mask": torch.ones(1, len(images), dtype=torch.bool, device=self.device),
+            "pixel_attention_mask": torch.tensor([[img is not None for img in images]], dtype=torch.bool,
+                                                 device=self.device),
             "state": torch.tensor(state[None], dtype=self.dtype, device=self.device),
         }
 
-    def sample_actions(self, images: Sequence[np.ndarray], instruction: str, state: np.ndarray, action_dim: int,
+    def sample_actions(self, images: Sequence[np.ndarray | None], instruction: str, state: np.ndarray, action_dim: int,
                        rule: str = "mean_std", noise: torch.Tensor | None = None,
                        num_steps: int | None = None) -> np.ndarray:
         """Raw state -> un-normalised actions (chunk_size, action_dim) float64."""
@@ -208,6 +229,9 @@ def load_pi0(checkpoint: str | Path, unnorm_key: str | None = None, device: str 
     config = read_json(folder, "config.json")
     if config.get("model_type") != "pi0":
         raise CheckpointError(f"config.json: model_type is {config.get('model_type')!r}, expected 'pi0'")
+    configured = config.get("data_config")
+    if configured is not None and configured not in DATA_CONFIGS:
+        raise CheckpointError(f"config.json: data_config {configured!r} is not one of {list(DATA_CONFIGS)}")
     shards = shard_map(folder)
     stats_path, asset_id = find_norm_stats(folder, unnorm_key)
     stats = NormStats.from_openpi(stats_path)
@@ -237,7 +261,8 @@ def load_pi0(checkpoint: str | Path, unnorm_key: str | None = None, device: str 
         raise CheckpointError(f"checkpoint lacks the tensor for '{key}' ({len(info['missing_keys'])} missing)")
     model.to(dev).eval()
     tokenizer = Pi0PromptTokenizer(folder, model.config.vlm_config.image_token_id)
-    return Pi0(folder, model, tokenizer, stats, asset_id, dev, dt, cuda_graphs=bool(cuda_graphs))
+    return Pi0(folder, model, tokenizer, stats, asset_id, dev, dt, cuda_graphs=bool(cuda_graphs),
+               configured_data_config=configured)
 
 
 def _key_files(shards: dict[str, list[str]]):
@@ -266,51 +291,38 @@ def _key_files(shards: dict[str, list[str]]):
     return where
 
 
-def _state_vector(observation: Observation, embodiment: EmbodimentSpec) -> np.ndarray:
-    """Observation.state if given, else per arm: joints, then the gripper normalised to [0, 1]."""
-    if observation.state is not None:
-        return np.asarray(observation.state, dtype=np.float64)
-    parts: list[np.ndarray] = []
-    for arm in embodiment.arms:
-        parts.append(observation.positions_for(arm.qualified_joint_names))
-        if arm.gripper is not None:
-            x = observation.positions_for([arm.qualified(arm.gripper.joint_name)])
-            g = arm.gripper
-            parts.append((x - g.closed_position) / (g.open_position - g.closed_position))
-    return np.concatenate(parts)
-
-
 class Pi0Policy:
-    """π0 as a Policy: camera images + state + instruction -> a `chunk_size`-row action chunk.
+    """π0 as a Policy: camera images + state + instruction -> a `chunk_size`-row action chunk,
+    through the input/output transforms of the checkpoint's openpi data config (`pi0_transforms`).
 
-    Columns are the names of the embodiment's `action_space` (vla_ros.core.action_spaces), the
-    layout the checkpoint must have been trained on; the model's 32-D output is cut to that many dims.
+    The chunk's columns are the layout's: ALOHA `joint_position`, DROID `joint_delta` at 15 Hz,
+    "none" the embodiment's `action_space` (absolute, in the layout the checkpoint was trained on).
     """
 
     needs_privileged = False
 
     def __init__(self, pi0: Pi0, embodiment: EmbodimentSpec, cameras: Sequence[str] | None = None,
-                 rule: str = "mean_std", seed: int | None = None) -> None:
-        if embodiment.action_space not in SPACES:
-            raise ValueError(f"π0 policy supports action spaces {list(SPACES)}, embodiment "
-                             f"'{embodiment.name}' uses '{embodiment.action_space}'")
+                 rule: str = "mean_std", seed: int | None = None, data_config: str | None = None) -> None:
         if rule not in PI0_NORM_RULES:
             raise ValueError(f"unknown π0 normalisation rule '{rule}'; valid: {PI0_NORM_RULES}")
+        self.data_config = data_config or pi0.data_config
+        if self.data_config == "none" and embodiment.action_space not in SPACES:
+            raise ValueError(f"π0 policy supports action spaces {list(SPACES)}, embodiment "
+                             f"'{embodiment.name}' uses '{embodiment.action_space}'")
+        self.layout: Pi0Layout = make_layout(self.data_config, embodiment, cameras or None)
         self.pi0 = pi0
         self.embodiment = embodiment
-        self.action_names = action_names(embodiment, embodiment.action_space)
-        if len(self.action_names) > int(pi0.config.max_action_dim):
-            raise ValueError(f"embodiment '{embodiment.name}' has {len(self.action_names)} action dims; "
+        self.action_names = self.layout.action_names
+        dims = self.layout.action_dim
+        if dims > int(pi0.config.max_action_dim):
+            raise ValueError(f"the '{self.data_config}' layout of '{embodiment.name}' reads {dims} action dims; "
                              f"the checkpoint outputs {pi0.config.max_action_dim}")
-        if pi0.stats["action"].dim < len(self.action_names):
-            raise ValueError(f"statistics cover {pi0.stats['action'].dim} action dims, "
-                             f"'{embodiment.name}' needs {len(self.action_names)}")
-        slots = [c.slot for c in embodiment.cameras]
-        self.cameras = tuple(cameras) if cameras is not None else tuple(slots)
-        if not self.cameras:
-            raise ValueError(f"embodiment '{embodiment.name}' has no cameras; π0 needs at least one image")
+        if pi0.stats["action"].dim < dims:
+            raise ValueError(f"statistics cover {pi0.stats['action'].dim} action dims, the '{self.data_config}' "
+                             f"layout of '{embodiment.name}' needs {dims}")
+        self.cameras = tuple(s for s in self.layout.cameras.slots if s is not None)
         self.rule = rule
-        self.period_s = float(embodiment.policy_period_s)
+        self.period_s = float(self.layout.period_s)
         self._generator = torch.Generator(device=pi0.device)
         self._seed = seed
         self.reset()
@@ -323,26 +335,27 @@ class Pi0Policy:
             self._generator.seed()
 
     def infer(self, observation: Observation) -> ActionChunk:
-        missing = [c for c in self.cameras if c not in observation.images]
-        if missing:
-            raise KeyError(f"observation lacks cameras {missing}; has {sorted(observation.images)}")
+        images = self.layout.cameras.images(observation)
         cfg = self.pi0.config
         noise = torch.randn((1, int(cfg.chunk_size), int(cfg.max_action_dim)), generator=self._generator,
                             device=self.pi0.device)
-        actions = self.pi0.sample_actions([observation.images[c] for c in self.cameras], observation.instruction,
-                                          _state_vector(observation, self.embodiment), len(self.action_names),
+        state = self.layout.state(observation)
+        actions = self.pi0.sample_actions(images, observation.instruction, state, self.layout.action_dim,
                                           rule=self.rule, noise=noise)
-        return ActionChunk(self.action_names, actions, self.period_s, observation.stamp_s)
+        return ActionChunk(self.action_names, self.layout.actions(actions, state), self.period_s, observation.stamp_s)
 
 
 def make_pi0_policy(embodiment: EmbodimentSpec, checkpoint: str | Path, unnorm_key: str | None = None,
                     cameras: Sequence[str] | None = None, norm_rule: str = "mean_std", seed: int | None = None,
-                    device: str | None = None, dtype: str | None = None, cuda_graphs: bool = True) -> Pi0Policy:
+                    device: str | None = None, dtype: str | None = None, cuda_graphs: bool = True,
+                    data_config: str | None = None) -> Pi0Policy:
     """Registry factory: `policy:=pi0 checkpoint:=PATH [unnorm_key:=ASSET_ID]`.
 
     norm_rule: "mean_std" (openpi's π0) or "quantile" (π0.5 / π0-FAST checkpoints). "" = unset.
     cuda_graphs: on CUDA, the denoising step as a CUDA graph (false: transformers' eager loop).
+    data_config: openpi transforms "aloha", "aloha_sim", "droid" or "none"; unset: from the checkpoint.
     """
     pi0 = load_pi0(checkpoint, none_if_empty(unnorm_key), device=none_if_empty(device), dtype=none_if_empty(dtype),
                    cuda_graphs=cuda_graphs)
-    return Pi0Policy(pi0, embodiment, cameras or None, rule=norm_rule, seed=seed)
+    return Pi0Policy(pi0, embodiment, cameras or None, rule=norm_rule, seed=seed,
+                     data_config=none_if_empty(data_config))
