@@ -28,6 +28,29 @@ SPEC = load_embodiment("fr3")
 ARM = SPEC.arms[0]
 
 
+class Spinner:
+    """Spins `executor` on a thread until `stop()`, which joins that thread before shutting the
+    executor down. (`executor.shutdown()` while another thread is inside `spin()` races with it:
+    rclpy destroys the executor's guard conditions under the spinning thread, which then fails
+    with "'NoneType' object has no attribute 'handle'" on a destroyed node.)"""
+
+    def __init__(self, executor) -> None:
+        self.executor = executor
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._spin, name="test_spin", daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=60.0)  # generous: a loaded machine may be inside a long callback
+        assert not self.thread.is_alive(), "executor thread still spinning after 60 s"
+        self.executor.shutdown()
+
+
 def test_trajectory_message_conversion_keeps_jtc_fields():
     msg = cv.make_joint_trajectory(["a", "b"], np.array([[1.0, 2.0], [3.0, 4.0]]), [0.5, 1.0],
                                    velocities=np.array([[0.1, 0.2], [0.0, 0.0]]), stamp_s=12.0)  # fmt: skip
@@ -76,11 +99,9 @@ def graph():
     executor = MultiThreadedExecutor(num_threads=2, context=context)
     executor.add_node(sim)
     executor.add_node(probe)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    spinner = Spinner(executor)
     yield sim, probe
-    executor.shutdown()
-    thread.join(timeout=5)
+    spinner.stop()
     sim.destroy_node()
     probe.destroy_node()
     rclpy.shutdown(context=context)
@@ -190,8 +211,7 @@ def test_aloha_topics_live_under_the_arm_namespaces():
     executor = MultiThreadedExecutor(num_threads=2, context=context)
     executor.add_node(sim)
     executor.add_node(probe)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    spinner = Spinner(executor)
     try:
         assert _wait(lambda: all(len(v) > 3 for v in states.values()))
         right = sim.spec.arm("follower_right")
@@ -207,8 +227,7 @@ def test_aloha_topics_live_under_the_arm_namespaces():
         left = sim.spec.arm("follower_left")
         np.testing.assert_allclose(cv.joint_state_positions(states["follower_left"][-1], left.joint_names), left.home_rad, atol=3e-3)
     finally:
-        executor.shutdown()
-        thread.join(timeout=5)
+        spinner.stop()
         sim.destroy_node()
         probe.destroy_node()
         rclpy.shutdown(context=context)
@@ -227,8 +246,7 @@ def test_wall_clock_mode_stamps_with_wall_time_and_no_clock():
     executor = MultiThreadedExecutor(num_threads=2, context=context)
     executor.add_node(sim)
     executor.add_node(probe)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    spinner = Spinner(executor)
     try:
         assert _wait(lambda: len(states) > 20)
         wall_now = time.time()
@@ -240,8 +258,7 @@ def test_wall_clock_mode_stamps_with_wall_time_and_no_clock():
         assert all(cv.time_to_s(c.clock) < 1e6 for c in clocks)  # whatever arrives is someone's sim time
         assert 0.0 < sim.real_time_factor() <= 1.25  # paced to the wall clock: never ahead of it
     finally:
-        executor.shutdown()
-        thread.join(timeout=5)
+        spinner.stop()
         sim.destroy_node()
         probe.destroy_node()
         rclpy.shutdown(context=context)
