@@ -144,9 +144,3 @@ class DriverStateMonitor:
         time, so a point meant d seconds from now is sent at d x scaling."""
         return 1.0 / self.chunk_time_scale()
 
-
-def franka_error_flags(errors_msg) -> tuple[str, ...]:
-    """Names of the set flags of a franka_msgs/Errors message (every bool field)."""
-    fields = getattr(errors_msg, "get_fields_and_field_types", None)
-    names = fields().keys() if fields is not None else vars(errors_msg).keys()
-    return tuple(n for n in names if getattr(errors_msg, n, False) is True)

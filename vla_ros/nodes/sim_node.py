@@ -55,6 +55,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from vla_ros.core.embodiment import ArmSpec, load_embodiment
 from vla_ros.core.jtc import TrajectoryCommand, TrajectoryPoint
 from vla_ros.nodes import conversions as cv
+from vla_ros.nodes.real_interfaces import SimRealInterfaces
 from vla_ros.sim.hardware import SimulatedHardware
 from vla_ros.sim.scene import CUBE_HALF_SIZE_M, CUBE_COLOURS
 
@@ -197,6 +198,10 @@ class SimNode(Node):
                 self._subs.append(self.create_subscription(Float64MultiArray, gtopic, cb, 10))
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._reset_srv = self.create_service(Trigger, "sim/reset", self._on_reset, callback_group=self._service_group)
+        # The real-arm interfaces the config asks for (franka_gripper actions, FollowJointTrajectory,
+        # driver-state topics); nothing for a plain simulation config.
+        self.real_interfaces = SimRealInterfaces(self, self.spec, self.hw, self._commands.put,
+                                                 lambda: self._stamp_offset_s)
         self._publish_instruction()
         if p("autostart"):
             self.start()
@@ -241,6 +246,7 @@ class SimNode(Node):
             while not self._stop.is_set() and rclpy.ok(context=self.context):
                 self._drain_commands()
                 hw.step(dt)
+                self.real_interfaces.step()
                 t = hw.time_s
                 if self.clock_mode == "wall":
                     self._stamp_offset_s = self.get_clock().now().nanoseconds * 1e-9 - t
@@ -298,6 +304,7 @@ class SimNode(Node):
         for arm in self.spec.arms:
             state = self.hw.joint_state(arm.name)
             self._js_pubs[arm.name].publish(cv.make_joint_state(state.names, state.positions, state.velocities, stamp_s=stamp))
+        self.real_interfaces.publish(stamp)
 
     def _publish_images(self, t: float) -> None:
         stamp = self._stamp(t)

@@ -53,6 +53,7 @@ class SimulatedHardware:
         self._mode = {a.name: "trajectory" for a in self.scene.arms}
         self._forward = {a.name: a.home_rad.copy() for a in self.scene.arms}
         self._gripper_goal = {a.name: a.gripper.open_position for a in self.scene.arms if a.gripper is not None}
+        self._desired: dict[str, object] = {a.name: None for a in self.scene.arms}  # JTC output, last step
         # joint units per second; None = the default full stroke in GRIPPER_FULL_STROKE_S
         self._gripper_speed: dict[str, float | None] = {a.name: None for a in self.scene.arms}
         self._gripper_force_range = {a.name: self.model.actuator_forcerange[a.gripper.actuator_id].copy()
@@ -149,6 +150,7 @@ class SimulatedHardware:
             q = self.data.qpos[arm.qpos_adr]
             qd = self.data.qvel[arm.dof_adr]
             desired = self._jtc[arm.name].update(t, q, qd)
+            self._desired[arm.name] = desired
             if desired is not None:
                 # Velocity feed-forward cancels the servo's damping lag on a moving target.
                 self.data.ctrl[arm.actuator_ids] = desired.positions + arm.servo_kv_over_kp_s * desired.velocities
@@ -201,6 +203,22 @@ class SimulatedHardware:
         default = self._gripper_force_range[binding.name]
         self.model.actuator_forcerange[binding.gripper.actuator_id] = (
             default if force_limit is None else (-float(force_limit), float(force_limit)))
+
+    def jtc_desired(self, arm: str):
+        """The arm JTC's desired state of the last physics step (vla_ros.core.jtc.JointState, driver
+        joint order), None in forward mode or before anything was commanded."""
+        name = self.scene.arm(arm).name
+        return None if self._mode[name] == "forward" else self._desired[name]
+
+    def jtc(self, arm: str):
+        """The arm's simulated JointTrajectoryController (read-only use: `active`, `joint_names`)."""
+        return self._jtc[self.scene.arm(arm).name]
+
+    def hold_measured(self, arm: str) -> None:
+        """What a JTC does when it aborts a goal: drop the trajectory, hold the measured position."""
+        name = self.scene.arm(arm).name
+        self._jtc[name].hold(self.arm_positions(name))
+        self._mode[name] = "trajectory"
 
     def gripper_goal(self, arm: str) -> float:
         """The gripper joint position the gripper is moving to (its command before rate limiting)."""

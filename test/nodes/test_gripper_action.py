@@ -1,0 +1,147 @@
+"""franka_gripper through real franka_msgs / control_msgs actions: the controller's client against
+the simulation's servers, in one process (sim_node on fr3_real, a plain client node)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from vla_ros.nodes import ros_msgs
+
+_OK = all(ros_msgs.available(p)[0] for p in ("franka_msgs", "control_msgs"))
+pytestmark = pytest.mark.skipif(not _OK, reason=(ros_msgs.available("franka_msgs")[1] or
+                                                 ros_msgs.available("control_msgs")[1]))
+
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+from vla_ros.core.embodiment import load_embodiment  # noqa: E402
+from vla_ros.nodes.gripper_action import FrankaGripperClient  # noqa: E402
+from vla_ros.nodes.sim_node import SimNode  # noqa: E402
+
+
+def wait(predicate, timeout_s=30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
+class Harness:
+    def __init__(self, embodiment: str, overrides: dict | None = None, tmp_path=None) -> None:
+        self.spec = load_embodiment(embodiment, overrides)
+        path = embodiment
+        if overrides:
+            # sim_node loads by name or path: write the overridden config next to the original
+            import yaml
+
+            from vla_ros.core.embodiment import config_dir
+
+            raw = yaml.safe_load((config_dir() / f"{embodiment}.yaml").read_text())
+            arm = raw["arms"]["arm"]["gripper"]["command"]
+            arm.update({k.rsplit(".", 1)[1]: v for k, v in overrides.items()})
+            raw["urdf"]["file"] = str(config_dir().parent / "urdf" / raw["urdf"]["file"])
+            path = str(tmp_path / f"{embodiment}_override.yaml")
+            with open(path, "w") as f:
+                yaml.safe_dump(raw, f)
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, args=[])
+        self.sim = SimNode(context=self.context, parameter_overrides=[
+            Parameter("embodiment", value=path), Parameter("camera_rate_hz", value=1.0)])
+        self.node = rclpy.create_node("gripper_client", context=self.context)
+        self.diagnostics: list = []
+        self.node.create_subscription(DiagnosticArray, "diagnostics", lambda m: self.diagnostics.extend(m.status), 50)
+        diag_pub = self.node.create_publisher(DiagnosticArray, "diagnostics", 10)
+        self.client = FrankaGripperClient(self.node, self.spec.arm("arm"), diagnostics_publisher=diag_pub)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor.add_node(self.sim)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        assert wait(lambda: self.client.problem() is None, 30.0), self.client.problem()
+
+    def close(self) -> None:
+        self.sim.stop()
+        self.executor.shutdown(timeout_sec=5.0)
+        self.thread.join(timeout=5.0)
+        self.client.destroy()
+        self.node.destroy_node()
+        self.sim.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+@pytest.fixture
+def harness():
+    h = Harness("fr3_real")
+    yield h
+    h.close()
+
+
+def test_grasp_on_nothing_fails_and_is_reported_then_open_moves(harness):
+    c = harness.client
+    # measured open (0.08 m): an "open" command is no change, no goal
+    assert abs(c.width_m - 0.08) < 1e-3 and c.decision == "open"
+    c.update(1.0)
+    c.update(0.55)  # dead band: keeps "open"
+    assert c.goals_sent == 0
+    c.update(0.1)
+    c.update(0.2)  # still "close": one goal, not one per tick
+    assert c.goals_sent == 1
+    assert wait(lambda: c.results, 30.0), "no grasp result"
+    decision, ok, message = c.results[-1]
+    # nothing between the fingers: they close fully, outside [0.005, 0.075] m -> failed
+    assert decision == "close" and not ok and "object missed" in message, message
+    assert c.grasp_failures == 1 and c.width_m < 0.002
+    assert wait(lambda: any("grasp failed" in s.message for s in harness.diagnostics), 10.0)
+    c.update(0.9)
+    assert c.goals_sent == 2
+    assert wait(lambda: len(c.results) == 2, 30.0)
+    assert c.results[-1][1], c.results[-1]
+    assert abs(c.width_m - 0.08) < 2e-3
+
+
+def test_changed_decision_cancels_and_replaces_the_goal(harness):
+    c = harness.client
+    c.update(0.0)
+    assert wait(lambda: c.width_m < 0.07, 10.0)  # the grasp is running
+    c.update(1.0)  # changed mind: cancel the grasp, open
+    assert wait(lambda: c.results, 30.0)
+    # the cancelled grasp is not reported as a failure; the move is the only result
+    assert len(c.results) == 1 and c.results[0][:2] == ("open", True), c.results
+    assert c.grasp_failures == 0 and abs(c.width_m - 0.08) < 2e-3
+
+
+def test_silent_gripper_is_stale_and_refuses_chunks_that_need_it(harness):
+    c = harness.client
+    assert c.problem() is None
+    harness.sim.real_interfaces.grippers["arm"].silent = True  # joint_states stop
+    assert wait(lambda: c.problem() is not None, 10.0)
+    assert "stale" in c.problem()
+    assert c.chunk_needs_gripper([1.0, 0.9, 0.2])  # would close
+    assert not c.chunk_needs_gripper([1.0, 0.9, 0.7])  # stays open
+
+
+def test_gripper_action_interface_round_trip(tmp_path):
+    # control_msgs GripperCommand: closing is a grasp at 2 x position with franka_gripper's default
+    # epsilon (5 mm); a band around a fully closed hand makes the empty grasp succeed
+    h = Harness("fr3_real", {"arms.arm.gripper.command.interface": "gripper_action",
+                             "arms.arm.gripper.command.min_object_width_m": 0.0,
+                             "arms.arm.gripper.command.max_object_width_m": 0.004}, tmp_path)
+    try:
+        c = h.client
+        c.update(0.0)
+        assert wait(lambda: c.results, 30.0)
+        assert c.results[-1][:2] == ("close", True), c.results
+        assert c.width_m < 0.004
+        c.update(1.0)
+        assert wait(lambda: len(c.results) == 2, 30.0)
+        assert c.results[-1][:2] == ("open", True), c.results
+        assert abs(c.width_m - 0.08) < 2e-3
+    finally:
+        h.close()
