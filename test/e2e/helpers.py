@@ -136,7 +136,9 @@ class Graph:
             self.nodes.append(self.controller)
             self.probe = Probe(self.spec, self.context, relay)
             self.nodes.append(self.probe)
-            self.executor = MultiThreadedExecutor(num_threads=3, context=self.context)
+            # The controller alone may run four callback groups at once (chunk, e-stop, control,
+            # reports): enough threads that the sim and the probe never wait for it.
+            self.executor = MultiThreadedExecutor(num_threads=6, context=self.context)
             for n in self.nodes:
                 self.executor.add_node(n)
             self.thread = threading.Thread(target=self.executor.spin, name="e2e_executor", daemon=True)
@@ -236,7 +238,14 @@ class Graph:
         return ts, np.hstack(parts)
 
     def latest(self) -> np.ndarray:
-        return self.measured_all(self.probe.now_s() - 0.05)[1][-1]
+        """Every arm's newest measured joints (spec.joint_names order). From each arm's newest
+        message, not the probe's clock: on a loaded machine /clock can be handled before the
+        joint_states queued behind it."""
+        parts = []
+        for arm in self.spec.arms:
+            assert self.wait(lambda a=arm.name: len(self.probe.states[a]) > 0, 30.0), f"no joint_states for {arm.name}"
+            parts.append(cv.joint_state_positions(self.probe.states[arm.name][-1].msg, arm.joint_names))
+        return np.concatenate(parts)
 
     def measured_gripper(self, arm: str) -> float:
         spec_arm = self.spec.arm(arm)
