@@ -167,7 +167,9 @@ def test_deadman_stream_speed_release_and_duplicates():
     out = s.on_joy(*joy(x=0.55, deadman=False), stamp_s=10.1, now_s=10.101)
     (stop,) = out.chunks  # the release itself sends the stop, stamped with the release
     assert stop.stamp_s == 10.1 and not s.streaming
-    np.testing.assert_array_equal(stop.values[:, :6], 0.0)
+    # brake within one row: half a row at the last twist (0.1 m/s x 0.1 s / 2), then still
+    np.testing.assert_allclose(col(stop, "ee_delta/x"), [0.0, 0.005, 0.0, 0.0], atol=1e-15)
+    np.testing.assert_array_equal(stop.values[:, 1:6], 0.0)
     assert "dead-man released" in out.messages[0][1]
     assert s.tick(10.15).chunks == ()  # and then nothing
 
@@ -179,7 +181,7 @@ def test_input_timeout_stops_the_stream():
     out = s.tick(5.101)
     (stop,) = out.chunks
     assert stop.stamp_s == pytest.approx(5.101) and "input silent for 0.101 s" in out.messages[0][1]
-    np.testing.assert_array_equal(stop.values[:, :6], 0.0)
+    np.testing.assert_allclose(col(stop, "ee_delta/x"), [0.0, 0.005, 0.0, 0.0], atol=1e-15)
 
 
 def test_no_deadman_no_chunks_and_bad_input_stops():
@@ -188,7 +190,7 @@ def test_no_deadman_no_chunks_and_bad_input_stops():
     assert len(press(s, 1.05, x=1.0)) == 1
     out = s.on_joy(*joy(x=math.nan), stamp_s=1.1, now_s=1.1)
     assert out.messages[0][0] == "error" and "not finite" in out.messages[0][1]
-    assert len(out.chunks) == 1 and not np.any(out.chunks[0].values[:, :6])  # stop, the arm holds
+    assert len(out.chunks) == 1 and not np.any(out.chunks[0].values[2:, :6])  # stop, the arm holds
     assert s.tick(1.12).chunks == () and s.refusals == 1
     out = s.on_joy(*joy(x=1.0), stamp_s=3.0, now_s=1.15)  # stamp 1.85 s ahead of the clock
     assert "clocks out of sync" in out.messages[0][1] and s.tick(1.16).chunks == ()
@@ -237,7 +239,7 @@ def test_spacemouse_twist_and_button_events():
     out = s.on_joy([0.0] * 6, [0, 0], stamp_s=1.04, now_s=1.04)  # right button released
     assert len(out.chunks) == 1 and not s.streaming
     s.on_joy([0.0] * 6, [0, 1], stamp_s=1.05, now_s=1.05)
-    assert len(s.on_twist([1.0, 0, 0], [0, 0, 0], stamp_s=1.06, now_s=1.06).chunks) == 1
+    assert len(s.on_twist([1.0, 0, 0], [0, 0, 0], stamp_s=1.07, now_s=1.07).chunks) == 1
     assert len(s.tick(1.2).chunks) == 1 and not s.streaming  # both silent > 0.1 s: stop
 
 

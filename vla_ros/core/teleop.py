@@ -18,8 +18,9 @@ keyboard) -> `CartesianSession` -> `ee_delta` chunks:
   so consecutive chunks continue one straight, constant-speed motion;
 - only while the dead-man is held and the input is fresh (silent for `input_timeout_s`, 0.1 s as
   MoveIt Servo's default, = not fresh). When that ends (release, timeout, refused input, stop)
-  one *stop chunk* is sent -- all rows zero: hold the pose commanded at its stamp -- and then
-  nothing: the controller holds at rest. A dead teleop node sends nothing more: the arm stops
+  one *stop chunk* is sent -- brake to rest within one row (half a row of motion at the last
+  twist, then zero rows) from the pose commanded at its stamp -- and then nothing: the
+  controller holds at rest. A dead teleop node sends nothing more: the arm stops
   when its last (short) chunk runs out;
 - gripper: toggle button, and hold-to-close (closed while held); absolute [0, 1] value (1 = open)
   in every chunk; its initial state is the measured gripper;
@@ -567,10 +568,13 @@ class CartesianSession:
         self._key_event_s = -math.inf  # last non-motion key that keeps a keyboard stream alive
         self._published_stamp_s = -math.inf
         self._published_at_s = -math.inf
-        # An input is turned into a chunk on arrival unless the last chunk left less than this
-        # ago (then the next tick sends it): the chunk's stamp (the input's time) stays close to
-        # when it is sent, so the controller takes it over before the next input's time.
-        self.min_chunk_interval_s = 0.5 / config.rate_hz
+        self._last_twist: tuple[np.ndarray, np.ndarray] | None = None  # of the last motion chunk (base frame)
+        # An input is turned into a chunk on arrival unless the last chunk left less than about a
+        # period ago (then the next tick sends it, if nothing newer came). A chunk is only sent for
+        # an input stamped after the previous chunk was sent: the controller takes its ee_delta
+        # reference from the plan at the stamp, and an input older than the plan now executing
+        # would be measured from a pose the arm had already passed (a jerk, then a slow-down).
+        self.min_chunk_interval_s = 0.9 / config.rate_hz
         self.streaming = False
         self.chunks_published = 0
         self.stops_published = 0
@@ -784,8 +788,14 @@ class CartesianSession:
         return max(stamp_s, self._published_stamp_s + 1e-6)
 
     def stop_chunk(self, stamp_s: float) -> ActionChunk:
-        """All-zero rows: hold the pose commanded at `stamp_s`."""
-        return ee_delta_chunk(self.spec, self.arm, np.zeros((self.steps, 6)), self._grippers(), stamp_s)
+        """Brake to rest within one row: from the pose commanded at `stamp_s`, half of one row's
+        motion at the last commanded twist (what a constant deceleration to zero over one period
+        covers), then still. (All zero -- back to the pose at the stamp -- would make the arm,
+        already past it, turn around.)"""
+        rows = np.zeros((self.steps, 6))
+        if self._last_twist is not None:
+            rows[1] = twist_rows(0.5 * self._last_twist[0], 0.5 * self._last_twist[1], self.period_s, 2)[1]
+        return ee_delta_chunk(self.spec, self.arm, rows, self._grippers(), stamp_s)
 
     def _maybe_stop(self, stamp_s: float, now_s: float) -> TeleopOutput:
         if not self.streaming or self.engaged(now_s):
@@ -793,6 +803,7 @@ class CartesianSession:
         reason = self._disengage_reason(now_s)
         chunk = self.stop_chunk(self._stamp_after(stamp_s))
         self._published_stamp_s = chunk.stamp_s
+        self._last_twist = None
         self.streaming = False
         self.stops_published += 1
         return TeleopOutput(chunks=(chunk,), messages=(("info", f"{reason}: stream stopped, the arm holds"),))
@@ -804,13 +815,14 @@ class CartesianSession:
             return self._maybe_stop(now_s, now_s)
         stamp = now_s if self.config.device == "keyboard" else (
             self._joy_stamp_s if self.config.device == "joy" else self._twist_stamp_s)
-        if stamp <= self._published_stamp_s:
+        if stamp <= self._published_stamp_s or (self.config.device != "keyboard" and stamp <= self._published_at_s):
             return TeleopOutput()  # nothing new since the last chunk
         twist = self.twist_base(now_s)
         if isinstance(twist, str):
             self.last_refusal = twist
             return TeleopOutput(messages=(("warn", twist),)) + self._stop_now(now_s, twist)
         rows = twist_rows(twist[0], twist[1], self.period_s, self.steps)
+        self._last_twist = twist
         chunk = ee_delta_chunk(self.spec, self.arm, rows, self._grippers(), stamp)
         self._published_stamp_s = stamp
         self._published_at_s = now_s
@@ -823,6 +835,7 @@ class CartesianSession:
             return TeleopOutput()
         chunk = self.stop_chunk(self._stamp_after(now_s))
         self._published_stamp_s = chunk.stamp_s
+        self._last_twist = None
         self.streaming = False
         self.stops_published += 1
         return TeleopOutput(chunks=(chunk,), messages=(("info", f"{reason}: stream stopped, the arm holds"),))
