@@ -254,6 +254,9 @@ class ControllerCore:
         self.active = False
         self.estop_latched = False
         self._fault: str | None = None
+        # Why the arm cannot follow for reasons outside joint_states (the driver's own state: a
+        # stopped UR program, a Franka reflex); set by the node, treated like stale joint_states.
+        self.external_problem: Callable[[], str | None] | None = None
         self._send_now = False
         self._last_sent_s: float | None = None
         # Where the last trajectory sent ends (at rest): a JTC holds that once it has run out.
@@ -370,6 +373,8 @@ class ControllerCore:
             if age > self.config.joint_state_timeout_s:
                 return (f"joint_states on '{arm.joint_states_topic}' are stale: last {age:.3f} s ago "
                         f"> joint_state_timeout_s {self.config.joint_state_timeout_s}")
+        if self.external_problem is not None:
+            return self.external_problem()
         return None
 
     # ------------------------------------------------------------------ lifecycle / e-stop
@@ -824,6 +829,13 @@ class ControllerCore:
         self._gripper_sent = g.copy()
         self._gripper_sent_s = now_s
         return out
+
+    def gripper_targets(self, now_s: float) -> dict[str, float]:
+        """{arm: normalised gripper value the plan commands at now_s} (for action-driven grippers)."""
+        g = self._gripper_current(self._plan_time(now_s))
+        if g is None:
+            return {}
+        return {arm.name: float(value) for (arm, _), value in zip(self._grippers, g)}
 
     # ------------------------------------------------------------------ introspection
     def planned_tool_path(self, now_s: float) -> dict[str, np.ndarray]:

@@ -59,7 +59,11 @@ from vla_ros.core.controller import ControllerConfig, ControllerCore, PositionOu
 from vla_ros.core.embodiment import EmbodimentSpec, load_embodiment
 from vla_ros.core.kinematics import RobotKinematics
 from vla_ros.core.safety import SafetyConfig
+from vla_ros.core.types import ActionChunk
 from vla_ros.nodes import conversions as cv
+from vla_ros.nodes.follow_joint_trajectory import Tolerances
+from vla_ros.nodes.real_interfaces import ControllerRealInterfaces, check_message_packages
+from vla_ros.nodes.ros_msgs import MessagesUnavailable
 
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Python threads take turns every switch interval (default 5 ms): while a chunk is being decided,
@@ -127,6 +131,9 @@ class ControllerNode(LifecycleNode):
         d("max_chunk_duration_s", 30.0, _desc("longest accepted chunk, first to last step (s)"))
         d("max_start_lead_s", 0.1, _desc("upper bound of the start lead that covers the measured "
                                          "publish->arrival delay of trajectories (s)"))
+        d("path_tolerance_rad", 0.0, _desc("FollowJointTrajectory goals: per-joint path tolerance (rad); 0 = the JTC's"))
+        d("goal_tolerance_rad", 0.0, _desc("FollowJointTrajectory goals: per-joint goal tolerance (rad); 0 = the JTC's"))
+        d("goal_time_tolerance_s", 0.0, _desc("FollowJointTrajectory goals: goal_time_tolerance (s)"))
         self._lock = threading.RLock()
         self._chunk_group = MutuallyExclusiveCallbackGroup()
         self._estop_group = MutuallyExclusiveCallbackGroup()
@@ -144,6 +151,8 @@ class ControllerNode(LifecycleNode):
         self._diag_pub = None
         self._path_pub = None
         self._last_state = "unconfigured"
+        self._real: ControllerRealInterfaces | None = None  # franka_gripper / FollowJointTrajectory / driver state
+        self._gripper_stale = False
 
     # ------------------------------------------------------------------ helpers
     def now_s(self) -> float:
@@ -183,7 +192,10 @@ class ControllerNode(LifecycleNode):
             for name in ("diagnostics_rate_hz", "path_rate_hz"):
                 if not float(self._p(name)) > 0.0:
                     raise ValueError(f"parameter '{name}' must be a positive rate in Hz, got {self._p(name)}")
-        except (ValueError, KeyError, OSError) as err:
+            check_message_packages(spec)  # control_msgs / franka_msgs, if the config uses them
+            tolerances = Tolerances(self._p("path_tolerance_rad"), self._p("goal_tolerance_rad"),
+                                    self._p("goal_time_tolerance_s"))
+        except (ValueError, KeyError, OSError, MessagesUnavailable) as err:
             self.core = None
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
@@ -204,7 +216,7 @@ class ControllerNode(LifecycleNode):
             if arm.gripper is not None and arm.gripper.command is not None:
                 topic = arm.gripper.command.topic
                 self._pubs[topic] = self.create_publisher(Float64MultiArray, topic, COMMAND_QOS)
-            elif arm.gripper is not None:
+            elif arm.gripper is not None and arm.gripper.actions is None:
                 self.get_logger().warning(
                     f"arm '{arm.name}': the gripper has no command topic in the config (e.g. franka_gripper is "
                     "action-only); chunks' gripper columns are accepted but not sent")
@@ -214,6 +226,13 @@ class ControllerNode(LifecycleNode):
                                             callback_group=self._estop_group)
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
         self._path_pub = self.create_publisher(MarkerArray, "planned_path", 10)
+        self._real = ControllerRealInterfaces(
+            self, spec, tolerances=tolerances, diagnostics_publisher=self._diag_pub, on_change=self._on_driver_change,
+            on_trajectory_failure=self._on_trajectory_failure,
+            joint_state_timeout_s=float(self._p("joint_state_timeout_s")), now_s=self.now_s)
+        if not self._real.empty:
+            real = self._real
+            self.core.external_problem = lambda: real.driver_problem() or real.trajectory_problem(self.now_s())
         forward = any(a.command.kind == "forward_position" for a in spec.arms)
         tick_hz = self.core.command_rate_hz if forward else self.core.config.replan_rate_hz
         self._node_timers.append(self.create_timer(1.0 / tick_hz, self._on_tick, callback_group=self._control_group))
@@ -255,6 +274,9 @@ class ControllerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _free(self) -> None:
+        if self._real is not None:
+            self._real.destroy()
+            self._real = None
         for timer in self._node_timers:
             self.destroy_timer(timer)
         for sub in self._subs:
@@ -307,6 +329,13 @@ class ControllerNode(LifecycleNode):
                                                          max_points=core.config.max_chunk_points)
         except ValueError as err:
             problem = f"malformed action chunk: {err}"
+        real = self._real
+        if problem is None and real is not None and not real.empty:
+            problem = real.chunk_refusal(self._gripper_columns(chunk), self.now_s())
+            scale = real.chunk_time_scale()
+            if problem is None and scale != 1.0:
+                # a scaled JTC (UR speed scaling) runs the chunk this much slower
+                chunk = ActionChunk(chunk.names, chunk.values, chunk.period_s * scale, chunk.stamp_s)
         if problem is not None:
             with self._lock:
                 decision = core.refuse(problem, self.now_s())
@@ -317,9 +346,54 @@ class ControllerNode(LifecycleNode):
             self.get_logger().debug(f"action chunk refused: {decision.reason}")
         elif not decision.accepted:
             self.get_logger().warning(f"action chunk refused: {decision.reason}")
+        elif real is not None:
+            for client in real.trajectories.values():
+                client.resume()  # a new chunk ends a hold after a failed goal
         with self._lock:
             if self.core is core:
                 self._publish(core.tick(self.now_s(), stream=False))
+
+    def _gripper_columns(self, chunk: ActionChunk) -> dict:
+        out = {}
+        for arm in self.spec.arms:
+            name = f"{arm.namespace}/gripper" if arm.namespace else "gripper"
+            if name in chunk.names:
+                out[arm.name] = chunk.column(name)
+        return out
+
+    @_guarded
+    @_locked
+    def _on_driver_change(self) -> None:
+        # a driver's state changed (program stopped / reflex / recovered): act now, not at the next tick
+        self._on_tick()
+
+    @_guarded
+    @_locked
+    def _on_trajectory_failure(self, arm: str, reason: str) -> None:
+        if self.core is None:
+            return
+        now = self.now_s()
+        self.core.last_refusal = f"arm '{arm}': {reason}; holding until the next chunk"
+        self.core.hold(now)
+        self._publish(self.core.tick(now, stream=False))
+
+    def _update_grippers(self, now: float) -> None:
+        real, core = self._real, self.core
+        if real is None or not real.grippers:
+            return
+        problem = real.gripper_problem(now)
+        if problem is not None and not self._gripper_stale:
+            self.get_logger().warning(f"{problem}: holding; chunks that need the gripper are refused")
+            core.last_refusal = f"gripper stale: {problem}"
+            core.hold(now)
+            self._publish(core.tick(now, stream=False))
+        self._gripper_stale = problem is not None
+        if not core.active or core.state(now) in ("fault", "estop", "waiting_for_joint_states"):
+            return
+        for arm, g in core.gripper_targets(now).items():
+            client = real.grippers.get(arm)
+            if client is not None:
+                client.update(g, now)
 
     @_guarded
     @_locked
@@ -366,6 +440,7 @@ class ControllerNode(LifecycleNode):
             return
         now = self.now_s()
         self._publish(self.core.tick(now))
+        self._update_grippers(now)
         state = self.core.state(now)
         if state != self._last_state:
             # State changes (fault, recovery, e-stop) are rare and always worth a log line.
@@ -386,8 +461,19 @@ class ControllerNode(LifecycleNode):
         # Every message is built before any is published: a value that cannot be encoded raises
         # here (caught by the callback's guard, which holds) and nothing half-made goes out.
         msgs = []
+        real = self._real
+        factor = 1.0 if real is None else real.trajectory_time_factor()
         for out in outputs:
-            if isinstance(out, TrajectoryOut):
+            if isinstance(out, TrajectoryOut) and real is not None and out.arm in real.trajectories:
+                # command.interface follow_joint_trajectory: a goal instead of the topic
+                real.trajectories[out.arm].send(out.joint_names, out.time_from_start_s * factor, out.positions_rad,
+                                                out.velocities_rad_s / factor, out.stamp_s)
+            elif isinstance(out, TrajectoryOut) and factor != 1.0:
+                # a scaled JTC's clock runs at the speed scaling: times in its clock
+                msgs.append((out.topic, cv.make_joint_trajectory(
+                    out.joint_names, out.positions_rad, out.time_from_start_s * factor,
+                    velocities=out.velocities_rad_s / factor, stamp_s=out.stamp_s)))
+            elif isinstance(out, TrajectoryOut):
                 msgs.append((out.topic, cv.make_joint_trajectory(
                     out.joint_names, out.positions_rad, out.time_from_start_s, velocities=out.velocities_rad_s,
                     stamp_s=out.stamp_s)))
@@ -403,8 +489,9 @@ class ControllerNode(LifecycleNode):
             return
         now = self.now_s()
         status = self.core.status(now)
+        values = status.values if self._real is None else {**status.values, **self._real.diagnostic_values()}
         self._diag_pub.publish(cv.make_diagnostics(f"{self.get_name()}: controller", status.level, status.message,
-                                                   status.values, hardware_id=self.spec.name, stamp_s=now))
+                                                   values, hardware_id=self.spec.name, stamp_s=now))
 
     @_guarded
     @_locked
