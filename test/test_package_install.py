@@ -1,43 +1,26 @@
 """The ROS-machine install path: `colcon build` of this package into a temporary workspace puts
-executables, launch, config and urdf files where `ros2 run` / `ros2 launch` look for them."""
+executables, launch, config and urdf files where `ros2 run` / `ros2 launch` look for them
+(`ros2 launch` itself running from that install: test/launch/)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .colcon_workspace import colcon_install as build_once
+
 EXECUTABLES = ("vla-ros", "controller_node", "sim_node", "policy_node")
 EMBODIMENTS = ("fr3", "panda", "ur5", "ur5e", "aloha")
 
 
-def _package_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if line]
-
-
 @pytest.fixture(scope="module")
-def colcon_install(tmp_path_factory) -> Path:
-    colcon = shutil.which("colcon", path=str(Path(sys.executable).parent)) or shutil.which("colcon")
-    if colcon is None:
-        pytest.fail("colcon is not installed: `make setup` installs colcon-common-extensions from requirements.txt")
-    ws = tmp_path_factory.mktemp("colcon_ws")
-    src = ws / "src" / "vla_ros"
-    for rel in _package_files():  # exactly what a clone of the repository holds
-        target = src / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, target)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    result = subprocess.run(
-        [colcon, "build", "--base-paths", "src"], cwd=ws, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return ws / "install" / "vla_ros"
+def colcon_install() -> Path:
+    """One build per session, shared with the launch tests (test/colcon_workspace.py)."""
+    return build_once()
 
 
 @pytest.mark.slow
