@@ -66,6 +66,7 @@ def test_frames_on_the_grid_nearest_within_half_a_period():
     feed(asm, 2.0)
     frames = asm.poll(1.2)  # slots whose window closed: t_k + 0.05 <= 1.2
     assert [f.slot for f in frames] == list(range(9))  # 0.3 .. 1.1 s
+    assert asm.episode_start_s == pytest.approx(0.3)
     f = frames[2]  # t = 0.5 s: camera frame 15 (0.5 s) exactly
     assert f.stamp_s == pytest.approx(0.5)
     assert int(f.images["observation.images.front"][0, 0, 0]) == 15
@@ -81,8 +82,10 @@ def test_a_slot_without_a_frame_is_dropped_and_counted_not_duplicated():
     # slot 3 is t = 0.3 s: the front frames within 0.05 s of it are 8 (0.2667), 9 (0.3) and 10 (0.333)
     feed(asm, 1.0, skip_front=(8, 9, 10))
     frames = asm.flush(1.0)
-    slots = [f.slot for f in frames]
-    # slot 0 (t = 0) precedes the first command (0.05 s); slot 10 (1.0 s) is still open at 1.0 s
+    # grid slot 0 (t = 0) precedes the first command (0.05 s), so the episode starts at slot 1
+    # (timestamp 0); slot 10 (1.0 s) is still open at 1.0 s
+    assert asm.episode_start_s == pytest.approx(0.1)
+    slots = [f.slot + 1 for f in frames]
     assert 3 not in slots and slots == [1, 2, 4, 5, 6, 7, 8, 9]
     assert asm.report.dropped == {"no frame from camera 'front'": 1, "no command sent to arm 'arm' yet": 1}
     # slot 2 (0.2 s) takes frame 6 (0.2 s), slot 4 (0.4 s) frame 12: no frame is used twice
@@ -111,7 +114,7 @@ def test_action_source_row_covering_the_frame_time():
     assert asm.add_chunk(ActionChunk(names, rows, 0.1, 0.25))
     assert not asm.add_chunk(ActionChunk(tuple(FR3) + ("gripper",), np.zeros((2, 8)), 0.1, 0.3))
     feed(asm, 1.5)
-    frames = {f.slot: f for f in asm.flush(1.5)}
+    frames = {round(f.stamp_s * 10): f for f in asm.flush(1.5)}  # by grid time (0.1 s)
     # 0.0 s precedes the first command, 0.1 and 0.2 s the chunk
     assert asm.report.dropped == {"no command sent to arm 'arm' yet": 1, "no action chunk from the source yet": 2}
     np.testing.assert_allclose(frames[5].values["action.source"], rows[2])  # t=0.5: row floor(0.25/0.1) = 2

@@ -198,17 +198,35 @@ class RecordSession:
         _transition(self.policy, "policy_node", "configure")
         self._configured.insert(0, self.policy)
 
-    def call(self, name: str, timeout_wall_s: float = 120.0):
+    def call(self, name: str, timeout_wall_s: float = 300.0, attempt_s: float = 10.0):
+        """Call recorder/<name>; a request whose answer does not come within attempt_s is sent again.
+
+        (A Fast DDS client can lose the first answer of a server it has only just discovered -- a
+        restarted recorder.) The services are safe to repeat: a repeated start answers "already
+        recording", a repeated save or discard "no episode is being recorded"; both count as done.
+        """
         client = self.clients[name]
         if not client.wait_for_service(timeout_sec=90.0):
             raise RuntimeError(f"service {client.srv_name} is not available: is the recorder running?")
-        future = client.call_async(self._trigger.Request())
         deadline = time.monotonic() + timeout_wall_s
-        while not future.done():
-            if time.monotonic() > deadline:
+        attempt = 0
+        while True:
+            attempt += 1
+            future = client.call_async(self._trigger.Request())
+            # a save may take a while (video append): wait longer before repeating it
+            give_up = time.monotonic() + (attempt_s if name != "save_episode" else 4 * attempt_s)
+            while not future.done() and time.monotonic() < min(give_up, deadline):
+                time.sleep(0.005)
+            if future.done():
+                result = future.result()
+                if attempt > 1 and not result.success and (
+                        result.message.startswith("already recording") or result.message.startswith("no episode")):
+                    result.success = True
+                    result.message = f"{name}: done by an earlier request whose answer was lost ({result.message})"
+                return result
+            client.remove_pending_request(future)
+            if time.monotonic() >= deadline:
                 raise RuntimeError(f"{client.srv_name} did not answer within {timeout_wall_s} s")
-            time.sleep(0.005)
-        return future.result()
 
     def sim_time_s(self) -> float:
         return self.sim.hw.time_s
@@ -260,12 +278,14 @@ class RecordSession:
         success, t = self.wait_outcome(start_s, timeout_s, hold_s, progress)
         if keep(success):
             r = self.call("save_episode")
-            row = self.recorder.last_saved if (self.recorder is not None and r.success) else None
-            frames = int(row["length"]) if row else _parse_frames(r.message)
-            dropped = int(row["dropped_frames"]) if row else 0
-            ds_ep = int(row["episode_index"]) if row else _parse_episode(r.message)
-            return RecordedEpisode(k, self.seed + k, instruction, success, t, r.success, ds_ep if r.success else None,
-                                   frames, dropped, r.message)
+            if not r.success:
+                return RecordedEpisode(k, self.seed + k, instruction, success, t, False, None, 0, 0, r.message)
+            from vla_ros.data import LeRobotDataset
+
+            ds = LeRobotDataset(self.out)
+            row = ds.episode_meta(ds.num_episodes - 1)
+            return RecordedEpisode(k, self.seed + k, instruction, success, t, True, int(row["episode_index"]),
+                                   int(row["length"]), int(row.get("dropped_frames") or 0), r.message)
         r = self.call("discard_episode")
         return RecordedEpisode(k, self.seed + k, instruction, success, t, False, None, 0, 0,
                                "discarded: the episode did not succeed")
@@ -305,17 +325,3 @@ class RecordSession:
             n.destroy_node()
         self.nodes = []
         rclpy.try_shutdown(context=self.context)
-
-
-def _parse_frames(message: str) -> int:
-    try:
-        return int(message.split("saved: ", 1)[1].split(" frames", 1)[0])
-    except (IndexError, ValueError):
-        return 0
-
-
-def _parse_episode(message: str) -> int | None:
-    try:
-        return int(message.split("episode ", 1)[1].split(" ", 1)[0])
-    except (IndexError, ValueError):
-        return None

@@ -4,7 +4,8 @@ grid, and turn them into dataset rows. The recorder node and the rosbag2 import 
 
 Alignment rule (documented in the README):
 - The grid: slot k lies at t_k = t_0 + k / fps, t_0 = the capture stamp of the first frame of the
-  first camera at or after the episode start. A row's `timestamp` is k / fps.
+  first camera at or after the episode start. A row's `timestamp` is (k - k_first) / fps, k_first
+  the first slot assembled (an episode starts at timestamp 0, as LeRobot's do).
 - Slot k takes, for every camera, the frame whose capture stamp is nearest to t_k within half a
   period (ties: the earlier one), and for every arm the joint_states message nearest to t_k within
   half a period. So the readings of one row lie within one frame period of each other -- the
@@ -197,7 +198,8 @@ class FrameAssembler:
     window closed `wait_s` ago); `flush(end_s)` the rest up to end_s at the end of an episode.
     """
 
-    def __init__(self, spec: EmbodimentSpec, layout: RecordingLayout, fps: float, wait_s: float = 0.15) -> None:
+    def __init__(self, spec: EmbodimentSpec, layout: RecordingLayout, fps: float, wait_s: float = 0.15,
+                 max_wait_s: float = 2.0) -> None:
         if not (fps > 0 and math.isfinite(fps)):
             raise ValueError(f"fps must be a positive number, got {fps}")
         self.spec = spec
@@ -206,6 +208,7 @@ class FrameAssembler:
         self.period_s = 1.0 / self.fps
         self.half_s = 0.5 * self.period_s
         self.wait_s = float(wait_s)
+        self.max_wait_s = max(float(max_wait_s), self.wait_s)
         self.cameras = {slot: _Stream(5.0) for slot, _, _ in layout.cameras}
         self.arms = {arm.name: _Stream(5.0) for arm in spec.arms}
         self.samplers = {arm.name: CommandSampler(arm.command.joint_names, arm.command.kind) for arm in spec.arms}
@@ -220,7 +223,16 @@ class FrameAssembler:
         self.start_s = start_s
         self.t0_s: float | None = None
         self.next_slot = 0
+        self.first_slot: int | None = None  # grid slot of the episode's first row (its timestamp 0)
         self.report = EpisodeReport()
+
+    @property
+    def episode_start_s(self) -> float | None:
+        """Capture time of the episode's first row (timestamp 0); slots that could not be assembled
+        before it are counted as dropped, but the episode starts with a row."""
+        if self.t0_s is None or self.first_slot is None:
+            return None
+        return self.t0_s + self.first_slot * self.period_s
 
     @property
     def recording(self) -> bool:
@@ -336,16 +348,27 @@ class FrameAssembler:
             values["action.source"] = np.asarray(row, np.float64)
         return AssembledFrame(k, t, values, images)
 
-    def _ready(self, until_s: float) -> list[AssembledFrame]:
+    def _streams_past(self, t_s: float) -> bool:
+        """Every camera and joint-state stream has delivered a reading stamped at or after t_s."""
+        return all(s.newest_s >= t_s - 1e-9 for s in (*self.cameras.values(), *self.arms.values()))
+
+    def _ready(self, until_s: float, patient: bool = False) -> list[AssembledFrame]:
         out = []
         if self.t0_s is None:
             return out
         while self.t0_s + self.next_slot * self.period_s + self.half_s <= until_s + 1e-9:
             k = self.next_slot
+            close_s = self.t0_s + k * self.period_s + self.half_s
+            # A slow consumer (this process starved of CPU) sees the clock run ahead of the queued
+            # readings: wait for the streams to pass the window, up to max_wait_s, before deciding.
+            if patient and not self._streams_past(close_s) and close_s + self.max_wait_s > until_s + self.wait_s:
+                break
             self.next_slot += 1
             frame = self._assemble(k)
             if frame is not None:
-                out.append(frame)
+                if self.first_slot is None:
+                    self.first_slot = k
+                out.append(AssembledFrame(k - self.first_slot, frame.stamp_s, frame.values, frame.images))
                 self.report.frames += 1
         self._prune()
         return out
@@ -355,7 +378,7 @@ class FrameAssembler:
         if not self.recording:
             self._prune_idle(now_s)
             return []
-        return self._ready(now_s - self.wait_s)
+        return self._ready(now_s - self.wait_s, patient=True)
 
     def flush(self, end_s: float) -> list[AssembledFrame]:
         """At the end of an episode: every slot whose window closed by end_s (the newest camera

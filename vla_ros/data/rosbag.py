@@ -160,7 +160,7 @@ def convert_bag(bag: str | Path, embodiment: str, out: str | Path, *, instructio
             if ep.num_frames == 0:
                 raise BagError(f"{folder}: no frame could be assembled ({dict(report.dropped)})")
             row = writer.save_episode(ep, task, extra={
-                "start_stamp_s": float(asm.t0_s), "dropped_frames": int(report.dropped_total),
+                "start_stamp_s": float(asm.episode_start_s), "dropped_frames": int(report.dropped_total),
                 "dropped_reasons": __import__("json").dumps(dict(report.dropped)),
                 "late_messages": int(report.late_messages), "fell_behind": False, "source_bag": str(folder)})
         except BaseException:

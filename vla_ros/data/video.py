@@ -61,7 +61,8 @@ class EncodedVideo:
 
     path: Path
     frames: int
-    last_pts: int  # in frames (k of the last frame); the episode spans last_pts + 1 frame periods
+    first_slot: int  # slot of the first frame: the file's first frame has presentation time 0
+    last_pts: int  # slot of the last frame; the episode spans last_pts + 1 frame periods
     encode_s: float  # total CPU-thread time spent encoding
     max_latency_s: float  # longest time a frame waited from submit to encoded
 
@@ -84,6 +85,7 @@ class EpisodeVideoEncoder:
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._error: BaseException | None = None
         self._frames = 0
+        self._first_slot: int | None = None
         self._last_pts = -1
         self._encode_s = 0.0
         self._max_latency_s = 0.0
@@ -108,7 +110,8 @@ class EpisodeVideoEncoder:
         self._thread.join()
         if self._error is not None:
             raise RuntimeError(f"video encoder for {self.path} failed: {self._error}") from self._error
-        return EncodedVideo(self.path, self._frames, self._last_pts, self._encode_s, self._max_latency_s)
+        return EncodedVideo(self.path, self._frames, self._first_slot or 0, self._last_pts, self._encode_s,
+                            self._max_latency_s)
 
     def abort(self) -> None:
         self._queue.put(None)
@@ -134,7 +137,11 @@ class EpisodeVideoEncoder:
                 k, img, t_submit = item
                 t0 = time.thread_time()
                 frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                frame.pts = k
+                if self._first_slot is None:
+                    # The file starts at presentation time 0 (the mp4 muxer shifts a stream that does
+                    # not, by a fraction of a frame); the writer places it at its first slot.
+                    self._first_slot = k
+                frame.pts = k - self._first_slot
                 for packet in stream.encode(frame):
                     container.mux(packet)
                 self._encode_s += time.thread_time() - t0

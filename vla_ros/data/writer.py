@@ -236,7 +236,11 @@ class DatasetWriter:
             raise ValueError("the episode has no frames; nothing saved")
         try:
             videos = ep._close(abort=False)
-            row = self._commit(ep, str(task), videos, dict(extra or {}))
+            extra = dict(extra or {})
+            if videos:  # how the encoders kept up: CPU time spent and the longest queue wait of a frame
+                extra.setdefault("video_encode_s", float(sum(v.encode_s for v in videos.values())))
+                extra.setdefault("video_latency_max_s", float(max(v.max_latency_s for v in videos.values())))
+            row = self._commit(ep, str(task), videos, extra)
         except BaseException:
             self.discard_episode(ep)
             raise
@@ -307,7 +311,7 @@ class DatasetWriter:
                                   float(info["video_files_size_in_mb"]))
                 offset_frames = vcur.frames if vcur.used else 0
                 sources = [(fmt.resolve(root, rel(vcur)), 0.0)] if vcur.used else []
-                sources.append((enc.path, offset_frames / self.fps))
+                sources.append((enc.path, (offset_frames + enc.first_slot) / self.fps))
                 append_videos(sources, txn.path(rel(vcur)))
                 span = (enc.last_pts + 1) if enc.frames else int(slots[-1]) + 1
                 meta[f"videos/{key}/chunk_index"] = vcur.chunk

@@ -52,6 +52,7 @@ COMMAND_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 # Sensor-data QoS (best effort, so any publisher matches) with deep queues: a recorder must not lose
 # readings when its executor is briefly busy (the default depth 5 dropped joint_states at 200 Hz).
 STATE_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.BEST_EFFORT)
+STATE_QOS_RELIABLE = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
 IMAGE_QOS = QoSProfile(depth=30, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
@@ -80,6 +81,8 @@ class RecorderNode(LifecycleNode):
         d("crf", 30, _desc("video quality (constant rate factor; lower = better, larger)"))
         d("gop", 2, _desc("keyframe interval in frames (LeRobot: 2)"))
         d("wait_s", 0.15, _desc("a frame slot is assembled this long after its window closed (late messages)"))
+        d("reliable_joint_states", True, _desc("subscribe to joint_states reliably (ros2_control's joint_state_broadcaster "
+                                              "and the sim publish reliably; false for a best-effort publisher)"))
         d("min_free_mb", 200.0, _desc("refuse to start an episode with less free disk space (MB)"))
         d("status_rate_hz", 2.0, _desc("rate of ~/status"))
         d("assemble_rate_hz", 20.0, _desc("rate at which finished frame slots are assembled"))
@@ -128,6 +131,7 @@ class RecorderNode(LifecycleNode):
         self.spec, self.layout, self.writer, self.assembler = spec, layout, writer, assembler
         # One group per kind of stream: joint states are not queued behind image conversions.
         images, states, data = (MutuallyExclusiveCallbackGroup() for _ in range(3))
+        state_qos = STATE_QOS_RELIABLE if self._p("reliable_joint_states") else STATE_QOS
         for cam in spec.cameras:
             kind = CompressedImage if cam.compressed else Image
             self._node_subs.append(self.create_subscription(kind, cam.topic, lambda m, s=cam.slot: self._on_image(s, m),
@@ -135,7 +139,7 @@ class RecorderNode(LifecycleNode):
         for arm in spec.arms:
             self._node_subs.append(self.create_subscription(JointState, arm.joint_states_topic,
                                                        lambda m, a=arm.name: self._on_joint_state(a, m),
-                                                       STATE_QOS, callback_group=states))
+                                                       state_qos, callback_group=states))
             if arm.command.kind == "joint_trajectory":
                 cb = lambda m, a=arm.name: self._on_trajectory(a, m)  # noqa: E731
                 self._node_subs.append(self.create_subscription(JointTrajectory, arm.command.topic, cb, COMMAND_QOS,
@@ -317,7 +321,7 @@ class RecorderNode(LifecycleNode):
             report = self.assembler.report
             ep = self.episode
             extra = {
-                "start_stamp_s": float(self.assembler.t0_s if self.assembler.t0_s is not None else now),
+                "start_stamp_s": float(self.assembler.episode_start_s or now),
                 "dropped_frames": int(report.dropped_total),
                 "dropped_reasons": json.dumps(dict(report.dropped)),
                 "late_messages": int(report.late_messages),
