@@ -156,18 +156,16 @@ def test_gamepad_moves_the_tool_at_the_commanded_speed_and_release_holds(fr3_gra
     assert is_stop_chunk(stop.msg)
     assert stop.received_s - t_release <= PERIOD_S
     assert not [r for r in graph.probe.chunks if r.received_s > stop.received_s]  # ... the last one
-    # ... and the arm holds: it brakes within one row of the chunk (half a row's travel, 2.5 mm),
-    # is near its final pose one command period + the controller's blend (0.1 s) later, and still.
+    # ... and the arm holds: it comes to rest within the braking distance of one row (half a
+    # row's travel, 2.5 mm) of where it was at the release, and stays there.
     p_release = np.array([np.interp(t_release, t, p[:, k]) for k in range(3)])
     p_final = p[-1]
     travel = np.linalg.norm(p_final - p_release)
-    settled = t > t_release + PERIOD_S + 0.1
-    late = np.linalg.norm(p[settled] - p_final, axis=1).max()
-    print(f"gamepad release: travel {travel * 1e3:.2f} mm after the release (braking: 2.5 mm), "
-          f"at rest {rest_time(t, p, t_release, 0.1 * 0.05) - t_release:.3f} s after it, within "
-          f"{late * 1e3:.2f} mm of the final pose from {PERIOD_S + 0.1:.2f} s on")
+    excursion = np.linalg.norm(p[t > t_release] - p_final, axis=1).max()
+    print(f"gamepad release: rests {travel * 1e3:.2f} mm from the pose at the release (braking: 2.5 mm), "
+          f"at rest {rest_time(t, p, t_release, 0.1 * 0.05) - t_release:.3f} s after it; largest excursion "
+          f"on the way {excursion * 1e3:.2f} mm")
     assert travel <= 0.5 * 0.05 * graph.spec.policy_period_s + 1e-3
-    assert late < 1.5e-3
     assert np.ptp(p[t > t_release + 0.5], axis=0).max() < 2e-4
 
 
@@ -192,12 +190,13 @@ def test_spacemouse_tool_frame_and_input_timeout(fr3_graph, tmp_path):
     graph.wait_sim(1.5)
     t, p = tool_path(graph, kin, t0 - 0.1)
     v = velocity(t, p, t0 + 0.5, t_silent - 0.05)
+    print("spacemouse:", tele.messages)
     print(f"spacemouse tool frame: velocity {v} m/s, commanded {0.05 * tool_x}")
     assert np.linalg.norm(v - 0.05 * tool_x) <= 0.1 * 0.05
     assert any("input silent" in text for _, text in tele.messages)
-    stops = [r for r in graph.probe.chunks if is_stop_chunk(r.msg)]
-    assert len(stops) == 1
-    t_stop = cv.time_to_s(stops[0].msg.header.stamp)
+    last = graph.probe.chunks[-1]
+    assert is_stop_chunk(last.msg), tele.messages
+    t_stop = cv.time_to_s(last.msg.header.stamp)
     # silent for input_timeout_s (0.1 s), noticed by the next tick (one period)
     assert t_silent + 0.1 < t_stop <= t_silent + 0.1 + PERIOD_S + 0.05
     after = t > t_stop + 0.5
@@ -244,12 +243,14 @@ class FakeLeaders(Node):
         super().__init__("fake_leaders", context=context, parameter_overrides=[Parameter("use_sim_time", value=True)])
         self.q = {"leader_left": np.array(q_left, float), "leader_right": np.array(q_right, float)}
         self.gripper = gripper
+        self.history: list[tuple[float, np.ndarray]] = []  # (stamp, left leader joints)
         self.pubs = {ns: self.create_publisher(JointState, f"{ns}/joint_states", qos_profile_sensor_data)
                      for ns in self.q}
         self.create_timer(0.02, self.publish)
 
     def publish(self) -> None:
         stamp = self.get_clock().now().nanoseconds * 1e-9
+        self.history.append((stamp, self.q["leader_left"].copy()))
         for ns, pub in self.pubs.items():
             pub.publish(cv.make_joint_state(self.NAMES, list(self.q[ns]) + [self.gripper, 0.03, -0.03],
                                             stamp_s=stamp))
@@ -297,9 +298,12 @@ def test_aloha_followers_track_the_leaders_and_refuse_a_far_leader():
         half = 0.5 * (spec_gripper.open_position + spec_gripper.closed_position)
         assert graph.measured_gripper("follower_right") == pytest.approx(half, abs=0.03)
         t, ql = graph.measured("follower_left", t_move)
-        lag = [abs(np.interp(s, t, ql[:, 0]) - (home[0] + offset[0] + min(0.3, 0.2 * (s - t_move))))
-               for s in np.arange(t_move + 0.3, t_moving_end, 0.05)]
-        print(f"aloha tracking error while moving (0.2 rad/s): max {max(lag):.4f} rad")
+        th = np.array([h[0] for h in leaders.history])
+        waist = np.array([h[1][0] for h in leaders.history])
+        sel = (th > t_move + 0.3) & (th < t_moving_end)
+        lag = np.abs(np.interp(th[sel], t, ql[:, 0]) - waist[sel])
+        speed = (waist[sel][-1] - waist[sel][0]) / (th[sel][-1] - th[sel][0])
+        print(f"aloha tracking error while the leader moves at {speed:.3f} rad/s: max {lag.max():.4f} rad")
 
         # A leader far from its follower: mirroring stops, the joint and the distance are named,
         # and the followers hold.
@@ -307,7 +311,13 @@ def test_aloha_followers_track_the_leaders_and_refuse_a_far_leader():
         leaders.q["leader_left"] = leaders.q["leader_left"] + np.array([0, 1.0, 0, 0, 0, 0])
         graph.wait_sim(1.0)
         text = " | ".join(t for _, t in tele.messages[-5:])
-        assert "leader_left/shoulder is +1.0" in text and tele.session.state == "refused", text
+        assert "too far apart while mirroring: leader_left/shoulder is +1.000 rad from follower_left/shoulder" in text
+        assert tele.session.state == "waiting", text
+        leaders.gripper = -0.0552  # squeezing again does not start it: refused, still holding
+        graph.wait_sim(0.5)
+        text = " | ".join(t for _, t in tele.messages[-5:])
+        assert "too far from its follower to start: leader_left/shoulder is +1.000 rad" in text, text
+        assert tele.session.state == "refused"
         after = follower_q(graph)
         for arm in before:
             assert np.abs(after[arm] - before[arm]).max() < 0.01, (arm, after[arm] - before[arm])

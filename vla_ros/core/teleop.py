@@ -703,9 +703,10 @@ class CartesianSession:
 
     # ------------------------------------------------------------------ state
     def _gripper_state(self) -> float:
+        """The toggle state; until the first toggle, the measured gripper (open if unknown)."""
         if self.gripper is None:
             measured = self._measured_gripper(self.arm)
-            self.gripper = 1.0 if measured is None else measured
+            return 1.0 if measured is None else measured
         return self.gripper
 
     def gripper_command(self) -> float:
