@@ -274,3 +274,22 @@ def test_empty_episode_is_refused(tmp_path):
         w.save_episode(ep, "t")
     assert LeRobotDataset(tmp_path / "ds").num_episodes == 0
     shutil.rmtree(tmp_path / "ds")
+
+
+def test_full_disk_at_save_keeps_the_saved_episodes(dataset, monkeypatch):
+    import errno
+
+    w = open_writer(dataset)
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        record(w, 5, 0, "t")
+    monkeypatch.undo()
+    ds = LeRobotDataset(dataset)
+    assert ds.num_episodes == 3 and ds.num_frames == 27
+    assert not (dataset / fmt.STAGING_DIR).exists()
+    record(w, 4, 0, "after the disk was freed")  # the writer goes on
+    assert LeRobotDataset(dataset).num_episodes == 4

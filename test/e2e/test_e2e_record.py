@@ -178,7 +178,11 @@ def test_record_kill_restart_resume(tmp_path, embodiment):
         slots = np.round(ep.timestamps * ds.fps).astype(int)
         np.testing.assert_allclose(ep.timestamps, slots / ds.fps, atol=1e-6)
         # frame count: every grid slot of the episode is a row, except the counted drops
-        assert ep.length + meta["dropped_frames"] == slots[-1] + 1
+        assert slots[0] == 0 and 0 <= slots[-1] + 1 - ep.length <= meta["dropped_frames"]
+        t_end = meta["start_stamp_s"] + slots[-1] / ds.fps
+        with capture.lock:
+            grid = [t for t in capture.images[spec.cameras[0].slot] if meta["start_stamp_s"] - 1e-6 <= t <= t_end + 1e-6]
+        assert len(grid) == slots[-1] + 1  # the camera published once per slot (sim camera rate = fps)
         assert ep.length >= 0.9 * EPISODE_S * ds.fps, (e, ep.length)
         reasons = meta["dropped_reasons"]
         # (the first slots of the first episode precede any command; a starved recorder loses readings)

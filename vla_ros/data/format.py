@@ -292,6 +292,10 @@ class Transaction:
         """Drop the staged files -- unless the commit point was passed: then the next open completes it."""
         if not self.committed:
             shutil.rmtree(self.dir, ignore_errors=True)
+            try:
+                self.dir.parent.rmdir()  # .staging, when no other transaction is in it
+            except OSError:
+                pass
 
 
 def _read_commit(root: Path) -> dict | None:
