@@ -354,12 +354,12 @@ def test_keyboard_session_in_a_pty_moves_and_holds(fr3_graph):
         assert graph.wait(lambda: graph.probe.count_publishers("action_chunk") >= 2, 60.0)
         time.sleep(2.0)
         t0 = graph.now()
-        deadline = time.monotonic() + 4.0  # hold 'w' (a terminal repeats at ~30 Hz)
-        while time.monotonic() < deadline:
+        end = t0 + 2.0  # hold 'w' for 2 s of simulated time (a terminal repeats at ~30 Hz)
+        while graph.now() < end:
             os.write(fd, b"w")
             time.sleep(1 / 30)
         t_last = graph.now()
-        time.sleep(3.0)
+        graph.wait_sim(2.0)
         os.write(fd, b"q")
         out += _read_until(fd, "  quit", 30.0)
         _, status = os.waitpid(pid, 0)
