@@ -20,6 +20,7 @@ if launch_system_missing():
 
 import launch_testing  # noqa: E402
 import launch_testing.actions  # noqa: E402
+import launch_testing.markers  # noqa: E402
 from launch import LaunchDescription  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
 
@@ -35,6 +36,7 @@ NODES = {"/sim": "sim_node", "/controller": "controller_node", "/policy": "polic
 @pytest.mark.launch_test
 # VLA_ROS_LAUNCH_EMBODIMENTS=fr3 runs one of them (while working on the launch file)
 @launch_testing.parametrize("embodiment", os.environ.get("VLA_ROS_LAUNCH_EMBODIMENTS", "fr3,ur5e,aloha").split(","))
+@launch_testing.markers.keep_alive  # the test itself presses Ctrl-C: the launch ending is expected
 def generate_test_description(embodiment):
     bringup = ros2_launch(f"bringup_{embodiment}", f"embodiment:={embodiment}", "sim:=true", "policy:=scripted")
     return LaunchDescription([bringup, launch_testing.actions.ReadyToTest()]), {"bringup": bringup}

@@ -57,16 +57,10 @@ class StopSignal:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.received: list[str] = []
-        self._previous: dict[int, object] = {}
 
     def install(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
+            signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame) -> None:  # noqa: ARG002 - signal handler signature
         self.received.append(signal.Signals(signum).name)
@@ -200,4 +194,8 @@ def run_node(
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-        stop.restore()
+        # A second SIGINT is normal (the terminal's Ctrl-C reaches every node and launch forwards
+        # one more, late on a loaded machine); during interpreter teardown Python resets Python-level
+        # handlers to SIG_DFL, so it would turn a clean exit into death by SIGINT. Ignored handlers
+        # are left alone. SIGTERM stays deadly: it is launch's escalation should teardown hang.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
