@@ -44,29 +44,26 @@ class RecordedEpisode:
 def record_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     parser.add_argument("--embodiment", default="fr3", help="embodiment config (fr3, panda, ur5, ur5e, aloha)")
     parser.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
+    parser.add_argument("--fps", type=int, default=30, help="dataset frame rate (default 30)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to record (default 10)")
     parser.add_argument("--policy", default="scripted", help="action source (default: scripted expert)")
     parser.add_argument("--checkpoint", default="", help="checkpoint for the policy factory")
     parser.add_argument("--policy-kwargs", default="{}", help="YAML/JSON mapping of policy factory arguments")
     parser.add_argument("--task", default="", help="task text of every episode (default: the sim's instruction)")
     parser.add_argument("--seed", type=int, default=0, help="episode k uses seed + k (default 0)")
-    parser.add_argument("--fps", type=int, default=30, help="dataset frame rate (default 30)")
     parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="episode timeout (simulated s)")
     parser.add_argument("--hold-s", type=float, default=0.3, help="success must hold this long (simulated s)")
     parser.add_argument("--real-time-factor", type=float, default=1.0, help="cap on simulated/wall speed (0 = none)")
     parser.add_argument("--keep-failures", action="store_true", help="save episodes that did not succeed too")
     parser.add_argument("--codec", default="auto", help="video encoder (auto: AV1 if available, else H.264)")
     parser.add_argument("--teleop", choices=["joy", "keyboard", "leader"], default=None,
-                        help="record a teleoperated session instead (run `vla-ros teleop` / bringup teleop:=...; the "
-                             "episode buttons call the recorder's services)")
+                        help="record a teleoperated session on the running graph instead (start the teleop with "
+                             "bringup teleop:=... or `vla-ros teleop`; its episode buttons start/save/discard)")
 
 
 def record_run(args: argparse.Namespace) -> int:
     if args.teleop is not None:
-        print(f"--teleop {args.teleop}: start the graph with `ros2 launch vla_ros bringup.launch.py teleop:={args.teleop} "
-              f"record:=true dataset:={args.out}` (or `recorder_node` beside your teleop); the teleop's episode "
-              "buttons start, save and discard episodes.", file=sys.stderr)
-        return 2
+        return record_teleop(args)
     if args.episodes < 1:
         raise SystemExit(f"--episodes must be >= 1, got {args.episodes}")
     if not (args.timeout_s > 0 and math.isfinite(args.timeout_s)):
@@ -94,6 +91,58 @@ def record_run(args: argparse.Namespace) -> int:
         session.close()
     print(json.dumps(summary))
     return 0 if all(r.saved for r in results) else 1
+
+
+def record_teleop(args: argparse.Namespace) -> int:
+    """A recorder on a running graph (real, or `vla-ros demo`-like simulated) that a teleoperator
+    drives with the episode buttons (teleop_node calls recorder/start|save|discard_episode): prints
+    the status each second, and a JSON summary on Ctrl-C (an episode in progress is discarded)."""
+    os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="vla_ros_record_log_"))
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from vla_ros.nodes.recorder_node import RecorderNode
+
+    rclpy.init(args=[])
+    node = RecorderNode(parameter_overrides=[
+        Parameter("embodiment", value=args.embodiment), Parameter("dataset", value=str(args.out)),
+        Parameter("fps", value=int(args.fps)), Parameter("instruction", value=args.task),
+        Parameter("codec", value=args.codec)])
+    try:
+        _transition(node, "recorder_node", "configure")
+        _transition(node, "recorder_node", "activate")
+    except RuntimeError as err:
+        print(f"vla-ros record: {err}", file=sys.stderr)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=5)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    print(f"recording into {args.out} with teleop '{args.teleop}': use the teleop's episode buttons "
+          "(start / save / discard); Ctrl-C to stop", flush=True)
+    saved0 = node.status_values().get("episodes_saved", 0)
+    try:
+        while thread.is_alive():
+            v = node.status_values()
+            line = (f"episode {v['episode']}  {'RECORDING' if v['recording'] else 'idle     '}  {v['frames']:5d} frames  "
+                    f"{v['seconds']:7.2f} s  {v['dropped']} dropped  {v['episodes_saved']} saved  "
+                    f"{v['disk_free_mb']:.0f} MB free")
+            print("\r" + line if sys.stdout.isatty() else line, end="" if sys.stdout.isatty() else "\n", flush=True)
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    v = node.status_values()
+    executor.shutdown(timeout_sec=5.0)
+    node.trigger_deactivate()
+    node.destroy_node()
+    rclpy.try_shutdown()
+    print()
+    print(json.dumps({"dataset": str(args.out), "teleop": args.teleop, "saved": v["episodes_saved"] - saved0,
+                      "total_episodes": v["episodes_saved"]}))
+    return 0
 
 
 def _progress(k: int, n: int, frames: int, t_s: float) -> None:
