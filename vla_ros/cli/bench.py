@@ -12,6 +12,7 @@ TARGETS = {
     "policy": "vla_ros.bench.policy",
     "pipeline": "vla_ros.bench.pipeline",
     "released": "vla_ros.bench.released",
+    "train": "vla_ros.bench.train",
     "safety": "vla_ros.bench.safety",
 }
 
