@@ -34,7 +34,12 @@ from vla_ros.nodes.teleop_node import TeleopNode, start
 
 from .helpers import Graph
 
-pytestmark = [pytest.mark.slow, pytest.mark.ros]
+pytestmark = [
+    pytest.mark.slow, pytest.mark.ros,
+    # rclpy's Executor.shutdown destroys its guard condition while a spinning thread may still be
+    # waiting on it (Graph.close, after the test's assertions): not the code under test
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning"),
+]
 
 RTF = 0.2
 GAMEPAD = load_teleop_config("gamepad")
@@ -58,9 +63,9 @@ class FakeDevice(Node):
         self.stamps: list[float] = []
         self.create_timer(1.0 / rate_hz, self.publish)
 
-    def publish(self) -> None:
+    def publish(self) -> float | None:
         if not self.on:
-            return
+            return None
         msg = Joy()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.axes = [float(a) for a in self.axes]
@@ -72,6 +77,7 @@ class FakeDevice(Node):
             self.twist_pub.publish(t)
         self.joy_pub.publish(msg)
         self.stamps.append(cv.time_to_s(msg.header.stamp))
+        return self.stamps[-1]
 
     def button_event(self, index: int, pressed: bool) -> None:
         """spacenav: one Joy for the event, buttons sized to index + 1."""
@@ -139,8 +145,7 @@ def test_gamepad_moves_the_tool_at_the_commanded_speed_and_release_holds(fr3_gra
     pad.publish()
     graph.wait_sim(2.5)
     pad.buttons[10] = 0  # release the dead-man
-    pad.publish()
-    t_release = pad.stamps[-1]
+    t_release = pad.publish()
     graph.wait_sim(1.5)
     t, p = tool_path(graph, kin, t0 - 0.1)
     v = velocity(t, p, t0 + 0.5, t_release - 0.05)
@@ -152,10 +157,11 @@ def test_gamepad_moves_the_tool_at_the_commanded_speed_and_release_holds(fr3_gra
     assert tele.session.chunks_published >= 30
 
     # Releasing: a stop chunk stamped with the release, published on the release itself ...
-    (stop,) = [r for r in graph.probe.chunks if cv.time_to_s(r.msg.header.stamp) == pytest.approx(t_release, abs=1e-9)]
+    # (a motion Joy may carry the same simulated stamp: the stop is then stamped 1 us after it)
+    stop = graph.probe.chunks[-1]  # ... the last one
     assert is_stop_chunk(stop.msg)
+    assert t_release <= cv.time_to_s(stop.msg.header.stamp) <= t_release + 1e-5
     assert stop.received_s - t_release <= PERIOD_S
-    assert not [r for r in graph.probe.chunks if r.received_s > stop.received_s]  # ... the last one
     # ... and the arm holds: it comes to rest within the braking distance of one row (half a
     # row's travel, 2.5 mm) of where it was at the release, and stays there.
     p_release = np.array([np.interp(t_release, t, p[:, k]) for k in range(3)])
@@ -197,8 +203,9 @@ def test_spacemouse_tool_frame_and_input_timeout(fr3_graph, tmp_path):
     last = graph.probe.chunks[-1]
     assert is_stop_chunk(last.msg), tele.messages
     t_stop = cv.time_to_s(last.msg.header.stamp)
-    # silent for input_timeout_s (0.1 s), noticed by the next tick (one period)
-    assert t_silent + 0.1 < t_stop <= t_silent + 0.1 + PERIOD_S + 0.05
+    # silent for input_timeout_s (0.1 s), noticed by the next tick (one period); node clocks
+    # follow /clock (100 Hz) each on its own, so they may differ by a tick
+    assert t_silent + 0.1 - 0.011 <= t_stop <= t_silent + 0.1 + PERIOD_S + 0.05
     after = t > t_stop + 0.5
     assert np.ptp(p[after], axis=0).max() < 2e-4
     assert graph.controller.core.chunks_refused == 0
