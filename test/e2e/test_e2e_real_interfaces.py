@@ -117,6 +117,9 @@ def test_path_tolerance_violation_aborts_the_goal_and_the_arm_holds(tmp_path):
 
 def _stop_and_recover(g: Graph, stop, recover) -> dict:
     g.start_controller()
+    real = g.controller._real
+    # a gripper not heard from yet counts as stale (chunks that need it are refused): wait for it
+    assert g.wait(lambda: real.gripper_problem(g.now()) is None, 30.0), real.gripper_problem(g.now())
     q0 = g.latest()
     g.send(*_joint_chunk(g, q0, 0, 0.5, 3.0))
     g.wait_decisions(1)
@@ -146,7 +149,9 @@ def _stop_and_recover(g: Graph, stop, recover) -> dict:
     assert g.wait(lambda: core.chunks_accepted > accepted, 10.0), core.last_refusal
     g.wait_sim(1.5)
     assert g.latest()[0] < before[0] - 0.15
-    return {"fault_latency_s": fault_s - stop_s, "moved_after_rad": moved_after}
+    out = {"fault_latency_s": fault_s - stop_s, "moved_after_rad": moved_after}
+    print(f"{g.spec.name}: {out}")
+    return out
 
 
 def test_stopped_ur_program_holds_and_resumes_with_a_new_chunk():
