@@ -66,6 +66,8 @@ _MEASURED_LIMIT_TOLERANCE_RAD = 0.2
 CARTESIAN_SPACES = ("ee_delta", "ee_pose")
 # Smallest time between trajectory points sent to a JTC; well above the 1 ns of a ROS Duration.
 MIN_KNOT_SPACING_S = 1e-3
+# Fraction of the acceleration limits a window's braking tail uses (see _trajectories).
+TAIL_ACCELERATION_FRACTION = 0.999
 # Clocks below this many seconds are used as they are (float spacing < 0.25 ns there); larger ones
 # (the wall clock, ~1.8e9 s, spacing ~0.24 us) get a whole-second origin subtracted at the boundary.
 _ABSOLUTE_CLOCK_S = 2.0**20
@@ -784,7 +786,9 @@ class ControllerCore:
         else:
             # Past the horizon the window brakes to rest within the limits (`Plan.window`): what a
             # JTC runs to its end if nothing follows.
-            win = plan.window(now_s, lead, horizon, self.limits.acceleration_rad_s2,
+            # The tail brakes at 99.9 % of the limits: a JTC evaluates it on float times with
+            # nanosecond-rounded points (at a wall-clock stamp ~1e-6 relative), never above them.
+            win = plan.window(now_s, lead, horizon, self.limits.acceleration_rad_s2 * TAIL_ACCELERATION_FRACTION,
                               (self.limits.inner_lower_rad, self.limits.inner_upper_rad))
             times, qs, vs = win.times_s - now_s, win.positions_rad, win.velocities_rad_s
             if times[-1] < horizon:
