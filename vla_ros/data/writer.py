@@ -140,7 +140,7 @@ class DatasetWriter:
     # ------------------------------------------------------------------ open
     @classmethod
     def open(cls, root: str | Path, *, fps: int, robot_type: str, features: dict[str, dict],
-             codec: str = "auto", crf: int = 30, gop: int = 2, chunks_size: int = fmt.DEFAULT_CHUNK_SIZE,
+             codec: str = "auto", crf: int = 23, gop: int = 2, chunks_size: int = fmt.DEFAULT_CHUNK_SIZE,
              data_files_size_in_mb: int = fmt.DEFAULT_DATA_FILE_SIZE_IN_MB,
              video_files_size_in_mb: int = fmt.DEFAULT_VIDEO_FILE_SIZE_IN_MB) -> "DatasetWriter":
         """Create a dataset in `root`, or resume the one there (its fps and features must match).

@@ -78,7 +78,7 @@ class RecorderNode(LifecycleNode):
         d("instruction", "", _desc("task of every episode; empty: the latest `instruction` message"))
         d("source_space", "", _desc("the action source's space for action.source (empty: the embodiment's)"))
         d("codec", "auto", _desc("video encoder: auto (AV1 if available, else H.264), libsvtav1, libx264"))
-        d("crf", 30, _desc("video quality (constant rate factor; lower = better, larger)"))
+        d("crf", 23, _desc("video quality (constant rate factor; lower = better, larger; LeRobot uses 30, which gave 34-40 dB PSNR on the sim cameras, 23 keeps every frame >= 35 dB)"))
         d("gop", 2, _desc("keyframe interval in frames (LeRobot: 2)"))
         d("wait_s", 0.15, _desc("a frame slot is assembled this long after its window closed (late messages)"))
         d("reliable_joint_states", True, _desc("subscribe to joint_states reliably (ros2_control's joint_state_broadcaster "

@@ -1,0 +1,50 @@
+"""`vla-ros record`: argument checks (fast) and a scripted episode recorded through the demo graph (slow)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vla_ros.cli.record_cmd import record_add_arguments, record_run
+from vla_ros.data import LeRobotDataset
+
+
+def _args(*argv):
+    parser = argparse.ArgumentParser()
+    record_add_arguments(parser, list(argv))
+    return parser.parse_args(list(argv))
+
+
+def test_defaults_and_bad_arguments(tmp_path):
+    args = _args("--out", str(tmp_path / "ds"))
+    assert (args.embodiment, args.policy, args.episodes, args.fps, args.seed) == ("fr3", "scripted", 10, 30, 0)
+    with pytest.raises(SystemExit, match="--episodes"):
+        record_run(_args("--out", str(tmp_path / "ds"), "--episodes", "0"))
+    with pytest.raises(SystemExit, match="--timeout-s"):
+        record_run(_args("--out", str(tmp_path / "ds"), "--timeout-s", "-1"))
+
+
+@pytest.mark.slow
+def test_records_scripted_episodes_and_appends(tmp_path):
+    out = tmp_path / "ds"
+    exe = Path(sys.executable).parent / "vla-ros"
+    cmd = [str(exe), "record", "--embodiment", "fr3", "--out", str(out), "--episodes", "1", "--timeout-s", "2.5",
+           "--keep-failures", "--seed", "3"]
+    for run in range(2):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert summary["saved"] == 1 and summary["total_episodes"] == run + 1
+        assert "episode 1/1" in proc.stdout
+    ds = LeRobotDataset(out)
+    assert ds.num_episodes == 2 and ds.tasks  # the sim's instruction
+    ep = ds.episode(1)
+    assert ep.length == summary["frames"] and ep.length >= 60  # ~2.5 s at 30 fps
+    assert ep.columns["action.source"].shape == (ep.length, 7)  # the scripted expert's ee_delta rows
+    assert ep.frames("observation.images.wrist").shape == (ep.length, 224, 224, 3)
