@@ -124,6 +124,21 @@ def test_analyse_episode_cuts_the_stream_at_the_reset_and_measures_in_the_window
     assert o.cube_xy_m["blue_cube"] == pytest.approx((0.5, -0.1))
 
 
+def test_an_asked_colour_other_than_the_scenes_is_judged_by_the_cube_lifted_first():
+    segment = {"objects": [(10.0, _scene()), (11.0, _scene(z_green=0.03)), (12.0, _scene(z_green=0.08)),
+                           (13.0, _scene(z_green=0.09, z_blue=0.09))],
+               "states": {}, "commands": {}, "home": {}, "joint_names": {}, "forward": {}, "frames": []}
+    report = EpisodeReport(0, 7, "pick up the green cube", False, 12.0, 3.0)  # timed out: the sim judges green
+    o = analyse_episode(report, segment, _Task(), H, 0.0, 0.05, asked="blue_cube")
+    assert (o.asked, o.lifted, o.judged, o.success) == ("blue_cube", "green_cube", False, False)
+    assert o.report.instruction == "pick up the blue cube" and o.lift_time_s == pytest.approx(2.0)
+    ok = analyse_episode(report, segment, _Task(), H, 0.0, 0.05, asked="green_cube")
+    assert ok.success and ok.time_to_success_s == pytest.approx(2.0)  # the lift, not the sim's timeout
+    s = EvalReport("fr3", "scripted", "", ("red_cube", "green_cube", "blue_cube"), (o, ok), 1.0).summary()
+    assert s["instructions"] == "each colour" and s["successes"] == 1 and s["mean_episode_time_s"] == 2.0
+    assert s["confusion"]["blue_cube"]["green_cube"] == 1 and s["confusion"]["green_cube"]["green_cube"] == 1
+
+
 def test_tracking_error_replays_the_jtc_interpolation():
     from vla_ros.core.jtc import TrajectoryCommand, TrajectoryPoint
 
@@ -181,8 +196,25 @@ def test_cli_scripted_two_episodes_with_video_and_report(tmp_path):
     assert s["wrong_cube_lifted"] == 0
     assert 0 < s["tracking_error_rad"]["mean_rms"] < 0.02
     assert 3.0 < s["mean_episode_time_s"] < 15.0
+    assert s["instructions"] == "scene"
     assert (tmp_path / "report.png").stat().st_size > 10_000
     with av.open(s["videos"][0]) as container:
         frames = sum(1 for _ in container.decode(video=0))
     # ~30 frames per simulated second of the episode (+ the success hold)
     assert 20 * 4.0 < frames < 30 * 15.0
+
+
+@pytest.mark.slow
+def test_asking_each_colour_on_one_scene_gives_a_diagonal_confusion_for_the_scripted_expert():
+    # The scripted expert reads the colour from the instruction: asked for any cube of scene 90001
+    # (its own target: blue) it lifts that cube, so the override reaches the policy through the graph.
+    from vla_ros.cli.eval_cmd import run_eval
+
+    report = run_eval(embodiment="fr3", policy="scripted", episodes=1, seed=90001, timeout_s=12.0,
+                      ask_each_colour=True)
+    s = report.summary()
+    assert s["episodes"] == 3 and s["instructions"] == "each colour", s
+    for cube in ("red_cube", "green_cube", "blue_cube"):
+        assert s["confusion"][cube][cube] == 1, s["confusion"]
+    assert s["successes"] == 3 and s["wrong_cube_lifted"] == 0
+    assert sorted(s["per_instruction"]) == ["pick up the blue cube", "pick up the green cube", "pick up the red cube"]

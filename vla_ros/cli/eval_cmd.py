@@ -21,6 +21,7 @@ outcome, and the tracking error per episode.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from vla_ros.cli.demo import DEFAULT_TIMEOUT_S, EpisodeReport
 #: Default first seed: far from the seeds recordings use (0 ...), so evaluation scenes are held out.
 DEFAULT_EVAL_SEED = 90001
 NONE = "none"  # "no cube lifted" in the confusion
+PICK_TEXT = "pick up the {colour} cube"  # vla_ros.sim.tasks.PICK_INSTRUCTION (not imported: mujoco)
 _POSE_MATCH_M = 2e-3
 
 
@@ -47,15 +49,22 @@ def cube_clearance_m(pose: np.ndarray, half_size_m: float, table_z_m: float) -> 
     return float(pose[2, 3] - half_size_m * np.abs(R[2]).sum() - table_z_m)
 
 
-def first_lifted(samples: Sequence[tuple[float, dict[str, np.ndarray]]], threshold_m: float,
-                 half_size_m: float, table_z_m: float) -> str | None:
-    """The first cube (in time) whose clearance reaches `threshold_m`, or None."""
-    for _, poses in sorted(samples, key=lambda s: s[0]):
+def first_lift(samples: Sequence[tuple[float, dict[str, np.ndarray]]], threshold_m: float,
+               half_size_m: float, table_z_m: float) -> tuple[str, float] | None:
+    """(cube, time) of the first cube (in time) whose clearance reaches `threshold_m`, or None."""
+    for t, poses in sorted(samples, key=lambda s: s[0]):
         lifted = [(cube_clearance_m(p, half_size_m, table_z_m), name) for name, p in poses.items()]
         lifted = [x for x in lifted if x[0] >= threshold_m]
         if lifted:
-            return max(lifted)[1]
+            return max(lifted)[1], float(t)
     return None
+
+
+def first_lifted(samples: Sequence[tuple[float, dict[str, np.ndarray]]], threshold_m: float,
+                 half_size_m: float, table_z_m: float) -> str | None:
+    """The first cube (in time) whose clearance reaches `threshold_m`, or None."""
+    found = first_lift(samples, threshold_m, half_size_m, table_z_m)
+    return None if found is None else found[0]
 
 
 def episode_start_index(samples: Sequence[tuple[float, dict[str, np.ndarray]]],
@@ -85,10 +94,20 @@ class EpisodeOutcome:
     tracking_rms_rad: float | None = None
     tracking_max_rad: float | None = None
     video: str | None = None
+    lift_time_s: float | None = None  # first lift of any cube, from the reset
+    # With an instruction that is not the scene's own (--ask-each-colour) the sim's success judges
+    # another cube: the episode is judged here instead (asked cube lifted first).
+    judged: bool | None = None
 
     @property
     def success(self) -> bool:
-        return self.report.success
+        return self.report.success if self.judged is None else self.judged
+
+    @property
+    def time_to_success_s(self) -> float | None:
+        if not self.success:
+            return None
+        return self.report.episode_time_s if self.judged is None else self.lift_time_s
 
 
 def confusion(outcomes: Sequence[EpisodeOutcome], cubes: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -124,7 +143,7 @@ class EvalReport:
     def summary(self) -> dict:
         n = len(self.outcomes)
         k = sum(o.success for o in self.outcomes)
-        times = [o.report.episode_time_s for o in self.outcomes if o.success]
+        times = [o.time_to_success_s for o in self.outcomes if o.time_to_success_s is not None]
         rms = [o.tracking_rms_rad for o in self.outcomes if o.tracking_rms_rad is not None]
         peak = [o.tracking_max_rad for o in self.outcomes if o.tracking_max_rad is not None]
         return {
@@ -135,6 +154,7 @@ class EvalReport:
             "mean_episode_time_s": round(float(np.mean(times)), 3) if times else None,
             "confusion": confusion(self.outcomes, self.cubes),
             "wrong_cube_lifted": sum(o.lifted is not None and o.lifted != o.asked for o in self.outcomes),
+            "instructions": "each colour" if any(o.judged is not None for o in self.outcomes) else "scene",
             "tracking_error_rad": {"mean_rms": round(float(np.mean(rms)), 5) if rms else None,
                                    "max": round(float(np.max(peak)), 5) if peak else None},
             "embodiment": self.embodiment,
@@ -148,18 +168,20 @@ class EvalReport:
 
 def episode_line(o: EpisodeOutcome, n: int) -> str:
     e = o.report
-    status = "success" if e.success else "FAILED "
+    status = "success" if o.success else "FAILED "
     track = "" if o.tracking_rms_rad is None else f"  tracking rms {o.tracking_rms_rad * 1e3:.1f} mrad"
-    return (f"episode {e.index + 1}/{n}  seed {e.seed}  {status}  {e.episode_time_s:6.2f} s sim  "
+    t = o.time_to_success_s if o.time_to_success_s is not None else e.episode_time_s
+    return (f"episode {e.index + 1}/{n}  seed {e.seed}  {status}  {t:6.2f} s sim  "
             f"{e.wall_time_s:6.2f} s wall  asked {o.asked}  lifted {o.lifted or NONE}{track}  \"{e.instruction}\"")
 
 
 # ---------------------------------------------------------------------------- the observer
 class _Observer:
-    """Records sim/objects, joint states vs commands and (optionally) one camera, cut into
-    episodes at each reset (the sim re-publishes `instruction` on every reset)."""
+    """Records sim/objects, joint states vs commands and (optionally) one camera; the main thread
+    takes what was recorded at each episode's end (`take_segment`). With `instruction`, answers
+    every reset's instruction with that one."""
 
-    def __init__(self, spec, video_slot: str | None) -> None:
+    def __init__(self, spec, video_slot: str | None, instruction: str | None = None) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
@@ -176,14 +198,19 @@ class _Observer:
         self.context = rclpy.Context()
         rclpy.init(context=self.context, args=[])
         self.node = Node("eval_observer", context=self.context)
-        self._resets = 0
         self._home = {arm.name: np.asarray(arm.home_rad, dtype=float) for arm in spec.arms}
         self._names = {arm.name: tuple(arm.joint_names) for arm in spec.arms}
         self._forward = {arm.name for arm in spec.arms if arm.command.kind != "joint_trajectory"}
         self._last_state_s: dict[str, float] = {}
         self._segment = self._new_segment()
         node = self.node
-        node.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS)
+        self._override = instruction
+        if instruction is not None:
+            # Each reset publishes the scene's instruction; answer it with ours, and repeat ours
+            # (latest wins at the policy node) in case the two crossed on the way.
+            self._instruction_pub = node.create_publisher(String, "instruction", INSTRUCTION_QOS)
+            node.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS)
+            node.create_timer(0.25, self._publish_override)
         node.create_subscription(MarkerArray, "sim/objects", self._on_objects, 50)
         for arm in spec.arms:
             bare = tuple(arm.joint_names)
@@ -212,9 +239,13 @@ class _Observer:
 
     # callbacks (executor thread): store only; the episode is measured after it ends
     def _on_instruction(self, msg) -> None:
-        with self._lock:
-            self._resets += 1
-            self._segment = self._new_segment()
+        if msg.data != self._override:
+            self._publish_override()
+
+    def _publish_override(self) -> None:
+        from std_msgs.msg import String
+
+        self._instruction_pub.publish(String(data=self._override))
 
     def _on_objects(self, msg) -> None:
         from vla_ros.nodes import conversions as cv
@@ -325,8 +356,10 @@ def write_video(frames: Sequence[np.ndarray], path: Path, fps: float) -> None:
 
 def analyse_episode(report: EpisodeReport, segment: dict, task, half_size_m: float, table_z_m: float,
                     lift_threshold_m: float, hold_s: float = 0.3, video_dir: Path | None = None,
-                    camera_rate_hz: float = 30.0) -> EpisodeOutcome:
-    """Cut the observer's segment at the reset's poses and measure the episode."""
+                    camera_rate_hz: float = 30.0, asked: str | None = None) -> EpisodeOutcome:
+    """Find the reset in the observer's segment (the first of the sim/objects samples that show
+    this seed's initial poses), and measure the episode from there. With `asked` (an instruction
+    that is not the scene's own), the episode is judged by which cube was lifted first."""
     initial = {n: np.asarray(p[:3]) for n, p in task.initial_cube_poses.items()}
     objects = sorted(segment["objects"], key=lambda s: s[0])
     start = episode_start_index(objects, initial)
@@ -334,23 +367,35 @@ def analyse_episode(report: EpisodeReport, segment: dict, task, half_size_m: flo
     # The demo's clock starts ~0.1 s after the reset; a success is held for hold_s after it starts.
     end_s = start_s + report.episode_time_s + (hold_s if report.success else 0.0) + 0.2
     window = [s for s in objects if start_s <= s[0] <= end_s + 1e-6]
-    lifted = first_lifted(window, lift_threshold_m, half_size_m, table_z_m)
+    lift = first_lift(window, lift_threshold_m, half_size_m, table_z_m)
+    lifted = None if lift is None else lift[0]
     errors = []
     for arm, states in segment.get("states", {}).items():
-        pairs = tracking_errors(states, segment["commands"][arm], segment["joint_names"][arm],
-                                segment["home"][arm], forward=segment["forward"][arm])
-        errors.extend(e for t, e in pairs if start_s <= t <= end_s)
+        # The reset put the arm home with its JTC holding there: replay from that moment.
+        states = [s for s in states if start_s <= s[0] <= end_s]
+        commands = [c for c in segment["commands"][arm] if start_s <= c[0] <= end_s]
+        pairs = tracking_errors(states, commands, segment["joint_names"][arm], segment["home"][arm],
+                                forward=segment["forward"][arm])
+        errors.extend(e for _, e in pairs)
     errors = np.array(errors)
     video = None
     frames = [f for t, f in sorted(segment["frames"], key=lambda s: s[0]) if start_s <= t <= end_s]
     if video_dir is not None and frames:
-        path = video_dir / f"episode_{report.index:03d}_seed_{report.seed}.mp4"
+        tag = "" if asked is None else f"_asked_{asked}"
+        path = video_dir / f"episode_{report.index:03d}_seed_{report.seed}{tag}.mp4"
         write_video(frames, path, camera_rate_hz)
         video = str(path)
+    target = task.target if asked is None else asked
+    judged = None
+    if asked is not None:
+        judged = lifted == asked
+        report = dataclasses.replace(report, instruction=PICK_TEXT.format(colour=asked.removesuffix("_cube")))
     return EpisodeOutcome(
         report=report,
-        asked=task.target,
+        asked=target,
         lifted=lifted,
+        lift_time_s=None if lift is None else lift[1] - start_s,
+        judged=judged,
         cube_xy_m={n: (float(p[0]), float(p[1])) for n, p in initial.items()},
         tracking_rms_rad=float(np.sqrt(np.mean(errors ** 2))) if errors.size else None,
         tracking_max_rad=float(errors.max()) if errors.size else None,
@@ -386,7 +431,7 @@ def write_report_png(report: EvalReport, path: str | Path) -> Path:
     a.set_ylabel("success rate")
     a.set_title("success per instruction")
     a = ax[0, 1]
-    times = [o.report.episode_time_s for o in report.outcomes if o.success]
+    times = [o.time_to_success_s for o in report.outcomes if o.time_to_success_s is not None]
     if times:
         a.hist(times, bins=max(3, min(20, len(times))), color="tab:green")
     a.set_xlabel("time to success (simulated s)")
@@ -445,8 +490,14 @@ def run_eval(
     video_dir: str | Path | None = None,
     video_camera: str | None = None,
     on_episode=None,
+    ask_each_colour: bool = False,
 ) -> EvalReport:
-    """Run `episodes` episodes through the graph (vla_ros.cli.demo.run_demo) and measure them."""
+    """Run `episodes` episodes through the graph (vla_ros.cli.demo.run_demo) and measure them.
+
+    ask_each_colour: run the same scenes once per cube, the instruction replaced by "pick up the
+    <colour> cube" for every colour (the instruction must decide which cube is picked); such an
+    episode succeeds when the asked cube is the first one lifted, and runs to the timeout when it
+    is not the scene's own target (the sim's success only knows that one)."""
     os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="vla_ros_eval_log_"))
     from vla_ros.cli.demo import run_demo
     from vla_ros.core.embodiment import load_embodiment
@@ -462,28 +513,37 @@ def run_eval(
         vdir = Path(video_dir)
         vdir.mkdir(parents=True, exist_ok=True)
         slot = video_camera or spec.cameras[0].slot
-    observer = _Observer(spec, slot)
+    if ask_each_colour and len(scene.arms) != 1:
+        raise ValueError(f"--ask-each-colour needs the pick task (one arm); '{embodiment}' runs a hand-over")
+    passes: list[str | None] = list(scene.cubes) if ask_each_colour else [None]
     outcomes: list[EpisodeOutcome] = []
+    rtf, render_ms = [], {}
+    for asked in passes:
+        text = None if asked is None else PICK_TEXT.format(colour=asked.removesuffix("_cube"))
+        observer = _Observer(spec, slot, instruction=text)
 
-    def episode_done(report: EpisodeReport, n: int) -> None:
-        segment = observer.take_segment()
-        task = make_task(scene, report.seed)
-        if task.instruction != report.instruction:
-            raise RuntimeError(f"seed {report.seed}: the task code gives '{task.instruction}' but the sim said "
-                               f"'{report.instruction}'")
-        outcome = analyse_episode(report, segment, task, CUBE_HALF_SIZE_M, TABLE_TOP_Z_M, threshold, hold_s, vdir)
-        outcomes.append(outcome)
-        if on_episode is not None:
-            on_episode(outcome, n)
+        def episode_done(report: EpisodeReport, n: int, asked=asked, observer=observer) -> None:
+            segment = observer.take_segment()
+            task = make_task(scene, report.seed)
+            if task.instruction != report.instruction:
+                raise RuntimeError(f"seed {report.seed}: the task code gives '{task.instruction}' but the sim said "
+                                   f"'{report.instruction}'")
+            outcome = analyse_episode(report, segment, task, CUBE_HALF_SIZE_M, TABLE_TOP_Z_M, threshold, hold_s,
+                                      vdir, asked=asked)
+            outcomes.append(outcome)
+            if on_episode is not None:
+                on_episode(outcome, n)
 
-    try:
-        demo = run_demo(embodiment=embodiment, policy=policy, episodes=episodes, seed=seed, timeout_s=timeout_s,
-                        hold_s=hold_s, real_time_factor=real_time_factor, checkpoint=checkpoint,
-                        policy_kwargs=policy_kwargs, on_episode=episode_done)
-    finally:
-        observer.close()
-    return EvalReport(embodiment, policy, checkpoint, tuple(scene.cubes), tuple(outcomes), demo.real_time_factor,
-                      dict(demo.render_ms))
+        try:
+            demo = run_demo(embodiment=embodiment, policy=policy, episodes=episodes, seed=seed, timeout_s=timeout_s,
+                            hold_s=hold_s, real_time_factor=real_time_factor, checkpoint=checkpoint,
+                            policy_kwargs=policy_kwargs, on_episode=episode_done)
+        finally:
+            observer.close()
+        rtf.append(demo.real_time_factor)
+        render_ms = dict(demo.render_ms)
+    return EvalReport(embodiment, policy, checkpoint, tuple(scene.cubes), tuple(outcomes), float(np.mean(rtf)),
+                      render_ms)
 
 
 def eval_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None:
@@ -503,6 +563,9 @@ def eval_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None
     parser.add_argument("--report", default="", metavar="PNG", help="write the report figure to PNG")
     parser.add_argument("--min-success-rate", type=float, default=0.0,
                         help="exit 1 when the success rate is below this (default 0: never)")
+    parser.add_argument("--ask-each-colour", action="store_true",
+                        help="run the scenes once per cube colour, asking for that colour (3x the episodes; "
+                             "the asked-vs-lifted confusion shows whether the instruction decides)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
 
 
@@ -542,7 +605,7 @@ def eval_run(args: argparse.Namespace) -> int:
         embodiment=args.embodiment, policy=policy, checkpoint=args.checkpoint, policy_kwargs=args.policy_kwargs,
         episodes=args.episodes, seed=args.seed, timeout_s=args.timeout_s, hold_s=args.hold_s,
         real_time_factor=args.real_time_factor, video_dir=args.video or None, video_camera=args.video_camera,
-        on_episode=lambda o, n: print(episode_line(o, n), flush=True),
+        on_episode=lambda o, n: print(episode_line(o, n), flush=True), ask_each_colour=args.ask_each_colour,
     )
     summary = report.summary()
     if args.report:
