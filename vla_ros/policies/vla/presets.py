@@ -21,6 +21,7 @@ import dataclasses
 from typing import Any, Callable
 
 from vla_ros.policies.vla.config import (
+    _NESTED,
     BackboneConfig,
     ConvConfig,
     HeadConfig,
@@ -147,6 +148,8 @@ def make_config(preset: str = "default", **overrides: Any) -> VLAConfig:
             bad = sorted(set(value) - sub_valid)
             if bad:
                 raise ValueError(f"unknown {key} field(s) {bad}; valid: {sorted(sub_valid)}")
+            # a nested sub-config given as a dict too (e.g. vision={"kind": "conv_film", "conv": {...}})
+            value = {k: (_NESTED[k](**v) if k in _NESTED and isinstance(v, dict) else v) for k, v in value.items()}
             changes[key] = dataclasses.replace(current, **value)
         else:
             changes[key] = value

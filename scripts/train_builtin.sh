@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Reproduce the built-in FR3 policy checkpoint from nothing, and print the timings:
+#   1. record EPISODES scripted demonstrations (seeds SEED0, SEED0+1, ...) through the ROS graph
+#      into a LeRobotDataset v3.0 folder (`vla-ros record`, via scripts/record_builtin.py);
+#   2. train the VLA on them on the CPU (`vla-ros train`): the default preset (flow-matching head,
+#      Llama backbone) with RT-1's FiLM conv encoder at 64 px on both cameras, ee_delta chunks of 10;
+#   3. evaluate it on held-out seeds (`vla-ros eval --seed 90001`, seeds no recording used);
+#   4. copy the model files (config, weights, tokenizer, statistics, training.json) to OUT_CKPT.
+#
+# Usage: scripts/train_builtin.sh [WORK_DIR]     (default artifacts/builtin_repro)
+# Environment knobs: EPISODES (40), SEED0 (0), STEPS (1200), BATCH (32), LR (5e-4), EVAL_EPISODES (20),
+# EVAL_SEED (90001), OUT_CKPT (vla_ros/policies/builtin/fr3), THREADS (1), SKIP_RECORD=1 (reuse WORK_DIR/data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WORK=${1:-artifacts/builtin_repro}
+EPISODES=${EPISODES:-40}
+SEED0=${SEED0:-0}
+STEPS=${STEPS:-1200}
+BATCH=${BATCH:-32}
+LR=${LR:-5e-4}
+EVAL_EPISODES=${EVAL_EPISODES:-20}
+EVAL_SEED=${EVAL_SEED:-90001}
+OUT_CKPT=${OUT_CKPT:-vla_ros/policies/builtin/fr3}
+THREADS=${THREADS:-1}
+PY=${PY:-.venv/bin/python}
+
+export MUJOCO_GL=${MUJOCO_GL:-egl} MESA_SHADER_CACHE_DISABLE=true HF_HUB_OFFLINE=1
+export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
+mkdir -p "$WORK"
+
+VISION='{"vision": {"kind": "conv_film", "image_size": 64, "siglip": null, "conv": {"channels": [16, 32, 64], "num_tokens": 8}}}'
+
+t_all=$(date +%s)
+t0=$(date +%s)
+if [[ "${SKIP_RECORD:-0}" != 1 ]]; then
+  echo "== record: $EPISODES scripted episodes, seeds $SEED0.. -> $WORK/data"
+  "$PY" scripts/record_builtin.py --embodiment fr3 --out "$WORK/data" --episodes "$EPISODES" --seed "$SEED0" \
+    --fps 10 | grep -a -E '^episode|^\{' | tee "$WORK/record.log"
+fi
+t_record=$(( $(date +%s) - t0 ))
+
+t0=$(date +%s)
+echo "== train: $STEPS steps, batch $BATCH -> $WORK/ckpt"
+rm -rf "$WORK/ckpt"
+"$PY" -m vla_ros.cli.main train --data "$WORK/data" --out "$WORK/ckpt" --embodiment fr3 --action-space ee_delta \
+  --chunk-size 10 --config "$VISION" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 50 \
+  --no-augment --val-every 100 --save-every 400 --seed 0 --threads "$THREADS" --cache-dir "$WORK/cache" \
+  --no-progress --json | tee "$WORK/train.log"
+t_train=$(( $(date +%s) - t0 ))
+
+t0=$(date +%s)
+echo "== eval: $EVAL_EPISODES held-out episodes from seed $EVAL_SEED"
+"$PY" -m vla_ros.cli.main eval --embodiment fr3 --policy vla --checkpoint "$WORK/ckpt" \
+  --episodes "$EVAL_EPISODES" --seed "$EVAL_SEED" --json 2>/dev/null | grep -a -E '^episode|^\{' | tee "$WORK/eval.log" || true
+t_eval=$(( $(date +%s) - t0 ))
+
+echo "== ship: $OUT_CKPT"
+mkdir -p "$OUT_CKPT"
+for f in config.json model.safetensors tokenizer.json norm_stats.json training.json loss_curve.png; do
+  [[ -f "$WORK/ckpt/$f" ]] && cp "$WORK/ckpt/$f" "$OUT_CKPT/"
+done
+du -sh "$OUT_CKPT"
+echo "timings: record ${t_record} s, train ${t_train} s, eval ${t_eval} s, total $(( $(date +%s) - t_all )) s"
