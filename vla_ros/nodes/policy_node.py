@@ -497,7 +497,15 @@ def main(args: list[str] | None = None) -> int:
 
     from vla_ros.nodes.runtime import run_node
 
-    return run_node(PolicyNode, SingleThreadedExecutor, args=args, name="policy")
+    return run_node(PolicyNode, SingleThreadedExecutor, args=args, name="policy", destroy=_destroy_at_exit)
+
+
+def _destroy_at_exit(node: PolicyNode) -> None:
+    """The process is exiting (deactivated already): an inference still running -- seconds on a CPU,
+    more for a 7B model -- is abandoned, not joined for up to 30 s as PolicyNode.destroy_node does
+    (launch escalates to SIGTERM 5 s after Ctrl-C). Its thread is a daemon and, the node being
+    inactive, its chunk would be dropped anyway."""
+    LifecycleNode.destroy_node(node)
 
 
 if __name__ == "__main__":

@@ -122,10 +122,11 @@ def run_node(
     name: str,
     on_stop: Callable[[Node], None] | None = None,
     deactivated_message: str = "deactivated",
+    destroy: Callable[[Node], None] | None = None,
 ) -> int:
     """Run one node until SIGINT/SIGTERM; see the module docstring. `on_stop(node)` runs first on
     the way out (the sim stops its physics thread there), then an active lifecycle node is
-    deactivated and `deactivated_message` logged."""
+    deactivated and `deactivated_message` logged; `destroy(node)` replaces `node.destroy_node()`."""
     stop = StopSignal()
     stop.install()  # before anything slow: a Ctrl-C during start-up must still end cleanly
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -192,7 +193,7 @@ def run_node(
             _wait_for_callbacks(executor, EXECUTOR_SHUTDOWN_TIMEOUT_S)
             executor.shutdown(timeout_sec=0)
         if node is not None:
-            node.destroy_node()
+            (destroy or type(node).destroy_node)(node)
         rclpy.try_shutdown()
         # A second SIGINT is normal (the terminal's Ctrl-C reaches every node and launch forwards
         # one more, late on a loaded machine); during interpreter teardown Python resets Python-level
