@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
@@ -142,6 +144,21 @@ class Harness:
 
     def instruct(self, text: str):
         self.pub_instr.publish(String(data=text))
+
+    def change_state(self, transition_id: int, timeout_s: float = 10.0) -> bool:
+        """A transition requested the way `ros2 lifecycle set` does: through the node's
+        `~/change_state` service, so it runs on the executor thread (a transition triggered
+        from the test thread would destroy entities under the spinning executor)."""
+        client = self.peer.create_client(ChangeState, f"{self.node.get_fully_qualified_name()}/change_state")
+        try:
+            assert client.wait_for_service(timeout_sec=timeout_s)
+            request = ChangeState.Request()
+            request.transition.id = transition_id
+            future = client.call_async(request)
+            assert self.wait_for(future.done, timeout_s)
+            return bool(future.result().success)
+        finally:
+            self.peer.destroy_client(client)
 
     def wait_for(self, predicate, timeout_s: float = 3.0) -> bool:
         deadline = time.time() + timeout_s
@@ -302,16 +319,16 @@ def test_lifecycle_round_trip(harness):
     assert h.wait_for(lambda: len(h.chunks) >= 2)
     first = FakePolicy.last
     assert first.resets >= 2  # after warm-up and on activate
-    assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert h.change_state(Transition.TRANSITION_DEACTIVATE)
     time.sleep(0.1)
     n = len(h.chunks)
     time.sleep(0.4)
     assert len(h.chunks) == n  # inactive: nothing published
-    assert h.node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert h.change_state(Transition.TRANSITION_CLEANUP)
     assert first.closed and h.node.policy is None
-    assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert h.change_state(Transition.TRANSITION_CONFIGURE)
     assert FakePolicy.last is not first
-    assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert h.change_state(Transition.TRANSITION_ACTIVATE)
     assert h.wait_for(lambda: len(h.chunks) > n)
 
 

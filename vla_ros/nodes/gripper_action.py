@@ -254,7 +254,11 @@ class FrankaGripperClient:
         if quiet:
             return
         log = self.node.get_logger()
-        (log.info if ok else log.warning)(f"gripper '{self.arm.name}': {message}")
+        # one call site per severity: rclpy refuses a logging call site whose severity changes
+        if ok:
+            log.info(f"gripper '{self.arm.name}': {message}")
+        else:
+            log.warning(f"gripper '{self.arm.name}': {message}")
         if self._diag_pub is not None:
             self._diag_pub.publish(cv.make_diagnostics(
                 f"{self.node.get_name()}: gripper {self.arm.name}", "ok" if ok else "warn", message,
