@@ -153,3 +153,28 @@ def test_a_lora_run_saves_a_merged_loadable_model(tmp_path):
     assert result.summary["lora"] == {"rank": 4, "saved": "merged"}
     assert result.summary["parameters"]["trainable"] == result.summary["parameters"]["total"]  # after merging
     VLAModel.from_pretrained(result.out)
+
+
+def test_fine_tuning_a_checkpoint_with_lora_saves_merged_and_adapter_forms_that_agree(tmp_path):
+    from vla_ros.train.lora import load_adapter
+
+    base = train(_cfg(tmp_path / "a", steps=1, save_every=5, val_every=5), sources=[memory_source(n=3, T=6)]).out
+    other = memory_source(n=3, T=6, name="other")
+    other._episodes = [dict(e, action=e["action"] * 1.01) for e in other._episodes]  # other data, other stats
+    res = train(_cfg(tmp_path / "b", init_from=str(base), config_overrides={}, lora=True, lora_rank=4,
+                     lora_save="both", steps=2, lr=1e-2, warmup_steps=0, save_every=5, val_every=5), sources=[other])
+    merged = VLAModel.from_pretrained(res.out).state_dict()
+    adapted = load_adapter(res.out / "adapter").state_dict()
+    start = VLAModel.from_pretrained(base).state_dict()
+    assert merged.keys() == adapted.keys()
+    for k in merged:
+        torch.testing.assert_close(adapted[k], merged[k], atol=1e-6, rtol=1e-5, msg=k)
+    assert all(torch.equal(merged[k], start[k]) for k in merged if k.startswith("vision."))  # frozen
+    moved = max(float((merged[k] - start[k]).abs().max()) for k in merged if k.startswith("backbone.model.layers"))
+    assert moved > 1e-6  # the adapters changed the backbone
+    new_stats = NormStats.from_json(res.out / "adapter" / "norm_stats.json")
+    old_stats = NormStats.from_json(base / "norm_stats.json")
+    assert not np.allclose(new_stats["action"].q99, old_stats["action"].q99)  # the fine-tuning data's
+    np.testing.assert_allclose(NormStats.from_json(res.out / "norm_stats.json")["action"].q99, new_stats["action"].q99)
+    with pytest.raises(ValueError, match="needs --lora and --from"):
+        _cfg(tmp_path / "c", lora=True, lora_save="adapter")

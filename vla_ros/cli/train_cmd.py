@@ -45,6 +45,8 @@ def train_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> Non
     parser.add_argument("--no-augment", action="store_true", help="no random resized crop / colour jitter")
     parser.add_argument("--lora", action="store_true", help="LoRA on the backbone's linear layers, vision frozen")
     parser.add_argument("--lora-rank", type=int, default=32)
+    parser.add_argument("--lora-save", default="merged", choices=["merged", "adapter", "both"],
+                        help="merged weights (default), the adapter only (needs --from), or both (adapter in OUT/adapter)")
     parser.add_argument("--save-every", type=int, default=500, help="checkpoint period in steps")
     parser.add_argument("--keep-checkpoints", type=int, default=2)
     parser.add_argument("--val-every", type=int, default=100, help="validation period in steps")
@@ -74,7 +76,8 @@ def config_from_args(args: argparse.Namespace):
             config_overrides=overrides, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
             weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, schedule=args.schedule,
             max_grad_norm=args.max_grad_norm, seed=args.seed, augment=not args.no_augment, lora=args.lora,
-            lora_rank=args.lora_rank, save_every=args.save_every, keep_checkpoints=args.keep_checkpoints,
+            lora_rank=args.lora_rank, lora_save=args.lora_save, save_every=args.save_every,
+            keep_checkpoints=args.keep_checkpoints,
             val_every=args.val_every, val_episodes=args.val_episodes, val_samples=args.val_samples,
             cache_dir=args.cache_dir, resume=args.resume, progress=not args.no_progress,
         )

@@ -46,6 +46,8 @@ CURVE_FILE = "loss_curve.png"
 TRAINING_FILE = "training.json"
 TRAINING_FORMAT = "vla_ros.training/1"
 SCHEDULES = ("cosine", "constant")
+LORA_SAVES = ("merged", "adapter", "both")
+ADAPTER_DIR = "adapter"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class TrainConfig:
     augment: bool = True
     lora: bool = False
     lora_rank: int = 32
+    lora_save: str = "merged"  # merged | adapter | both (adapter needs init_from: the base it adapts)
     save_every: int = 500
     keep_checkpoints: int = 2
     val_every: int = 100
@@ -90,8 +93,13 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.init_from and self.chunk_size is not None:
-            raise ValueError("chunk_size cannot be changed when fine-tuning a checkpoint (its config.json defines it)")
+        if self.lora_save not in LORA_SAVES:
+            raise ValueError(f"lora_save must be one of {LORA_SAVES}, got {self.lora_save!r}")
+        if self.lora_save != "merged" and not (self.lora and self.init_from):
+            raise ValueError("an adapter-only save needs --lora and --from (the base checkpoint the adapter is for)")
+        if self.init_from and (self.chunk_size is not None or self.config_overrides):
+            raise ValueError("chunk_size / config overrides cannot be changed when fine-tuning a checkpoint (its "
+                             "config.json defines the model)")
 
 
 @dataclass(frozen=True)
@@ -488,10 +496,14 @@ class Trainer:
         if self.dist.main:
             model = self.model
             if self.lora is not None:
-                from vla_ros.train.lora import merge_lora
+                from vla_ros.train.lora import LoRASettings, merge_lora, save_adapter
 
+                if cfg.lora_save in ("adapter", "both"):
+                    save_adapter(model, LoRASettings(rank=cfg.lora_rank), cfg.init_from,
+                                 self.out if cfg.lora_save == "adapter" else self.out / ADAPTER_DIR)
                 model = merge_lora(self.model, self.lora)
-            model.save_pretrained(self.out)
+            if cfg.lora_save != "adapter":
+                model.save_pretrained(self.out)
             _plot_curve(self.records, self.out / CURVE_FILE)
             d = self.data
             summary = {
@@ -512,7 +524,7 @@ class Trainer:
                 "steps": cfg.steps,
                 "batch_size": cfg.batch_size,
                 "world_size": self.dist.world,
-                "lora": {"rank": cfg.lora_rank, "saved": "merged"} if cfg.lora else None,
+                "lora": {"rank": cfg.lora_rank, "saved": cfg.lora_save} if cfg.lora else None,
                 "parameters": {"total": model.num_parameters(), "trainable": model.num_parameters(trainable_only=True)},
                 "final_loss": loss,
                 "final_val_loss": val,

@@ -4,8 +4,9 @@ robot (projector, camera/state embeddings, the action head) train in full.
 
 The adapters are injected in place (`model.backbone` stays the same module, so the heads keep
 working); `merge_lora` folds them into the base weights and removes them, leaving a plain VLAModel
-that `save_pretrained` writes and `policy:=vla` loads. `adapter_state` / `load_adapter_state`
-keep the adapter-only form (peft's key names) for checkpoints.
+that `save_pretrained` writes and `policy:=vla` loads. `save_adapter` / `load_adapter` keep the
+adapter-only form (the LoRA tensors and the fully trained small parts, by model key, plus the base
+checkpoint's path); `load_adapter` merges them into the base again.
 """
 
 from __future__ import annotations
@@ -84,3 +85,77 @@ def merge_lora(model: VLAModel, lora) -> VLAModel:
 def adapter_state(model: VLAModel) -> dict[str, torch.Tensor]:
     """The trainable tensors of a LoRA model (adapters and fully trained parts), by model key."""
     return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_FORMAT = "vla_ros.lora_adapter/1"
+
+
+def save_adapter(model: VLAModel, settings: LoRASettings, base: str, folder) -> None:
+    """Adapter-only save: the LoRA tensors and the fully trained small parts (adapter_model.safetensors),
+    the recipe and the base checkpoint's path (adapter_config.json), and the statistics of the
+    fine-tuning data (norm_stats.json). `load_adapter` rebuilds the merged model from the base."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from vla_ros.policies.vla.model import NORM_STATS_FILE
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in adapter_state(model).items()}, str(out / ADAPTER_WEIGHTS),
+              metadata={"format": "pt"})
+    alpha = settings.alpha if settings.alpha is not None else min(settings.rank, 16)
+    (out / ADAPTER_CONFIG).write_text(json.dumps({
+        "format": ADAPTER_FORMAT, "base_model": str(Path(base).resolve()), "r": settings.rank, "lora_alpha": alpha,
+        "lora_dropout": settings.dropout, "peft_type": "LORA"}, indent=2))
+    model.norm_stats.to_json(out / NORM_STATS_FILE)
+
+
+def is_adapter_folder(folder) -> bool:
+    from pathlib import Path
+
+    return (Path(folder) / ADAPTER_CONFIG).is_file()
+
+
+def load_adapter(folder, device="cpu", dtype=torch.float32) -> VLAModel:
+    """An adapter-only folder -> the base model with the adapters merged in and the fine-tuning
+    data's statistics; errors name the file and key."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from vla_ros.core.normalization import NormStats
+    from vla_ros.policies.vla.model import NORM_STATS_FILE
+
+    src = Path(folder)
+    try:
+        meta = json.loads((src / ADAPTER_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{src / ADAPTER_CONFIG}: unreadable ({err})") from None
+    if meta.get("format") != ADAPTER_FORMAT:
+        raise ValueError(f"{src / ADAPTER_CONFIG}: 'format' is {meta.get('format')!r}, expected {ADAPTER_FORMAT!r}")
+    model = VLAModel.from_pretrained(meta["base_model"])
+    lora = apply_lora(model, LoRASettings(rank=int(meta["r"]), alpha=float(meta["lora_alpha"]),
+                                          dropout=float(meta.get("lora_dropout", 0.0))))
+    tensors = load_file(str(src / ADAPTER_WEIGHTS))
+    expected = {k for k, p in model.named_parameters() if p.requires_grad}
+    if set(tensors) != expected:
+        missing, unknown = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise ValueError(f"{src / ADAPTER_WEIGHTS}: missing {missing[:5]} unknown {unknown[:5]} for the base "
+                         f"{meta['base_model']}")
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for k, v in tensors.items():
+            if params[k].shape != v.shape:
+                raise ValueError(f"{src / ADAPTER_WEIGHTS}: '{k}' has shape {tuple(v.shape)}, expected "
+                                 f"{tuple(params[k].shape)}")
+            params[k].copy_(v)
+    merge_lora(model, lora)
+    stats = NormStats.from_json(src / NORM_STATS_FILE)
+    model._check_norm_stats(stats, str(src / NORM_STATS_FILE))
+    model.norm_stats = stats
+    return model.to(device=device, dtype=dtype).eval()
