@@ -31,8 +31,19 @@ Watchdogs and what is published (documented contract for the node):
 - deactivate: hold; the stop is still published (once for a JTC, streamed until at rest for a
   forward controller), then nothing until activated again.
 
+Bounds: a chunk with more than `max_chunk_points` points, a period outside [min_chunk_period_s,
+max_chunk_period_s] (policy period / 10 and x 10 by default) or lasting more than
+`max_chunk_duration_s` is refused before any work on it.
+
+Time: inside the core every time is on the plan clock (clock - a whole-second origin for absolute
+clocks; see `_plan_time`), so plans at wall-clock times keep sub-nanosecond resolution.
+
+Threads: `submit_chunk` decides at one instant; `decide_chunk` splits the decision into a snapshot
+and a commit under the caller's lock and the expensive middle outside it (see there).
+
 Output: for `joint_trajectory` arms a window of the plan (positions + velocities, strictly
-increasing times, zero final velocity, stamp = now, the controller's bare joint names and order)
+increasing times, first point `start_lead_s` after the stamp, ending in a braking tail within the
+acceleration and position limits, zero final velocity, stamp = now, the controller's bare names and order)
 whenever a chunk is accepted / a hold starts, and at `replan_rate_hz` while moving (near the
 plan's end, a one-point at-rest trajectory stamped 0, unless the plan is running out and the last
 window sent already ends at rest on its final position: a JTC holds that, and a new trajectory
@@ -227,8 +238,8 @@ class _ArmState:
 
 
 class ControllerCore:
-    """One embodiment's controller logic. Not thread-safe: call it from one thread (the node's
-    executor callbacks are serialised by a single mutually-exclusive callback group)."""
+    """One embodiment's controller logic. Not thread-safe: every call under one lock (the node's),
+    except `prepare_chunk`, which only reads a snapshot (one chunk at a time; see decide_chunk)."""
 
     def __init__(self, spec: EmbodimentSpec, kinematics: RobotKinematics, config: ControllerConfig | None = None) -> None:
         self.spec = spec
@@ -833,6 +844,17 @@ class ControllerCore:
         self._gripper_sent = g.copy()
         self._gripper_sent_s = now_s
         return out
+
+    def hold_measured(self, now_s: float) -> bool:
+        """Hold where the arm is MEASURED now, dropping the plan (published on the next tick): after
+        the driver itself stopped the arm (a stopped UR program, a Franka reflex, an aborted
+        FollowJointTrajectory goal) the plan's position is not where the arm is. False (nothing
+        changed) while joint_states are not healthy. The hold is sent at once: it replaces whatever
+        the driver was given while it could not follow."""
+        if not self._init_hold(self._plan_time(now_s)):
+            return False
+        self._send_now = True
+        return True
 
     def gripper_targets(self, now_s: float) -> dict[str, float]:
         """{arm: normalised gripper value the plan commands at now_s} (for action-driven grippers)."""

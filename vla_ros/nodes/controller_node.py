@@ -364,7 +364,10 @@ class ControllerNode(LifecycleNode):
     @_guarded
     @_locked
     def _on_driver_change(self) -> None:
-        # a driver's state changed (program stopped / reflex / recovered): act now, not at the next tick
+        # a driver's state changed (program stopped / reflex / recovered): act now, not at the next
+        # tick. On recovery the driver has the arm where it stopped it: hold there, not on the plan.
+        if self.core is not None and self._real is not None and self._real.driver_problem() is None:
+            self.core.hold_measured(self.now_s())
         self._on_tick()
 
     @_guarded
@@ -374,7 +377,9 @@ class ControllerNode(LifecycleNode):
             return
         now = self.now_s()
         self.core.last_refusal = f"arm '{arm}': {reason}; holding until the next chunk"
-        self.core.hold(now)
+        # the JTC holds the measured position after an abort: so does the plan
+        if not self.core.hold_measured(now):
+            self.core.hold(now)
         self._publish(self.core.tick(now, stream=False))
 
     def _update_grippers(self, now: float) -> None:
