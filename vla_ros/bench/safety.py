@@ -32,7 +32,7 @@ JTC_TOPIC = "fr3_arm_controller/joint_trajectory"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="10,100,500,1000", help="chunk sizes decided (points, comma-separated)")
-    parser.add_argument("--estops", type=int, default=40, help="e-stops per phase (default 40)")
+    parser.add_argument("--estops", type=int, default=30, help="e-stops per phase (default 30)")
     parser.add_argument("--chunk-rate-hz", type=float, default=50.0, help="max-size chunks per second under load")
     parser.add_argument("--cpu-load", type=int, default=-1,
                         help="busy-loop processes during the load phase (default -1: one per CPU)")
@@ -53,6 +53,15 @@ def sine_rows(home: np.ndarray, t0_s: float, steps: int, period_s: float) -> np.
     rows[:, 0] += 0.15 * np.sin(2 * np.pi * 0.25 * t)
     rows[:, 6] += 0.15 * np.sin(2 * np.pi * 0.25 * t)
     return rows
+
+
+def period_for(core, steps: int) -> float:
+    """The policy period, halved until a chunk of `steps` fits max_chunk_duration_s (a 1000-point
+    chunk at FR3's 0.1 s would last 99.9 s and be refused unread)."""
+    period = core.spec.policy_period_s
+    while (steps - 1) * period > core.config.max_chunk_duration_s and period / 2 >= core.min_chunk_period_s:
+        period /= 2
+    return period
 
 
 def bench_decide(spec, kin, sizes: list[int], budget_s: float = 1.0) -> dict:
@@ -78,15 +87,16 @@ def bench_decide(spec, kin, sizes: list[int], budget_s: float = 1.0) -> dict:
             now += period
             core.update_joint_state(arm.name, arm.joint_names, home, now)
             steps = core.config.max_chunk_points + 1 if size < 0 else size
-            values = np.hstack([sine_rows(home, n * period, steps, period), np.ones((steps, 1))])
-            accepted += core.submit_chunk(ActionChunk(names, values, period, now), now).accepted
+            p = period_for(core, steps)
+            values = np.hstack([sine_rows(home, now - 1000.0, steps, p), np.ones((steps, 1))])
+            accepted += core.submit_chunk(ActionChunk(names, values, p, now), now).accepted
             n += 1
             if n >= 2000:
                 break
         elapsed = time.perf_counter() - start
         key = f"refused_oversize_{core.config.max_chunk_points + 1}" if size < 0 else str(size)
         out[key] = {"chunks_per_s": round(n / elapsed, 1), "ms_per_chunk": round(1e3 * elapsed / n, 3),
-                    "accepted": accepted, "decided": n}
+                    "accepted": accepted, "decided": n, "period_s": period_for(core, steps)}
     return out
 
 
@@ -116,6 +126,7 @@ class _Bench:
         self.spec = spec
         self.arm = spec.arms[0]
         self.home = np.asarray(self.arm.home_rad, dtype=np.float64)
+        self.t0 = time.time()
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = ControllerNode(spec=spec, kinematics=kin, context=self.context,
@@ -179,10 +190,10 @@ class _Bench:
         from vla_ros.core.action_spaces import action_names
         from vla_ros.core.types import ActionChunk
 
-        period = self.spec.policy_period_s
+        period = period_for(self.node.core, steps)
         names = action_names(self.spec, "joint_position")
         now = self.now()
-        values = np.hstack([sine_rows(self.home, now, steps, period), np.ones((steps, 1))])
+        values = np.hstack([sine_rows(self.home, now - self.t0, steps, period), np.ones((steps, 1))])
         self.chunk_pub.publish(self.cv.chunk_to_msg(ActionChunk(names, values, period, now)))
 
     def estop_latency(self) -> float | None:
@@ -218,6 +229,7 @@ class _Bench:
             procs.append(p)
         core = self.node.core
         decided0 = core.chunks_accepted + core.chunks_refused
+        accepted0 = core.chunks_accepted
         self.tick_times.clear()
         t0 = time.perf_counter()
         if feeder is not None:
@@ -248,6 +260,7 @@ class _Bench:
             "tick_jitter_ms": _pct_ms(np.abs(ticks - period)),
             "tick_period_ms": round(1e3 * period, 3),
             "chunks_decided_per_s": round((core.chunks_accepted + core.chunks_refused - decided0) / elapsed, 1),
+            "chunks_accepted": core.chunks_accepted - accepted0,
             "start_lead_ms": round(1e3 * core.start_lead_s, 3),
             "command_delay_p99_ms": None if core.command_delay_p99_s is None else round(1e3 * core.command_delay_p99_s, 3),
             "internal_errors": core.internal_errors,

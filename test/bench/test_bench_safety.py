@@ -1,0 +1,43 @@
+"""`vla-ros bench safety`: the numbers it reports are what it says they are."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from vla_ros.bench import safety as bench_safety
+from vla_ros.core.embodiment import load_embodiment
+from vla_ros.core.kinematics import RobotKinematics
+
+
+def test_decide_rates_per_size_and_the_oversize_refusal():
+    spec = load_embodiment("fr3")
+    kin = RobotKinematics.from_embodiment(spec)
+    result = bench_safety.bench_decide(spec, kin, [10, 200], budget_s=0.2)
+    assert set(result) == {"10", "200", "refused_oversize_1001"}
+    for key, entry in result.items():
+        assert entry["decided"] >= 3 and entry["chunks_per_s"] > 0
+        assert entry["ms_per_chunk"] == pytest.approx(1e3 / entry["chunks_per_s"], rel=0.01)
+    # The sine motion is valid at every size: all accepted; the oversize chunks all refused.
+    assert result["10"]["accepted"] == result["10"]["decided"]
+    assert result["200"]["accepted"] == result["200"]["decided"]
+    assert result["refused_oversize_1001"]["accepted"] == 0
+    # A refusal by the bounds costs less than deciding a 200-point chunk.
+    assert result["refused_oversize_1001"]["chunks_per_s"] > result["200"]["chunks_per_s"]
+
+
+@pytest.mark.slow
+@pytest.mark.ros
+def test_bench_safety_runs_through_ros_and_reports_every_measurement():
+    args = argparse.Namespace(sizes="10", estops=5, chunk_rate_hz=20.0, cpu_load=0)
+    result = bench_safety.run(args)
+    for phase in ("idle", "loaded"):
+        entry = result[phase]
+        assert entry["estop_latency_ms"]["n"] + entry["estops_unanswered"] == 5
+        assert entry["estop_latency_ms"]["n"] >= 4  # a loaded CI machine may miss one
+        assert 0.0 < entry["estop_latency_ms"]["p50"] <= entry["estop_latency_ms"]["max"]
+        assert entry["tick_period_ms"] == 50.0 and entry["tick_jitter_ms"]["n"] > 5
+        assert entry["internal_errors"] == 0
+        assert 10.0 <= entry["start_lead_ms"] <= 100.0
+    assert result["loaded"]["chunks_decided_per_s"] > 0 and result["loaded"]["chunk_points"] == 1000
