@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import select
 import sys
 import threading
 
 _EXIT_BAD_INPUT = 2
+_ESCAPE_SEQUENCE = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|O.|.)?", re.DOTALL)
 DEVICE_CHOICES = ("joy", "spacemouse", "leader")
 
 
@@ -112,9 +114,8 @@ def keyboard_session(node, stdin_fd: int | None = None, out=None) -> int:
             data = os.read(fd, 64)
             if not data:
                 return 0  # the terminal closed
-            text = data.decode(errors="ignore")
-            if "\x1b" in text:  # escape sequences (arrow keys, ...) are not bound
-                text = text[: text.index("\x1b")]
+            # escape sequences (arrow keys, function keys, Esc) are not bound: dropped whole
+            text = _ESCAPE_SEQUENCE.sub("", data.decode(errors="ignore"))
             for key in text:
                 if "quit" in node.feed_key(key).events:
                     out.write("  quit\n")
