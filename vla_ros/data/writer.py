@@ -67,7 +67,7 @@ class EpisodeBuffer:
         for key in writer.video_keys:
             h, w, _ = writer.features[key]["shape"]
             self._encoders[key] = EpisodeVideoEncoder(rec / f"{key}.mp4", writer.fps, w, h, writer.codec,
-                                                      gop=writer.gop, crf=writer.crf)
+                                                      gop=writer.gop, crf=writer.crf, preset=writer.preset)
         self.dir = rec
 
     @property
@@ -120,7 +120,7 @@ class EpisodeBuffer:
 class DatasetWriter:
     """See the module docstring. Use `DatasetWriter.open`."""
 
-    def __init__(self, root: Path, info: dict, codec: str, crf: int, gop: int) -> None:
+    def __init__(self, root: Path, info: dict, codec: str, crf: int, gop: int, preset: int | None = None) -> None:
         self.root = Path(root)
         self.info = info
         self.fps = int(info["fps"])
@@ -128,7 +128,7 @@ class DatasetWriter:
         self.video_keys = [k for k, f in self.features.items() if f["dtype"] == "video"]
         self.data_features = {k: f for k, f in self.features.items()
                               if f["dtype"] not in ("video", "image") and k not in fmt.DEFAULT_FEATURES}
-        self.codec, self.crf, self.gop = codec, int(crf), int(gop)
+        self.codec, self.crf, self.gop, self.preset = codec, int(crf), int(gop), preset
         self.tasks: list[str] = []
         self.episode_stats: list[dict] = []
         self.last_episode: dict | None = None
@@ -140,7 +140,8 @@ class DatasetWriter:
     # ------------------------------------------------------------------ open
     @classmethod
     def open(cls, root: str | Path, *, fps: int, robot_type: str, features: dict[str, dict],
-             codec: str = "auto", crf: int = 23, gop: int = 2, chunks_size: int = fmt.DEFAULT_CHUNK_SIZE,
+             codec: str = "auto", crf: int = 30, gop: int = 2, preset: int | None = None,
+             chunks_size: int = fmt.DEFAULT_CHUNK_SIZE,
              data_files_size_in_mb: int = fmt.DEFAULT_DATA_FILE_SIZE_IN_MB,
              video_files_size_in_mb: int = fmt.DEFAULT_VIDEO_FILE_SIZE_IN_MB) -> "DatasetWriter":
         """Create a dataset in `root`, or resume the one there (its fps and features must match).
@@ -173,7 +174,7 @@ class DatasetWriter:
             except (OSError, json.JSONDecodeError) as err:
                 raise fmt.DatasetError(f"{info_path}: unreadable ({err})") from err
             _check_compatible(info_path, info, fps, full)
-            w = cls(root, info, codec, crf, gop)
+            w = cls(root, info, codec, crf, gop, preset)
             w._resume()
             return w
         if any(root.iterdir()) and not all(p.name.startswith(".") for p in root.iterdir()):
@@ -181,7 +182,7 @@ class DatasetWriter:
         info = fmt.make_info(fps, robot_type, full, chunks_size=chunks_size,
                              data_files_size_in_mb=data_files_size_in_mb,
                              video_files_size_in_mb=video_files_size_in_mb)
-        w = cls(root, info, codec, crf, gop)
+        w = cls(root, info, codec, crf, gop, preset)
         txn = fmt.Transaction(root)
         txn.write_json(fmt.INFO_PATH, info)
         txn.commit()

@@ -78,7 +78,8 @@ class RecorderNode(LifecycleNode):
         d("instruction", "", _desc("task of every episode; empty: the latest `instruction` message"))
         d("source_space", "", _desc("the action source's space for action.source (empty: the embodiment's)"))
         d("codec", "auto", _desc("video encoder: auto (AV1 if available, else H.264), libsvtav1, libx264"))
-        d("crf", 23, _desc("video quality (constant rate factor; lower = better, larger; LeRobot uses 30, which gave 34-40 dB PSNR on the sim cameras, 23 keeps every frame >= 35 dB)"))
+        d("crf", 30, _desc("video quality (constant rate factor; lower = better, larger; LeRobot's default 30)"))
+        d("preset", 8, _desc("SVT-AV1 speed preset (8: every frame >= 35 dB PSNR; 10-13 faster, blurrier)"))
         d("gop", 2, _desc("keyframe interval in frames (LeRobot: 2)"))
         d("wait_s", 0.15, _desc("a frame slot is assembled this long after its window closed (late messages)"))
         d("reliable_joint_states", True, _desc("subscribe to joint_states reliably (ros2_control's joint_state_broadcaster "
@@ -123,7 +124,8 @@ class RecorderNode(LifecycleNode):
                 raise ValueError(f"parameter 'fps' must be a positive integer, got {fps}")
             layout = recording_layout(spec, str(self._p("source_space")) or None)
             writer = DatasetWriter.open(root, fps=fps, robot_type=spec.name, features=layout.features(),
-                                        codec=str(self._p("codec")), crf=int(self._p("crf")), gop=int(self._p("gop")))
+                                        codec=str(self._p("codec")), crf=int(self._p("crf")), gop=int(self._p("gop")),
+                                        preset=int(self._p("preset")))
             assembler = FrameAssembler(spec, layout, fps, wait_s=float(self._p("wait_s")))
         except (ValueError, KeyError, OSError, DatasetError) as err:
             self.get_logger().error(f"configure failed: {err}")
