@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 import pytest
 
 from vla_ros.bench import safety as bench_safety
@@ -41,3 +43,23 @@ def test_bench_safety_runs_through_ros_and_reports_every_measurement():
         assert entry["internal_errors"] == 0
         assert 10.0 <= entry["start_lead_ms"] <= 100.0
     assert result["loaded"]["chunks_decided_per_s"] > 0 and result["loaded"]["chunk_points"] == 1000
+
+
+def test_takeover_jumps_hand_computed():
+    from vla_ros.nodes import conversions as cv
+
+    joints = ("a",)
+    # Trajectory 1: stamp 10, from 0 at 0 rad/s ... constant 1 rad/s from t = 10.0 to 10.2 (linear knots).
+    first = cv.make_joint_trajectory(joints, [[0.0], [0.2]], [0.0, 0.2], velocities=[[1.0], [0.0]], stamp_s=10.0)
+    # Trajectory 2 arrives at 10.05, after its first point at 10.04: its velocity there is 0.5 rad/s
+    # (a cubic 0.5 -> 0 over 0.1 s, sampled 0.01 s in: 0.5 - ... computed by the Plan below).
+    second = cv.make_joint_trajectory(joints, [[0.04], [0.08]], [0.0, 0.1], velocities=[[0.5], [0.0]], stamp_s=10.04)
+    # Trajectory 3 arrives before its first point: no jump counted.
+    third = cv.make_joint_trajectory(joints, [[0.1], [0.1]], [0.05, 0.1], velocities=[[0.0], [0.0]], stamp_s=10.06)
+    from vla_ros.core.scheduler import Plan
+
+    v_second = Plan(np.array([10.04, 10.14]), np.array([[0.04], [0.08]]), np.array([[0.5], [0.0]])).sample(10.05)[1][0]
+    v_first = Plan(np.array([10.0, 10.2]), np.array([[0.0], [0.2]]), np.array([[1.0], [0.0]])).sample(10.05)[1][0]
+    result = bench_safety.takeover_jumps([(10.0, first), (10.05, second), (10.061, third)], joints, cv)
+    assert result["trajectories"] == 3 and result["late_share"] == pytest.approx(1 / 3, abs=1e-4)
+    assert result["max_velocity_jump_rad_s"] == pytest.approx(abs(v_second - v_first), abs=1e-4)

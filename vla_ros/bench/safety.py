@@ -12,7 +12,8 @@ Measurements, all on the wall clock, FR3 (JTC output), in one process:
 - ticks: the command timer's period jitter |interval - period| p50/p99/max, idle and under the
   same load (the core's tick calls, timed inside the node).
 - lead: the start lead the node derived from its measured publish->arrival delay under load, and
-  that delay's p99.
+  that delay's p99; takeovers: the share of trajectories that reached the peer after their first
+  point, and the largest command-velocity jump such a late takeover causes (`takeover_jumps`).
 The peer publishes joint_states at 100 Hz so the watchdog stays satisfied.
 """
 
@@ -106,6 +107,35 @@ def _busy(stop) -> None:
         x = (x * 1103515245 + 12345) % 2**31
 
 
+def takeover_jumps(messages, joints, cv) -> dict:
+    """How a default JTC takes over each received trajectory (messages: (arrival, msg), arrival
+    order): one arriving before its first point is interpolated from the state at arrival
+    (continuous velocity with a JTC that tracks its command); one arriving after it is sampled
+    mid-way, and its velocity there may differ from what the previous trajectory commanded.
+    Returns the share of late arrivals and the largest such velocity jump (rad/s), next to the
+    in-window bound: the most a command's velocity changes in one 1 kHz JTC cycle (a_max x 1 ms)."""
+    from vla_ros.core.scheduler import Plan
+
+    def as_plan(arrival, msg):
+        order = [list(msg.joint_names).index(j) for j in joints]
+        stamp = cv.time_to_s(msg.header.stamp) or arrival
+        t = np.array([stamp + cv.duration_to_s(p.time_from_start) for p in msg.points])
+        q = np.array([[p.positions[k] for k in order] for p in msg.points])
+        v = np.array([[p.velocities[k] for k in order] if p.velocities else [0.0] * len(order) for p in msg.points])
+        return Plan(t, q, v)
+
+    late, jumps, previous = 0, [0.0], None
+    for arrival, msg in messages:
+        plan = as_plan(arrival, msg)
+        if previous is not None and arrival > plan.times_s[0]:
+            late += 1
+            jumps.append(float(np.max(np.abs(plan.sample(arrival)[1] - previous.sample(arrival)[1]))))
+        previous = plan
+    n = len(messages)
+    return {"trajectories": n, "late_share": round(late / n, 4) if n else None,
+            "max_velocity_jump_rad_s": round(max(jumps), 4)}
+
+
 class _Bench:
     """The controller node on a MultiThreadedExecutor and a peer on its own thread."""
 
@@ -134,6 +164,7 @@ class _Bench:
         self.peer = Node("safety_bench_peer", context=self.context)
         self.lock = threading.Lock()
         self.trajectories: list[tuple[float, float]] = []  # (arrival, stamp)
+        self.messages: list[tuple[float, object]] = []  # (arrival, JointTrajectory)
         self.peer.create_subscription(JointTrajectory, JTC_TOPIC, self._on_trajectory, 100)
         self.state_pub = self.peer.create_publisher(JointState, self.arm.joint_states_topic, 10)
         self.chunk_pub = self.peer.create_publisher(JointTrajectory, "action_chunk", 10)
@@ -185,6 +216,7 @@ class _Bench:
     def _on_trajectory(self, msg) -> None:
         with self.lock:
             self.trajectories.append((self.now(), self.cv.time_to_s(msg.header.stamp)))
+            self.messages.append((self.trajectories[-1][0], msg))
 
     def send_chunk(self, steps: int) -> None:
         from vla_ros.core.action_spaces import action_names
@@ -231,6 +263,8 @@ class _Bench:
         decided0 = core.chunks_accepted + core.chunks_refused
         accepted0 = core.chunks_accepted
         self.tick_times.clear()
+        with self.lock:
+            self.messages.clear()
         t0 = time.perf_counter()
         if feeder is not None:
             feeder.start()
@@ -252,6 +286,9 @@ class _Bench:
             for p in procs:
                 p.join(timeout=5.0)
         elapsed = time.perf_counter() - t0
+        with self.lock:
+            messages = list(self.messages)
+        takeover = takeover_jumps(messages, self.arm.command.joint_names, self.cv)
         ticks = np.diff(np.asarray(self.tick_times))
         period = 1.0 / core.config.replan_rate_hz
         return {
@@ -264,6 +301,7 @@ class _Bench:
             "start_lead_ms": round(1e3 * core.start_lead_s, 3),
             "command_delay_p99_ms": None if core.command_delay_p99_s is None else round(1e3 * core.command_delay_p99_s, 3),
             "internal_errors": core.internal_errors,
+            "takeovers": takeover,
         }
 
     def close(self) -> None:
