@@ -185,3 +185,30 @@ def test_franka_reflex_holds_and_resumes_with_a_new_chunk():
         assert status.state == "holding"
     finally:
         g.close()
+
+
+def test_ur_speed_scaling_slows_the_chunk_with_the_scaled_jtc():
+    from std_msgs.msg import Float64
+
+    g = Graph("ur5e_real")
+    try:
+        g.start_controller()
+        pub = g.probe.create_publisher(Float64, "sim/speed_scaling", 10)
+        monitor = g.controller._real.monitors["arm"]
+        assert g.wait(lambda: (pub.publish(Float64(data=0.5)), monitor.speed_scaling == 0.5)[1], 10.0)
+        q0 = g.latest()
+        chunk = g.send(*_joint_chunk(g, q0, 0, 0.2, 1.0))
+        g.wait_decisions(1)
+        assert g.controller.core.chunks_accepted == 1, g.controller.core.last_refusal
+        # at half speed the 1 s chunk takes 2 s: half way at 1 s, there at 2 s
+        t, q = g.measured("arm", since_s=chunk.stamp_s)
+        g.wait_sim(2.6)
+        t, q = g.measured("arm", since_s=chunk.stamp_s)
+        at_1s = np.interp(chunk.stamp_s + 1.0, t, q[:, 0]) - q0[0]
+        at_2_5s = np.interp(chunk.stamp_s + 2.5, t, q[:, 0]) - q0[0]
+        print(f"speed scaling 0.5: moved {at_1s:.4f} rad after 1 s, {at_2_5s:.4f} rad after 2.5 s (chunk: 0.2 in 1 s)")
+        assert 0.06 < at_1s < 0.14, at_1s
+        assert abs(at_2_5s - 0.2) < 5e-3, at_2_5s
+        assert g.sim_trajectories_rejected() == 0
+    finally:
+        g.close()

@@ -202,7 +202,7 @@ class FollowJointTrajectoryServer:
         return TrajectoryCommand(tuple(trajectory.joint_names), points, stamp)
 
     def _on_goal(self, goal) -> GoalResponse:
-        reason = validate_trajectory(self._command(goal.trajectory), self.joints, self.hw.time_s)
+        reason = validate_trajectory(self._command(goal.trajectory), self.joints, self.hw.jtc_time_s)
         if reason is not None:
             self.last_error = f"goal rejected: {reason}"
             self.node.get_logger().error(f"arm '{self.arm}': FollowJointTrajectory {self.last_error}")
@@ -276,7 +276,7 @@ class FollowJointTrajectoryServer:
             return
         q = self.hw.arm_positions(self.arm)
         error = q - desired.positions
-        t = self.hw.time_s
+        t = self.hw.jtc_time_s
         tol = state["path_tol"]
         bad = np.flatnonzero((tol > 0.0) & (np.abs(error) > tol))
         if bad.size and t < state["end_s"]:
@@ -285,10 +285,10 @@ class FollowJointTrajectoryServer:
                                     f"path tolerance {tol[j]} rad")
             self.hw.hold_measured(self.arm)
             return
-        if int(t * 20.0) != int((t - self.hw.model.opt.timestep) * 20.0):
+        if int(self.hw.time_s * 20.0) != int((self.hw.time_s - self.hw.model.opt.timestep) * 20.0):
             FJT = self._cm.action.FollowJointTrajectory
             fb = FJT.Feedback(joint_names=list(self.joints))
-            fb.header.stamp = cv.s_to_time(t + self._offset())
+            fb.header.stamp = cv.s_to_time(self.hw.time_s + self._offset())
             fb.desired.positions, fb.actual.positions, fb.error.positions = (
                 desired.positions.tolist(), q.tolist(), (-error).tolist())
             state["feedback"] = fb

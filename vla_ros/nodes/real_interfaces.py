@@ -223,7 +223,6 @@ class SimRealInterfaces:
         self._pubs: list[tuple[Any, Callable[[float], Any]]] = []
         self._services = []
         self.program_running = True
-        self.speed_scaling = 1.0
         self.franka_mode = FRANKA_MODE_IDLE
         self.franka_reflex = False
         self._franka = None
@@ -239,7 +238,9 @@ class SimRealInterfaces:
                 self._pubs.append((pub, lambda t: Bool(data=self.program_running)))
             if ds.speed_scaling_topic:
                 pub = node.create_publisher(Float64, ds.speed_scaling_topic, 10)
-                self._pubs.append((pub, lambda t: Float64(data=self.speed_scaling)))
+                self._pubs.append((pub, lambda t: Float64(data=self.hw.speed_scaling)))
+                # the pendant's speed slider, for tests (ur_robot_driver sets it through ur_msgs)
+                self._services.append(node.create_subscription(Float64, "sim/speed_scaling", self._on_speed, 10))
             if ds.robot_state_topic:
                 self._franka = ros_msgs.load("franka_msgs")
                 pub = node.create_publisher(self._franka.msg.FrankaRobotState, ds.robot_state_topic, 10)
@@ -285,6 +286,13 @@ class SimRealInterfaces:
         return msg
 
     # ------------------------------------------------------------------ services
+    def _on_speed(self, msg) -> None:
+        value = float(msg.data)
+        if 0.0 <= value <= 1.0:
+            self.hw.speed_scaling = value  # read on the physics thread: one float, atomic
+        else:
+            self.node.get_logger().error(f"sim/speed_scaling must be in [0, 1], got {value}; ignored")
+
     def _on_play(self, request, response):
         self.program_running = True
         response.success, response.message = True, "Starting program"
@@ -307,4 +315,7 @@ class SimRealInterfaces:
         for t in self.trajectories.values():
             t.destroy()
         for s in self._services:
-            self.node.destroy_service(s)
+            if hasattr(s, "srv_type"):
+                self.node.destroy_service(s)
+            else:
+                self.node.destroy_subscription(s)

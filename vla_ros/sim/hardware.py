@@ -54,6 +54,9 @@ class SimulatedHardware:
         self._forward = {a.name: a.home_rad.copy() for a in self.scene.arms}
         self._gripper_goal = {a.name: a.gripper.open_position for a in self.scene.arms if a.gripper is not None}
         self._desired: dict[str, object] = {a.name: None for a in self.scene.arms}  # JTC output, last step
+        # UR speed scaling (pendant slider x safety scaling): the JTC clock runs at this x real time
+        self.speed_scaling = 1.0
+        self._jtc_lag_s = 0.0  # real time - JTC clock
         # joint units per second; None = the default full stroke in GRIPPER_FULL_STROKE_S
         self._gripper_speed: dict[str, float | None] = {a.name: None for a in self.scene.arms}
         self._gripper_force_range = {a.name: self.model.actuator_forcerange[a.gripper.actuator_id].copy()
@@ -129,9 +132,17 @@ class SimulatedHardware:
             self._update_controllers()
             mujoco.mj_step(self.model, self.data)
 
+    @property
+    def jtc_time_s(self) -> float:
+        """The JTCs' clock: simulated time, slowed by the speed scaling (ur_robot_driver's scaled
+        JTC advances its trajectories at speed_scaling x real time)."""
+        return self.time_s - self._jtc_lag_s
+
     def _update_controllers(self) -> None:
         t = self.time_s
         dt = self.model.opt.timestep
+        if self.speed_scaling != 1.0:
+            self._jtc_lag_s += (1.0 - self.speed_scaling) * dt
         for arm in self.scene.arms:
             g = arm.gripper
             if g is not None:
@@ -149,16 +160,21 @@ class SimulatedHardware:
                 continue
             q = self.data.qpos[arm.qpos_adr]
             qd = self.data.qvel[arm.dof_adr]
-            desired = self._jtc[arm.name].update(t, q, qd)
+            desired = self._jtc[arm.name].update(self.jtc_time_s, q, qd)
             self._desired[arm.name] = desired
             if desired is not None:
-                # Velocity feed-forward cancels the servo's damping lag on a moving target.
-                self.data.ctrl[arm.actuator_ids] = desired.positions + arm.servo_kv_over_kp_s * desired.velocities
+                # Velocity feed-forward cancels the servo's damping lag on a moving target (the JTC's
+                # velocities are per second of its scaled clock).
+                self.data.ctrl[arm.actuator_ids] = (desired.positions + arm.servo_kv_over_kp_s * desired.velocities
+                                                    * self.speed_scaling)
 
     # ------------------------------------------------------------------ commands
     def apply_trajectory(self, arm: str, command: TrajectoryCommand) -> str | None:
         """A JointTrajectory on the arm's JTC topic; returns the rejection reason, None if accepted."""
-        reason = self._jtc[self.scene.arm(arm).name].receive(command, self.time_s)
+        if self._jtc_lag_s != 0.0 and command.stamp_s != 0.0:
+            # a stamp is a real time; on the scaled clock it is that far from now
+            command = TrajectoryCommand(command.joint_names, command.points, max(command.stamp_s - self._jtc_lag_s, 1e-9))
+        reason = self._jtc[self.scene.arm(arm).name].receive(command, self.jtc_time_s)
         if reason is None:
             self._mode[arm] = "trajectory"
         return reason
