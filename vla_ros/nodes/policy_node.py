@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import os
 import queue
 import sys
 import threading
@@ -497,7 +498,15 @@ def main(args: list[str] | None = None) -> int:
 
     from vla_ros.nodes.runtime import run_node
 
-    return run_node(PolicyNode, SingleThreadedExecutor, args=args, name="policy", destroy=_destroy_at_exit)
+    code = run_node(PolicyNode, SingleThreadedExecutor, args=args, name="policy", destroy=_destroy_at_exit)
+    if any(t.name.startswith("policy_inference_") and t.is_alive() for t in threading.enumerate()):
+        # An abandoned inference (see _destroy_at_exit) holds interpreter teardown until its forward
+        # pass ends (torch's thread pools are joined at exit; measured: > 5 s for a CPU VLA under
+        # load, so launch escalated to SIGTERM). Nothing is left to clean up: leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _destroy_at_exit(node: PolicyNode) -> None:
