@@ -4,26 +4,30 @@
 #      into a LeRobotDataset v3.0 folder (`vla-ros record`, via scripts/record_builtin.py);
 #   2. train the VLA on them on the CPU (`vla-ros train`): the default preset (flow-matching head,
 #      Llama backbone) with RT-1's FiLM conv encoder at 64 px on both cameras, ee_delta chunks of 10;
-#   3. evaluate it on held-out seeds (`vla-ros eval --seed 90001`, seeds no recording used);
-#   4. copy the model files (config, weights, tokenizer, statistics, training.json) to OUT_CKPT.
+#   3. evaluate it on held-out seeds (`vla-ros eval --seed 90001`: seeds no recording used);
+#   4. copy the model files to OUT_CKPT and write builtin.json (scripts/ship_builtin.py).
 #
 # Usage: scripts/train_builtin.sh [WORK_DIR]     (default artifacts/builtin_repro)
-# Environment knobs: EPISODES (40), SEED0 (0), STEPS (1200), BATCH (32), LR (5e-4), EVAL_EPISODES (20),
-# EVAL_SEED (90001), OUT_CKPT (vla_ros/policies/builtin/fr3), THREADS (1), SKIP_RECORD=1 (reuse WORK_DIR/data).
+# Environment knobs: EPISODES (28), SEED0 (0), STEPS (1000), BATCH (16), LR (5e-4), EVAL_EPISODES (20),
+# EVAL_SEED (90001), EVAL_TIMEOUT (20 simulated s), OUT_CKPT (vla_ros/policies/builtin/fr3), THREADS (1),
+# STAGES ("record train eval ship"; e.g. STAGES="eval ship" reuses WORK_DIR/data and WORK_DIR/ckpt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${1:-artifacts/builtin_repro}
-EPISODES=${EPISODES:-40}
+EPISODES=${EPISODES:-28}
 SEED0=${SEED0:-0}
-STEPS=${STEPS:-1200}
-BATCH=${BATCH:-32}
+STEPS=${STEPS:-1000}
+BATCH=${BATCH:-16}
 LR=${LR:-5e-4}
 EVAL_EPISODES=${EVAL_EPISODES:-20}
 EVAL_SEED=${EVAL_SEED:-90001}
+EVAL_TIMEOUT=${EVAL_TIMEOUT:-20}
 OUT_CKPT=${OUT_CKPT:-vla_ros/policies/builtin/fr3}
 THREADS=${THREADS:-1}
+STAGES=${STAGES:-record train eval ship}
 PY=${PY:-.venv/bin/python}
+has() { [[ " $STAGES " == *" $1 "* ]]; }
 
 export MUJOCO_GL=${MUJOCO_GL:-egl} MESA_SHADER_CACHE_DISABLE=true HF_HUB_OFFLINE=1
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
@@ -33,32 +37,40 @@ VISION='{"vision": {"kind": "conv_film", "image_size": 64, "siglip": null, "conv
 
 t_all=$(date +%s)
 t0=$(date +%s)
-if [[ "${SKIP_RECORD:-0}" != 1 ]]; then
+if has record; then
   echo "== record: $EPISODES scripted episodes, seeds $SEED0.. -> $WORK/data"
   "$PY" scripts/record_builtin.py --embodiment fr3 --out "$WORK/data" --episodes "$EPISODES" --seed "$SEED0" \
-    --fps 10 | grep -a -E '^episode|^\{' | tee "$WORK/record.log"
+    --fps 10 | tr '\r' '\n' | grep -a -E '^episode|^\{' | tee "$WORK/record.log" || true
 fi
 t_record=$(( $(date +%s) - t0 ))
 
 t0=$(date +%s)
-echo "== train: $STEPS steps, batch $BATCH -> $WORK/ckpt"
-rm -rf "$WORK/ckpt"
-"$PY" -m vla_ros.cli.main train --data "$WORK/data" --out "$WORK/ckpt" --embodiment fr3 --action-space ee_delta \
-  --chunk-size 10 --config "$VISION" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 50 \
-  --no-augment --val-every 100 --save-every 400 --seed 0 --threads "$THREADS" --cache-dir "$WORK/cache" \
-  --no-progress --json | tee "$WORK/train.log"
+if has train; then
+  echo "== train: $STEPS steps, batch $BATCH -> $WORK/ckpt"
+  rm -rf "$WORK/ckpt"
+  "$PY" -m vla_ros.cli.main train --data "$WORK/data" --out "$WORK/ckpt" --embodiment fr3 --action-space ee_delta \
+    --chunk-size 10 --config "$VISION" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 50 \
+    --no-augment --val-every 200 --val-episodes 2 --val-samples 32 --save-every 250 --seed 0 \
+    --threads "$THREADS" --cache-dir "$WORK/cache" --no-progress --json | tee "$WORK/train.log"
+fi
 t_train=$(( $(date +%s) - t0 ))
 
 t0=$(date +%s)
-echo "== eval: $EVAL_EPISODES held-out episodes from seed $EVAL_SEED"
-"$PY" -m vla_ros.cli.main eval --embodiment fr3 --policy vla --checkpoint "$WORK/ckpt" \
-  --episodes "$EVAL_EPISODES" --seed "$EVAL_SEED" --json 2>/dev/null | grep -a -E '^episode|^\{' | tee "$WORK/eval.log" || true
+if has eval; then
+  echo "== eval: $EVAL_EPISODES held-out episodes from seed $EVAL_SEED"
+  "$PY" -m vla_ros.cli.main eval --embodiment fr3 --policy vla --checkpoint "$WORK/ckpt" \
+    --episodes "$EVAL_EPISODES" --seed "$EVAL_SEED" --timeout-s "$EVAL_TIMEOUT" --json 2>/dev/null \
+    | tr '\r' '\n' | grep -a -E '^episode|^\{' | tee "$WORK/eval.log" || true
+fi
 t_eval=$(( $(date +%s) - t0 ))
 
-echo "== ship: $OUT_CKPT"
-mkdir -p "$OUT_CKPT"
-for f in config.json model.safetensors tokenizer.json norm_stats.json training.json loss_curve.png; do
-  [[ -f "$WORK/ckpt/$f" ]] && cp "$WORK/ckpt/$f" "$OUT_CKPT/"
-done
-du -sh "$OUT_CKPT"
+if has ship; then
+  echo "== ship: $OUT_CKPT"
+  mkdir -p "$OUT_CKPT"
+  for f in config.json model.safetensors tokenizer.json norm_stats.json training.json loss_curve.png; do
+    if [[ -f "$WORK/ckpt/$f" ]]; then cp "$WORK/ckpt/$f" "$OUT_CKPT/"; fi
+  done
+  "$PY" scripts/ship_builtin.py "$WORK" "$OUT_CKPT" "$t_record" "$t_train" "$t_eval"
+  du -sh "$OUT_CKPT"
+fi
 echo "timings: record ${t_record} s, train ${t_train} s, eval ${t_eval} s, total $(( $(date +%s) - t_all )) s"

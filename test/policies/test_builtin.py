@@ -36,3 +36,73 @@ def test_builtin_vision_override_builds_a_model():
     model = VLAModel(cfg)
     assert model.config.vision.conv.channels == (16, 32, 64)
     assert np.isfinite(sum(float(p.sum()) for p in model.parameters()))
+
+
+# ---------------------------------------------------------------------------- the shipped checkpoint
+def _shipped():
+    from vla_ros.policies.builtin import BUILTIN_DIR
+
+    folder = BUILTIN_DIR / "fr3"
+    if not (folder / "config.json").is_file():
+        pytest.skip("no shipped fr3 checkpoint in this tree")
+    return folder
+
+
+def _reference_observation(ref: dict):
+    from vla_ros.core.types import Observation
+
+    names = tuple(f"fr3_joint{i}" for i in range(1, 8)) + ("fr3_finger_joint1",)
+    images = {s: np.full((224, 224, 3), ref["image_value"], np.uint8) for s in ("front", "wrist")}
+    return Observation(stamp_s=0.0, images=images, joint_names=names,
+                       joint_positions=np.asarray(ref["joint_positions"], np.float64), instruction=ref["instruction"])
+
+
+def test_shipped_checkpoint_size_and_metadata():
+    import json
+
+    folder = _shipped()
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size <= 30 * 1024 * 1024, f"{folder} holds {size / 2**20:.1f} MB > 30 MB"
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "norm_stats.json", "training.json", "builtin.json"):
+        assert (folder / f).is_file(), f
+    meta = json.loads((folder / "builtin.json").read_text())
+    training = json.loads((folder / "training.json").read_text())
+    ds = meta["dataset"]
+    assert ds["policy"] == "scripted" and ds["episodes"] >= 20 and ds["frames"] > 20 * ds["episodes"]
+    assert ds["tasks"] == ["pick up the blue cube", "pick up the green cube", "pick up the red cube"]
+    # the recording seeds never overlap the evaluation seeds (vla-ros eval's default 90001...)
+    assert ds["record_seeds"] and max(ds["record_seeds"]) < 90001
+    assert meta["training"]["steps"] == training["steps"] >= 500
+    assert training["embodiment"] == "fr3" and training["action_space"] == "ee_delta"
+    assert training["camera_slots"] == ["front", "wrist"]
+    assert meta["eval"]["episodes"] >= 10 and 0.0 <= meta["eval"]["success_rate"] <= 1.0
+
+
+def test_shipped_checkpoint_loads_offline_and_reproduces_its_reference_chunk(monkeypatch):
+    import json
+
+    from vla_ros.policies.base import make_policy
+
+    folder = _shipped()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ref = json.loads((folder / "builtin.json").read_text())["reference"]
+    policy = make_policy("builtin", embodiment="fr3", warmup=False)
+    assert policy.model.config.chunk_size == 10 and policy.model.config.vision.kind == "conv_film"
+    obs = _reference_observation(ref)
+    policy.reset()
+    chunk = policy.infer(obs)
+    assert list(chunk.names) == ref["names"] and chunk.values.shape == (10, 7)
+    np.testing.assert_allclose(chunk.values, np.asarray(ref["chunk"]), atol=1e-4)
+    policy.reset()
+    np.testing.assert_array_equal(policy.infer(obs).values, chunk.values)  # deterministic after reset
+    # the instruction reaches the actions: asking for another cube changes the chunk
+    other = _reference_observation({**ref, "instruction": "pick up the blue cube"})
+    policy.reset()
+    assert np.abs(policy.infer(other).values - chunk.values).max() > 1e-4
+
+
+def test_builtin_policy_names_the_missing_embodiment():
+    from vla_ros.policies.builtin import builtin_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="no built-in checkpoint for embodiment 'aloha'"):
+        builtin_checkpoint("aloha")

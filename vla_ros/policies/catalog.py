@@ -27,3 +27,8 @@ register_policy(
     "vla_ros.policies.checkpoints.pi0:make_pi0_policy",
     "a pi0 checkpoint folder (transformers PI0 + openpi norm_stats.json): checkpoint:=PATH [unnorm_key:=ASSET]",
 )
+register_policy(
+    "builtin",
+    "vla_ros.policies.builtin:make_builtin_policy",
+    "the VLA checkpoint shipped for the embodiment (vla_ros/policies/builtin/<embodiment>/; scripts/train_builtin.sh)",
+)

@@ -1,0 +1,32 @@
+"""The built-in learned policies: VLA checkpoints shipped inside the package, one folder per
+embodiment (`vla_ros/policies/builtin/<embodiment>/`, a `save_pretrained` folder plus the
+training.json of the run that made it; `scripts/train_builtin.sh` reproduces them).
+
+Registered as the policy "builtin": the "vla" policy with the shipped checkpoint of the running
+embodiment (an explicit `checkpoint` still wins).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+BUILTIN_DIR = Path(__file__).resolve().parent
+
+
+def builtin_checkpoint(embodiment: str) -> Path:
+    """The shipped checkpoint folder of `embodiment`; FileNotFoundError naming those that exist."""
+    folder = BUILTIN_DIR / embodiment
+    if not (folder / "config.json").is_file():
+        have = sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file())
+        raise FileNotFoundError(f"no built-in checkpoint for embodiment '{embodiment}' (looked in {folder}); "
+                                f"built-in checkpoints exist for: {', '.join(have) or 'none'}")
+    return folder
+
+
+def make_builtin_policy(embodiment, checkpoint: str | Path | None = None, **kwargs: Any):
+    from vla_ros.core.embodiment import load_embodiment
+    from vla_ros.policies.vla.policy import make_vla_policy
+
+    spec = load_embodiment(embodiment) if isinstance(embodiment, str) else embodiment
+    return make_vla_policy(spec, checkpoint=checkpoint or builtin_checkpoint(spec.name), **kwargs)
