@@ -16,6 +16,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
+    # the shipped built-in policy checkpoints (scripts/train_builtin.sh)
+    package_data={f"{PACKAGE}.policies.builtin": ["*/*.json", "*/*.safetensors", "*/*.png"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
