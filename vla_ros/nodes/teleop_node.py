@@ -104,7 +104,8 @@ class TeleopNode(LifecycleNode):
         p = self._param
         embodiment, device = str(p("embodiment")), str(p("device"))
         if not embodiment:
-            raise ValueError("parameter 'embodiment' is empty; give a config name (fr3, ur5e, aloha, ...) or a YAML path")
+            raise ValueError("parameter 'embodiment' is empty; give a config name (fr3, ur5e, aloha, ...) or a "
+                             "YAML path")
         if device not in DEVICES:
             raise ValueError(f"parameter 'device' must be one of {list(DEVICES)}, got '{device}'")
         for name in ("rate_hz", "max_stamp_offset_s", "diagnostics_period_s"):
@@ -268,8 +269,9 @@ class TeleopNode(LifecycleNode):
     def _call_recorder(self, action: str) -> None:
         client = self._recorder_clients.get(action)
         if client is None or not client.service_is_ready():
-            text = (f"{action}: the recorder is not running (no service '{self.resolve_service_name(f'recorder/{action}')}'); "
-                    f"start it with record:=true (bringup) or `ros2 run vla_ros recorder_node`; button ignored")
+            service = self.resolve_service_name(f"recorder/{action}")
+            text = (f"{action}: the recorder is not running (no service '{service}'); start it with record:=true "
+                    f"(bringup) or `ros2 run vla_ros recorder_node`; button ignored")
             self.messages.append(("warn", text))
             self.get_logger().warning(text)
             return
