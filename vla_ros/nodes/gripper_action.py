@@ -340,7 +340,7 @@ class FrankaGripperServer:
         self._run(lambda: self.sim.start(op))
         while not op.done.wait(0.05):
             if goal_handle.is_cancel_requested:
-                self._run(self.sim.cancel)
+                self._run(lambda: self.sim.cancel(op))
                 op.done.wait(2.0)
                 break
             fb = feedback_cls()

@@ -101,8 +101,11 @@ class SimFrankaGripper:
         self.operation = op
         return op
 
-    def cancel(self) -> None:
-        """Stop where the fingers are (a cancelled goal)."""
+    def cancel(self, op: Operation | None = None) -> None:
+        """Stop where the fingers are (a cancelled goal). With `op`: only if that operation is still
+        the running one (a newer goal may already have replaced it)."""
+        if op is not None and op is not self.operation:
+            return
         op = self.operation
         if op is not None and not op.done.is_set():
             self.hw.apply_gripper_command(self.arm, self.width_m() / 2.0)
