@@ -165,8 +165,17 @@ def test_report_png_is_written(tmp_path):
         assert im.format == "PNG" and im.size == (880, 680)
 
 
+def test_builtin_policy_is_the_default_where_a_checkpoint_is_shipped(tmp_path, monkeypatch):
+    builtin = pytest.importorskip("vla_ros.policies.builtin")
+    monkeypatch.setattr(builtin, "BUILTIN_DIR", tmp_path)
+    assert resolve_policy(None, "", "fr3") == "scripted"
+    (tmp_path / "fr3").mkdir()
+    (tmp_path / "fr3" / "config.json").write_text("{}")
+    assert resolve_policy(None, "", "fr3") == "builtin"
+    assert resolve_policy(None, "", "ur5e") == "scripted"
+
+
 def test_policy_defaults_and_bad_arguments(tmp_path):
-    assert resolve_policy(None, "") == "scripted"
     assert resolve_policy(None, "/some/ckpt") == "vla"
     assert resolve_policy("replay", "/x") == "replay"
     assert _args().seed == 90001
@@ -182,7 +191,7 @@ def test_cli_scripted_two_episodes_with_video_and_report(tmp_path):
     import av
 
     out = subprocess.run(
-        [sys.executable, "-m", "vla_ros.cli.main", "eval", "--episodes", "2", "--seed", "90001", "--json",
+        [sys.executable, "-m", "vla_ros.cli.main", "eval", "--policy", "scripted", "--episodes", "2", "--seed", "90001", "--json",
          "--video", str(tmp_path / "vid"), "--report", str(tmp_path / "report.png")],
         capture_output=True, text=True, timeout=400, env=dict(os.environ),
     )  # fmt: skip

@@ -549,7 +549,8 @@ def run_eval(
 def eval_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     parser.add_argument("--embodiment", default="fr3", help="embodiment config (fr3, panda, ur5, ur5e, aloha)")
     parser.add_argument("--policy", default=None,
-                        help="registered policy name (default: vla when --checkpoint is given, else scripted)")
+                        help="registered policy name (default: vla when --checkpoint is given, else the built-in "
+                             "VLA of the embodiment when one is shipped, else scripted)")
     parser.add_argument("--checkpoint", default="", help="checkpoint folder for the policy (e.g. vla-ros train --out)")
     parser.add_argument("--policy-kwargs", default="{}", help="YAML/JSON mapping of policy factory arguments")
     parser.add_argument("--episodes", type=int, default=10, help="number of episodes (default 10)")
@@ -586,15 +587,25 @@ def _check_args(args: argparse.Namespace) -> None:
         raise SystemExit(f"--report must name a .png file, got {args.report}")
 
 
-def resolve_policy(policy: str | None, checkpoint: str) -> str:
+def resolve_policy(policy: str | None, checkpoint: str, embodiment: str = "fr3") -> str:
+    """--policy as given; else "vla" with --checkpoint; else the shipped built-in VLA of the
+    embodiment when one exists; else the scripted expert."""
     if policy:
         return policy
-    return "vla" if checkpoint else "scripted"
+    if checkpoint:
+        return "vla"
+    try:
+        from vla_ros.policies.builtin import builtin_checkpoint
+
+        builtin_checkpoint(embodiment)
+        return "builtin"
+    except (ImportError, FileNotFoundError):
+        return "scripted"
 
 
 def eval_run(args: argparse.Namespace) -> int:
     _check_args(args)
-    policy = resolve_policy(args.policy, args.checkpoint)
+    policy = resolve_policy(args.policy, args.checkpoint, args.embodiment)
     if args.video_camera is not None:
         from vla_ros.core.embodiment import load_embodiment
 
