@@ -33,7 +33,7 @@ JTC_TOPIC = "fr3_arm_controller/joint_trajectory"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="10,100,500,1000", help="chunk sizes decided (points, comma-separated)")
-    parser.add_argument("--estops", type=int, default=30, help="e-stops per phase (default 30)")
+    parser.add_argument("--estops", type=int, default=20, help="e-stops per phase (default 20)")
     parser.add_argument("--chunk-rate-hz", type=float, default=50.0, help="max-size chunks per second under load")
     parser.add_argument("--cpu-load", type=int, default=-1,
                         help="busy-loop processes during the load phase (default -1: one per CPU)")
@@ -232,13 +232,16 @@ class _Bench:
         t_pub = self.now()
         self.estop_pub.publish(self.Bool(data=True))
 
-        def answered():
+        # The hold: the first trajectory computed after the e-stop was published (stamped at or
+        # after it; a hold at rest is one point stamped 0, "start on arrival", so arriving after).
+        def hold_arrival():
             with self.lock:
-                return any(stamp >= t_pub for _, stamp in self.trajectories[-20:])
+                return next((a for a, s in reversed(self.trajectories[-50:])
+                             if (s >= t_pub or (s == 0.0 and a >= t_pub))), None)
 
-        ok = self._wait(answered, 5.0)
+        ok = self._wait(lambda: hold_arrival() is not None, 5.0)
         with self.lock:
-            arrival = next((a for a, s in self.trajectories if s >= t_pub), None)
+            arrival = next((a for a, s in self.trajectories if s >= t_pub or (s == 0.0 and a >= t_pub)), None)
         future = self.release.call_async(self.Trigger.Request())
         self._wait(future.done, 5.0)
         return (arrival - t_pub) if ok and arrival is not None else None
@@ -325,6 +328,7 @@ def run(args: argparse.Namespace) -> dict:
     result = {
         "embodiment": spec.name,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_1min_at_start": round(os.getloadavg()[0], 2),
         "decide": bench_decide(spec, kin, sizes),
     }
     bench = _Bench(spec, kin)
