@@ -178,3 +178,16 @@ def test_fine_tuning_a_checkpoint_with_lora_saves_merged_and_adapter_forms_that_
     np.testing.assert_allclose(NormStats.from_json(res.out / "norm_stats.json")["action"].q99, new_stats["action"].q99)
     with pytest.raises(ValueError, match="needs --lora and --from"):
         _cfg(tmp_path / "c", lora=True, lora_save="adapter")
+
+
+def test_a_foreign_dataset_trains_on_its_own_action_vectors_cameras_and_state(tmp_path):
+    from vla_ros.train.data import MemorySource
+
+    rng = np.random.default_rng(0)
+    eps = [{"task": "open the drawer", "state": rng.uniform(-1, 1, (6, 2)), "action": rng.uniform(-1, 1, (6, 2)),
+            "frames": {"top": rng.integers(0, 255, (6, 24, 24, 3), dtype=np.uint8)}} for _ in range(3)]
+    src = MemorySource(eps, 10.0, ["shoulder", "gripper"], ["shoulder", "gripper"], ["top"], name="so100")
+    res = train(_cfg(tmp_path, action_space="dataset", steps=1, save_every=5, val_every=5), sources=[src])
+    model = VLAModel.from_pretrained(res.out)
+    assert model.config.camera_slots == ("top",) and model.config.action_dim == 2 and model.config.state_dim == 2
+    assert res.summary["action_names"] == ["shoulder", "gripper"]

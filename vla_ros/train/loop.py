@@ -277,10 +277,14 @@ class Trainer:
             log.warning("training in %s while embodiment '%s' runs policies in %s: deploy with the embodiment's "
                         "action_space set to %s", space, self.spec.name, self.spec.action_space, space)
         slots = [c.slot for c in self.spec.cameras if c.slot in self.sources[0].camera_slots]
+        state_dim = len(state_names(self.spec))
+        if space == RAW_SPACE:
+            # A foreign dataset (e.g. LeRobot's own): its cameras and state as they are.
+            slots = slots or list(self.sources[0].camera_slots)
+            state_dim = len(self.sources[0].state_names) or self.sources[0].episode(0).state.shape[1]
         if not slots:
             raise TrainingDataError(f"{self.sources[0].name} records cameras {list(self.sources[0].camera_slots)}, "
                                     f"none of embodiment '{self.spec.name}''s {[c.slot for c in self.spec.cameras]}")
-        state_dim = len(state_names(self.spec))
         self.model = _build_model(cfg, self.spec, self.converter, slots, state_dim)
         mc = self.model.config
         cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
