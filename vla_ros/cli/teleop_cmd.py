@@ -53,37 +53,50 @@ def teleop_run(args: argparse.Namespace) -> int:
         print("vla-ros teleop --keyboard: standard input is not a terminal (run it in a terminal, not a pipe)",
               file=sys.stderr)
         return _EXIT_BAD_INPUT
+    if not args.keyboard:
+        from vla_ros.nodes.teleop_node import main as node_main
+
+        # the node's own process handling (vla_ros.nodes.runtime): SIGINT/SIGTERM deactivate, exit 0
+        ros_args = ["--ros-args"]
+        for p in _node_parameters(args, args.device):
+            ros_args += ["-p", f"{p.name}:={_ros_value(p.value)}"]
+        return node_main(ros_args)
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     from vla_ros.nodes.teleop_node import TeleopNode, start
 
-    rclpy.init(args=[])
-    node = TeleopNode(parameter_overrides=_node_parameters(args, "keyboard" if args.keyboard else args.device))
+    # Ctrl-C stays a KeyboardInterrupt in this (the terminal's) thread: the session deactivates
+    # the node (a stop chunk if the arm was moving) before rclpy goes down.
+    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
+    node = TeleopNode(parameter_overrides=_node_parameters(args, "keyboard"))
+    executor = SingleThreadedExecutor()
+    spinner = None
     try:
         if not start(node):
             print("vla-ros teleop: the teleop node did not start (see the error above)", file=sys.stderr)
             return _EXIT_BAD_INPUT
-        if not args.keyboard:
-            try:
-                rclpy.spin(node)
-            except (KeyboardInterrupt, ExternalShutdownException):
-                pass
-            return 0
-        executor = SingleThreadedExecutor()
         executor.add_node(node)
         spinner = threading.Thread(target=executor.spin, name="teleop_spin", daemon=True)
         spinner.start()
-        try:
-            return keyboard_session(node)
-        finally:
-            executor.shutdown(timeout_sec=2.0)
-            spinner.join(timeout=2.0)
+        return keyboard_session(node)
     finally:
         if node.active:
             node.trigger_deactivate()  # a stop chunk if the arm was moving
+        executor.shutdown(timeout_sec=2.0)
+        if spinner is not None:
+            spinner.join(timeout=2.0)
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _ros_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if value else "''"
+    return repr(value)
 
 
 def keyboard_session(node, stdin_fd: int | None = None, out=None) -> int:

@@ -29,11 +29,9 @@ import sys
 import threading
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState, Joy
@@ -321,27 +319,23 @@ def start(node: TeleopNode) -> bool:
     return node.trigger_configure() == ok and node.trigger_activate() == ok
 
 
-def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+def _make_node() -> TeleopNode:
     node = TeleopNode()
     if node.get_parameter("device").value == "keyboard":
-        node.get_logger().fatal("device 'keyboard' reads a terminal: run `vla-ros teleop --keyboard` instead")
         node.destroy_node()
-        rclpy.try_shutdown()
-        return 2
-    if node.get_parameter("autostart").value and not start(node):
-        node.get_logger().fatal("autostart failed (see the error above); exiting")
-        node.destroy_node()
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+        raise ValueError("device 'keyboard' reads a terminal: run `vla-ros teleop --keyboard` instead")
+    return node
+
+
+def main(args: list[str] | None = None) -> int:
+    """`ros2 run vla_ros teleop_node`: configure + activate unless `autostart:=false`; SIGINT/SIGTERM
+    deactivate (a stop chunk if the arm was moving) and exit 0 (vla_ros.nodes.runtime)."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from vla_ros.nodes.runtime import run_node
+
+    return run_node(_make_node, SingleThreadedExecutor, args=args, name="teleop",
+                    deactivated_message="deactivated: no more action chunks")
 
 
 if __name__ == "__main__":
