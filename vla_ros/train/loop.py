@@ -444,6 +444,23 @@ class Trainer:
             bar = tqdm(total=cfg.steps, initial=self.start_step, desc="train", unit="step", dynamic_ncols=True)
         self.model.train()
         t_start = time.monotonic()
+        # The next step's batch (frames, augmentation, tokens) is assembled on a worker thread
+        # while this step computes; its content depends on the step number only.
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="train_data")
+        pending = pool.submit(self._prepare, self.start_step) if self.start_step < cfg.steps else None
+        try:
+            return self._loop(pool, pending, bar, t_start)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _prepare(self, step: int):
+        ids = self.order.batch(step)[self.dist.rank * self.local_batch:(self.dist.rank + 1) * self.local_batch]
+        return self._batch(ids, self._step_params(step))
+
+    def _loop(self, pool, pending, bar, t_start: float) -> TrainResult:
+        cfg = self.cfg
         done_samples = 0
         loss_value = float("nan")
         val = None
@@ -452,8 +469,9 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             torch.manual_seed(seed_of(cfg.seed, step, 3, self.dist.rank))  # dropout, if any
-            ids = self.order.batch(step)[self.dist.rank * self.local_batch:(self.dist.rank + 1) * self.local_batch]
-            inputs, actions = self._batch(ids, self._step_params(step))
+            inputs, actions = pending.result()
+            if step + 1 < cfg.steps:
+                pending = pool.submit(self._prepare, step + 1)
             g = torch.Generator(device=self.device).manual_seed(seed_of(cfg.seed, step, 2, self.dist.rank))
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
@@ -469,8 +487,8 @@ class Trainer:
             done_samples += cfg.batch_size
             elapsed = time.monotonic() - t_start
             rate = done_samples / elapsed if elapsed > 0 else float("nan")
-            self._write_metrics({"step": step + 1, "loss": loss_value, "lr": lr, "epoch": round(self.order.epoch(step + 1), 4),
-                                 "samples_per_s": round(rate, 2)})
+            self._write_metrics({"step": step + 1, "loss": loss_value, "lr": lr,
+                                 "epoch": round(self.order.epoch(step + 1), 4), "samples_per_s": round(rate, 2)})
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.1f}")
