@@ -364,9 +364,10 @@ class RecordSession:
                 pass
         self._active = []
         if self.executor is not None:
-            self.executor.shutdown(timeout_sec=5.0)
+            self.executor.shutdown(timeout_sec=30.0)
         if self._thread is not None:
-            self._thread.join(timeout=5.0)
+            # the nodes must not be destroyed under a spinning executor (a loaded machine takes a while)
+            self._thread.join(timeout=30.0)
         for n in self._configured:
             n.trigger_cleanup()
         self._configured = []

@@ -78,7 +78,7 @@ class RecorderNode(LifecycleNode):
         d("instruction", "", _desc("task of every episode; empty: the latest `instruction` message"))
         d("source_space", "", _desc("the action source's space for action.source (empty: the embodiment's)"))
         d("codec", "auto", _desc("video encoder: auto (AV1 if available, else H.264), libsvtav1, libx264"))
-        d("crf", 30, _desc("video quality (constant rate factor; lower = better, larger; LeRobot's default 30)"))
+        d("crf", 23, _desc("video quality (constant rate factor; lower = better, larger; LeRobot uses 30)"))
         d("preset", 8, _desc("SVT-AV1 speed preset (8: every frame >= 35 dB PSNR; 10-13 faster, blurrier)"))
         d("gop", 2, _desc("keyframe interval in frames (LeRobot: 2)"))
         d("wait_s", 0.15, _desc("a frame slot is assembled this long after its window closed (late messages)"))
