@@ -151,6 +151,19 @@ def test_gripper_action_interface_round_trip(tmp_path):
         h.close()
 
 
+@needs_msgs
+def test_homing_on_start(tmp_path):
+    h = Harness("fr3_real", {"arms.arm.gripper.command.homing": True}, tmp_path)
+    try:
+        c = h.client
+        c.update(1.0)  # the first update sends the Homing goal (open: no move goal)
+        assert wait(lambda: c.results, 30.0)
+        assert c.results[0][:2] == ("homing", True), c.results
+        assert c.goals_sent == 1 and abs(c.width_m - 0.08) < 2e-3
+    finally:
+        h.close()
+
+
 _CONFIGURE_WITHOUT_MESSAGES = """
 import rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
