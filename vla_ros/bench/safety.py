@@ -5,7 +5,8 @@ Measurements, all on the wall clock, FR3 (JTC output), in one process:
   size (joint_position chunks, a slow sine at the config's policy period, up to max_chunk_points),
   and for refusals that the bounds catch before any work (an oversize chunk).
 - estop: e-stop latency through real ROS topics: a peer publishes `estop` and waits for the hold
-  trajectory (the first JointTrajectory stamped at or after its publish time); p50/p99/max, idle
+  trajectory (the first JointTrajectory computed after its publish time); p50/p99/max, and the
+  node's own part (callback start, lock wait included, to the hold published); idle
   and while max-size chunks arrive at `--chunk-rate-hz` (default 50 Hz) with `--cpu-load` busy
   processes (default: one per CPU) competing for the CPUs. The controller node runs on a
   MultiThreadedExecutor as deployed (chunk decisions in their own callback group, outside the lock).
@@ -273,6 +274,7 @@ class _Bench:
             feeder.start()
         time.sleep(0.5)
         latencies, missed = [], 0
+        handled0 = len(self.node.estop_handling_s)
         try:
             for _ in range(estops):
                 lat = self.estop_latency()
@@ -280,7 +282,7 @@ class _Bench:
                     missed += 1
                 else:
                     latencies.append(lat)
-                time.sleep(0.05)
+                time.sleep(0.3 if chunk_rate_hz > 0 else 0.05)  # chunks get decided between e-stops
         finally:
             stop.set()
             mp_stop.set()
@@ -296,6 +298,7 @@ class _Bench:
         period = 1.0 / core.config.replan_rate_hz
         return {
             "estop_latency_ms": _pct_ms(latencies),
+            "estop_callback_to_hold_published_ms": _pct_ms(self.node.estop_handling_s[handled0:]),
             "estops_unanswered": missed,
             "tick_jitter_ms": _pct_ms(np.abs(ticks - period)),
             "tick_period_ms": round(1e3 * period, 3),
