@@ -147,3 +147,17 @@ def test_sigint_to_the_launch_alone_still_stops_every_node_cleanly():
     assert "[controller_node-1]: process has finished cleanly" in launch.text
     assert ESCALATION not in launch.text
     assert group_alive(launch.proc.pid) == []
+
+
+def test_no_node_outlives_a_killed_launch():
+    """`kill -9` of ros2 launch itself (launch cannot stop anything then): every node gets SIGTERM
+    from the kernel (runtime.stop_with_parent), deactivates and exits."""
+    launch = Launch("embodiment:=fr3", "sim:=true", "policy:=none")
+    launch.wait_for("all lifecycle nodes active (/controller)", 150)
+    nodes = [launch.node_pid("sim_node"), launch.node_pid("controller_node")]
+    launch.proc.kill()
+    launch.proc.wait(timeout=10)
+    assert wait_until(lambda: group_alive(launch.proc.pid) == [], 20.0), group_alive(launch.proc.pid)
+    for pid in nodes:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

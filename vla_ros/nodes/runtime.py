@@ -27,6 +27,8 @@ raises (the executor thread ends): a launch then sees a required node die and en
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import sys
 import threading
@@ -47,6 +49,7 @@ AUTOSTART_DESCRIPTION = ("configure and activate at start-up; false: wait for a 
 # What the whole stop may take: launch escalates to SIGTERM 5 s after SIGINT.
 FLUSH_TIMEOUT_S = 1.0
 EXECUTOR_SHUTDOWN_TIMEOUT_S = 2.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 SPIN_PERIOD_S = 0.1  # wall-clock wait per executor turn: how soon the executor thread sees a stop
 
 
@@ -114,6 +117,24 @@ def _wait_for_callbacks(executor: Executor, timeout_s: float) -> bool:
     return True
 
 
+def stop_with_parent() -> bool:
+    """Linux: have the kernel send SIGTERM (handled like Ctrl-C) to this process when the process
+    that started it dies. A launch killed with SIGKILL, or with SIGTERM (launch then cancels itself
+    and warns that its processes may be orphaned), cannot stop its nodes; this way none outlives it.
+    True if set up."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() == 1:  # the parent died before prctl: nobody will signal us
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
+
+
 def run_node(
     make_node: Callable[[], Node],
     make_executor: Callable[[], Executor],
@@ -129,6 +150,7 @@ def run_node(
     deactivated and `deactivated_message` logged; `destroy(node)` replaces `node.destroy_node()`."""
     stop = StopSignal()
     stop.install()  # before anything slow: a Ctrl-C during start-up must still end cleanly
+    stop_with_parent()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     logger = rclpy.logging.get_logger(name)
     node: Node | None = None
