@@ -101,7 +101,14 @@ def sent_commands(capture: Capture, spec, arm_name: str, times_s: np.ndarray) ->
         qd = np.array([msg.velocity[names.index(j)] for j in arm.joint_names])
         return q, qd
 
-    events = sorted(((c.stamp_s if c.stamp_s != 0.0 else t), c) for c, t in cmds)
+    events = sorted((((c.stamp_s if c.stamp_s != 0.0 else t), c) for c, t in cmds), key=lambda ev: ev[0])
+    # A trajectory stamped 0 starts on arrival, which differs between subscribers (this probe and the
+    # recorder) by a few ms: until its first point the command depends on that instant. Those frames
+    # are left out of the comparison.
+    ambiguous = np.zeros(len(times_s), bool)
+    for c, t in cmds:
+        if c.stamp_s == 0.0:
+            ambiguous |= (times_s > t - 0.05) & (times_s < t + c.points[-1].time_from_start_s + 0.05)
     out = np.full((len(times_s), arm.num_joints), np.nan)
     k = 0
     for i, t in enumerate(times_s):
@@ -111,7 +118,7 @@ def sent_commands(capture: Capture, spec, arm_name: str, times_s: np.ndarray) ->
                 jtc.update(takeover, *measured(takeover))
             k += 1
         state = jtc.update(t, *measured(t))
-        if state is not None:
+        if state is not None and not ambiguous[i]:
             out[i] = state.positions
     return out
 
@@ -222,7 +229,7 @@ def test_record_kill_restart_resume(tmp_path, embodiment):
             expected = sent_commands(capture, spec, arm.name, t_abs)
             got = ep.action[:, col:col + arm.num_joints].astype(np.float64)
             ok = ~np.isnan(expected).any(axis=1)
-            assert ok.mean() > 0.95
+            assert ok.mean() > 0.9, ok.mean()
             err = np.abs(got[ok] - expected[ok]).max()
             assert err <= 1e-6, (e, arm.name, err)
             col += arm.num_joints + (1 if arm.gripper is not None else 0)

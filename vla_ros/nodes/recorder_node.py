@@ -336,7 +336,8 @@ class RecorderNode(LifecycleNode):
         try:
             row = self.writer.save_episode(ep, self.task(), extra=extra)
         except ValueError as err:
-            response.success, response.message = False, f"episode {ep.index} not saved: {err}"
+            response.success = False
+            response.message = f"episode {ep.index} not saved: {err} (frames not assembled: {dict(report.dropped)})"
         except OSError as err:
             response.success = False
             response.message = (f"episode {ep.index} could not be written ({err}); the {self.writer.num_episodes} "
