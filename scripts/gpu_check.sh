@@ -6,7 +6,9 @@
 #      GPU memory release) and the rest of test/policies (modules needing MuJoCo or the MiniLM
 #      package are skipped or fail to collect where those are missing);
 #   2. vla-ros bench released: OpenVLA-7B and π0 at their published sizes, latency per call;
-#   3. vla-ros bench policy: our presets' heads on the CPU and in bf16 on CUDA.
+#   3. vla-ros bench policy: our presets' heads on the CPU and in bf16 on CUDA;
+#   4. vla-ros bench train: one training step per preset in bf16 autocast on CUDA, full and LoRA
+#      (LoRA needs peft: `pip install --no-deps peft` where it is missing).
 # Results go to $OUT (default /tmp/vla_ros_gpu). rclpy, Pinocchio and MuJoCo are not needed.
 set -u
 OUT=${OUT:-/tmp/vla_ros_gpu}
@@ -22,3 +24,5 @@ python3 -m pytest -q -ra -p no:cacheprovider --continue-on-collection-errors tes
     2>&1 | tee "$OUT/pytest_cuda.txt"
 python3 -m vla_ros.cli.main bench released --json --iterations 20 2>&1 | tee "$OUT/bench_released.txt"
 python3 -m vla_ros.cli.main bench policy --json --threads "$(nproc)" --iterations 30 2>&1 | tee "$OUT/bench_policy.txt"
+python3 -m vla_ros.cli.main bench train --json --iterations 10 --batch-size 32 2>&1 | tee "$OUT/bench_train.txt"
+python3 -m vla_ros.cli.main bench train --json --iterations 10 --batch-size 32 --lora 2>&1 | tee "$OUT/bench_train_lora.txt"
