@@ -482,12 +482,14 @@ def test_a_plan_running_out_sends_no_redundant_at_rest_trajectory(fr3):
 
 
 def test_a_plan_running_out_after_a_stalled_tick_sends_the_at_rest_trajectory(fr3):
-    """When the last window ended before the plan did (the ticks stalled), the final hold is sent."""
+    """When the last window ended before the plan did (the ticks stalled), the final hold is sent.
+    (Windows reach the plan's end once it is within horizon + the longest stop, 0.3 + 0.526 s:
+    the ticks stall before that.)"""
     now = 100.0
     core = _core(fr3, now, horizon_s=0.3)
-    assert core.submit_chunk(_joint_chunk(now, _ramp(HOME, 0, 0.3)), now).accepted
+    assert core.submit_chunk(_joint_chunk(now, _ramp(HOME, 0, 0.3, steps=25)), now).accepted
     end = core.scheduler.plan.end_time_s
-    _ticks(core, np.arange(now, end - 0.5, 0.05))
+    _ticks(core, np.arange(now, end - 1.0, 0.05))
     core.update_joint_state("arm", BARE, HOME, end - 0.01)
     rest = _trajectories(core.tick(end - 0.01))
     assert len(rest) == 1 and rest[0].stamp_s == 0.0 and len(rest[0].positions_rad) == 1

@@ -477,3 +477,18 @@ def test_merge_takes_over_only_at_start_s():
     # The step at 0.3 is before the take-over: the newest past one, kept as the curve's first.
     assert result.dropped_steps == 0 and result.plan.times_s[0] == 0.3
     assert np.all(np.diff(result.plan.times_s) > 1e-4)
+
+
+def test_window_goes_to_the_plan_end_when_it_is_near():
+    # A plan ending 0.2 s after the horizon, to_end_within_s 0.3: sent whole (no tail that could
+    # carry the joint past the last target); 0.1 s: cut at the horizon with a braking tail.
+    acc = np.array([10.0])
+    sched = ChunkScheduler(1, blend_s=0.1, acceleration_limits=acc)
+    sched.hold([0.0], 0.0)
+    times = np.arange(8) * 0.1
+    sched.commit(sched.propose(times, (0.3 * times)[:, None], now_s=0.0).plan)
+    plan = sched.plan
+    whole = plan.window(0.0, 0.01, plan.end_time_s - 0.2, acc, None, to_end_within_s=0.3)
+    assert whole.times_s[-1] == plan.end_time_s and whole.final_position_rad[0] == plan.final_position_rad[0]
+    cut = plan.window(0.0, 0.01, plan.end_time_s - 0.35, acc, None, to_end_within_s=0.1)
+    assert cut.times_s[-1] < plan.end_time_s + 0.5 and np.all(cut.peak_rates()[1] <= 10.0 + 1e-9)

@@ -169,10 +169,12 @@ class Graph:
         for n in self.nodes:
             if isinstance(n, LifecycleNode) and n._state_machine.current_state[1] == "active":
                 n.trigger_deactivate()
+        # Generous: on a loaded machine the executor's threads may take a while to finish their
+        # callbacks, and destroying a node under a spinning executor raises in its thread.
         if self.executor is not None:
-            self.executor.shutdown(timeout_sec=5.0)
+            self.executor.shutdown(timeout_sec=30.0)
         if self.thread is not None:
-            self.thread.join(timeout=5.0)
+            self.thread.join(timeout=30.0)
         for n in reversed(self.nodes):
             n.destroy_node()
         rclpy.try_shutdown(context=self.context)

@@ -799,8 +799,10 @@ class ControllerCore:
             # JTC runs to its end if nothing follows.
             # The tail brakes at 99.9 % of the limits: a JTC evaluates it on float times with
             # nanosecond-rounded points (at a wall-clock stamp ~1e-6 relative), never above them.
+            # A plan ending within the longest possible stop after the horizon goes out whole.
             win = plan.window(now_s, lead, horizon, self.limits.acceleration_rad_s2 * TAIL_ACCELERATION_FRACTION,
-                              (self.limits.inner_lower_rad, self.limits.inner_upper_rad))
+                              (self.limits.inner_lower_rad, self.limits.inner_upper_rad),
+                              to_end_within_s=float(np.max(self.limits.velocity_rad_s / self.limits.acceleration_rad_s2)))
             times, qs, vs = win.times_s - now_s, win.positions_rad, win.velocities_rad_s
             if times[-1] < horizon:
                 # A window that ends early (a stop, the end of a chunk) is padded with a hold so

@@ -221,7 +221,8 @@ class Plan:
 
     def window(self, start_s: float, lead_s: float, horizon_s: float,
                acceleration_limits: np.ndarray | None = None,
-               position_limits: tuple[np.ndarray, np.ndarray] | None = None) -> "Plan":
+               position_limits: tuple[np.ndarray, np.ndarray] | None = None,
+               to_end_within_s: float = 0.0) -> "Plan":
         """The part of the plan a trajectory controller should get at `start_s`: a first knot at
         start_s + lead_s (sampled), then the plan's knots up to the first one at or after
         start_s + horizon_s. A window cut before the plan's end must still end at rest, so that a
@@ -229,7 +230,9 @@ class Plan:
         the arm to rest instead of running on: with `acceleration_limits` the cut knot keeps its
         true velocity and a feasible braking tail follows (`braking_tail`: within the acceleration
         limits and, given `position_limits`, inside them); without, the cut knot's velocity is
-        zeroed (an abrupt stop, for callers that know no limits)."""
+        zeroed (an abrupt stop, for callers that know no limits). A plan that ends within
+        `to_end_within_s` after the horizon is sent to its end instead: it ends at rest on its last
+        target within the limits already, and a braking tail could carry a joint past that target."""
         if lead_s <= 0.0 or horizon_s <= lead_s:
             raise ValueError(f"need 0 < lead_s < horizon_s, got lead_s={lead_s}, horizon_s={horizon_s}")
         t_first = start_s + lead_s
@@ -238,6 +241,8 @@ class Plan:
         # nanoseconds they could share its time_from_start, which a JTC rejects.
         later = np.flatnonzero(self.times_s > t_first + 1e-3)
         t_end = start_s + horizon_s
+        if self.end_time_s <= t_end + to_end_within_s:
+            t_end = self.end_time_s
         keep = []
         for k in later:
             keep.append(k)
