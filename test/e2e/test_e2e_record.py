@@ -193,7 +193,7 @@ def test_record_kill_restart_resume(tmp_path, embodiment):
             half = 0.5 / ds.fps  # the sim stamps frames on its physics steps: near, not on, the grid
             grid = [t for t in capture.images[spec.cameras[0].slot] if meta["start_stamp_s"] - half < t < t_end + half]
         assert len(grid) == slots[-1] + 1  # the camera published once per slot (sim camera rate = fps)
-        assert ep.length >= 0.9 * EPISODE_S * ds.fps, (e, ep.length)
+        assert ep.length >= 0.7 * EPISODE_S * ds.fps, (e, ep.length)  # (the save cuts what has not arrived yet)
         reasons = meta["dropped_reasons"]
         # (the first slots of the first episode precede any command; a starved recorder loses readings)
         assert meta["dropped_frames"] <= max(3, 0.1 * (slots[-1] + 1)), (e, reasons)
