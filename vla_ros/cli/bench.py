@@ -13,6 +13,7 @@ TARGETS = {
     "pipeline": "vla_ros.bench.pipeline",
     "released": "vla_ros.bench.released",
     "train": "vla_ros.bench.train",
+    "record": "vla_ros.bench.record",
     "safety": "vla_ros.bench.safety",
 }
 

@@ -25,6 +25,7 @@ import json
 import shutil
 import sys
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,7 @@ COMMAND_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 STATE_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.BEST_EFFORT)
 STATE_QOS_RELIABLE = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
 IMAGE_QOS = QoSProfile(depth=30, reliability=ReliabilityPolicy.BEST_EFFORT)
+IMAGE_QOS_RELIABLE = QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def _desc(text: str) -> ParameterDescriptor:
@@ -82,8 +84,12 @@ class RecorderNode(LifecycleNode):
         d("preset", 8, _desc("SVT-AV1 speed preset (8: every frame >= 35 dB PSNR; 10-13 faster, blurrier)"))
         d("gop", 2, _desc("keyframe interval in frames (LeRobot: 2)"))
         d("wait_s", 0.15, _desc("a frame slot is assembled this long after its window closed (late messages)"))
+        d("max_wait_s", 2.0, _desc("longest wait for the streams to pass a frame slot (a starved recorder) and, "
+                                   "at save, for readings published before the request (wall s at save)"))
         d("reliable_joint_states", True, _desc("subscribe to joint_states reliably (ros2_control's joint_state_broadcaster "
                                               "and the sim publish reliably; false for a best-effort publisher)"))
+        d("reliable_images", False, _desc("subscribe to cameras reliably (no loss of large frames under load; only "
+                                          "matches reliable publishers, e.g. the sim; most camera drivers are best effort)"))
         d("min_free_mb", 200.0, _desc("refuse to start an episode with less free disk space (MB)"))
         d("status_rate_hz", 2.0, _desc("rate of ~/status"))
         d("assemble_rate_hz", 20.0, _desc("rate at which finished frame slots are assembled"))
@@ -126,7 +132,8 @@ class RecorderNode(LifecycleNode):
             writer = DatasetWriter.open(root, fps=fps, robot_type=spec.name, features=layout.features(),
                                         codec=str(self._p("codec")), crf=int(self._p("crf")), gop=int(self._p("gop")),
                                         preset=int(self._p("preset")))
-            assembler = FrameAssembler(spec, layout, fps, wait_s=float(self._p("wait_s")))
+            assembler = FrameAssembler(spec, layout, fps, wait_s=float(self._p("wait_s")),
+                                       max_wait_s=float(self._p("max_wait_s")))
         except (ValueError, KeyError, OSError, DatasetError) as err:
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
@@ -134,10 +141,11 @@ class RecorderNode(LifecycleNode):
         # One group per kind of stream: joint states are not queued behind image conversions.
         images, states, data = (MutuallyExclusiveCallbackGroup() for _ in range(3))
         state_qos = STATE_QOS_RELIABLE if self._p("reliable_joint_states") else STATE_QOS
+        image_qos = IMAGE_QOS_RELIABLE if self._p("reliable_images") else IMAGE_QOS
         for cam in spec.cameras:
             kind = CompressedImage if cam.compressed else Image
             self._node_subs.append(self.create_subscription(kind, cam.topic, lambda m, s=cam.slot: self._on_image(s, m),
-                                                       IMAGE_QOS, callback_group=images))
+                                                       image_qos, callback_group=images))
         for arm in spec.arms:
             self._node_subs.append(self.create_subscription(JointState, arm.joint_states_topic,
                                                        lambda m, a=arm.name: self._on_joint_state(a, m),
@@ -319,6 +327,18 @@ class RecorderNode(LifecycleNode):
                 response.success, response.message = False, "no episode is being recorded"
                 return response
             now = self.now_s()
+        # Readings published before the request may still be queued (a busy process): give them up
+        # to max_wait_s (wall) to arrive, so the episode ends where the operator saved it.
+        deadline = time.monotonic() + float(self._p("max_wait_s"))
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.assembler is None or self.assembler._streams_past(now - self.assembler.half_s):
+                    break
+            time.sleep(0.02)
+        with self._lock:
+            if self.episode is None:
+                response.success, response.message = False, "no episode is being recorded"
+                return response
             self._add(self.assembler.flush(now))
             report = self.assembler.report
             ep = self.episode
