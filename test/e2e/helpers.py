@@ -114,6 +114,7 @@ class Graph:
         self.nodes: list[Node] = []
         self.executor: MultiThreadedExecutor | None = None
         self.thread: threading.Thread | None = None
+        self._spinning = False
         try:
             self.sim = SimNode(context=self.context, parameter_overrides=[
                 Parameter("embodiment", value=embodiment),
@@ -141,11 +142,18 @@ class Graph:
             self.executor = MultiThreadedExecutor(num_threads=6, context=self.context)
             for n in self.nodes:
                 self.executor.add_node(n)
-            self.thread = threading.Thread(target=self.executor.spin, name="e2e_executor", daemon=True)
+            self._spinning = True
+            self.thread = threading.Thread(target=self._spin, name="e2e_executor", daemon=True)
             self.thread.start()
         except BaseException:
             self.close()
             raise
+
+    def _spin(self) -> None:
+        # Not executor.spin(): shutting an executor down while another thread is inside its wait
+        # races in rclpy (a destroyed guard condition in the wait set); stop spinning first.
+        while self._spinning:
+            self.executor.spin_once(timeout_sec=0.05)
 
     # ------------------------------------------------------------------ set-up
     def add_node(self, node: Node) -> None:
@@ -171,10 +179,11 @@ class Graph:
                 n.trigger_deactivate()
         # Generous: on a loaded machine the executor's threads may take a while to finish their
         # callbacks, and destroying a node under a spinning executor raises in its thread.
-        if self.executor is not None:
-            self.executor.shutdown(timeout_sec=30.0)
+        self._spinning = False
         if self.thread is not None:
             self.thread.join(timeout=30.0)
+        if self.executor is not None:
+            self.executor.shutdown(timeout_sec=30.0)
         for n in reversed(self.nodes):
             n.destroy_node()
         rclpy.try_shutdown(context=self.context)

@@ -291,6 +291,7 @@ class ControllerCore:
         self._tick_times: list[float] = []
         self._chunk_times: list[float] = []
         self._plan_version = 0  # bumped whenever the plan is replaced
+        self._stopping = False  # the plan is a stop (hold): its windows use the shortest lead
         self._delays: list[float] = []  # measured publish -> arrival delays of trajectories
         self._decide_s_per_point = 0.0  # clock time a chunk decision took, per chunk step
         self.internal_errors = 0
@@ -451,6 +452,7 @@ class ControllerCore:
         else:
             self.scheduler.stop(now_s)
         self._plan_version += 1
+        self._stopping = True
         g = self._gripper_current(now_s)
         self._gripper_times = np.zeros(0)
         self._gripper_values = self._gripper_values[:0] if g is None else g[None, :]
@@ -639,6 +641,7 @@ class ControllerCore:
         result = prepared.result
         self.scheduler.commit(result.plan)
         self._plan_version += 1
+        self._stopping = False
         self._cartesian = prepared.cartesian
         gripper = prepared.gripper
         if gripper.size and (np.any(gripper < 0.0) or np.any(gripper > 1.0)):
@@ -778,7 +781,9 @@ class ControllerCore:
     def _trajectories(self, now_s: float, arms, stamp_s: float) -> list[TrajectoryOut]:
         """Windows of the plan at plan time now_s, stamped stamp_s (the same instant on the clock)."""
         plan = self.scheduler.plan
-        lead = self.start_lead_s
+        # A stop (hold, e-stop, fault, refusal) takes effect one command period after its stamp:
+        # stopping promptly matters more than a seamless takeover. Motion gets the start lead.
+        lead = 1.0 / self.command_rate_hz if self._stopping else self.start_lead_s
         horizon = max(self.config.horizon_s, 2.0 * lead)
         stamp = stamp_s
         if now_s + lead >= plan.end_time_s:
