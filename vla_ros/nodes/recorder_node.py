@@ -427,25 +427,12 @@ class RecorderNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = RecorderNode()
-    if node.get_parameter("autostart").value:
-        ok = TransitionCallbackReturn.SUCCESS
-        if node.trigger_configure() != ok or node.trigger_activate() != ok:
-            node.get_logger().fatal("autostart failed (see the error above); exiting")
-            node.destroy_node()
-            rclpy.try_shutdown()
-            return 1
-    executor = MultiThreadedExecutor(num_threads=5)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # Ctrl-C: an episode in progress is discarded below (only saved episodes are kept)
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Run the recorder (runtime.run_node: autostart configures + activates; SIGINT/SIGTERM
+    deactivate -- an episode in progress is discarded, saved episodes are untouched -- and exit 0)."""
+    from vla_ros.nodes.runtime import run_node
+
+    return run_node(RecorderNode, lambda: MultiThreadedExecutor(num_threads=5), args=args, name="recorder",
+                    deactivated_message="deactivated (saved episodes are kept; one in progress is discarded)")
 
 
 if __name__ == "__main__":
