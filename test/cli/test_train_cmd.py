@@ -35,7 +35,7 @@ def test_arguments_become_the_config():
     (["--config", "{nope"], "--config is not valid JSON"),
     (["--config", "[1]"], "must be a JSON object"),
     (["--steps", "0"], "steps must be >= 1"),
-    (["--from", "ckpt", "--chunk-size", "4"], "chunk_size cannot be changed"),
+    (["--from", "ckpt", "--chunk-size", "4"], "chunk_size / config overrides cannot be changed"),
 ])
 def test_bad_arguments_are_named(argv, fragment):
     with pytest.raises(SystemExit, match=fragment):

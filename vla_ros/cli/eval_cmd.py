@@ -23,10 +23,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -34,6 +36,8 @@ from typing import Sequence
 import numpy as np
 
 from vla_ros.cli.demo import DEFAULT_TIMEOUT_S, EpisodeReport
+
+log = logging.getLogger(__name__)
 
 #: Default first seed: far from the seeds recordings use (0 ...), so evaluation scenes are held out.
 DEFAULT_EVAL_SEED = 90001
@@ -295,6 +299,10 @@ class _Observer:
             self._segment["frames"].append((t, frame))
 
     # main thread
+    def objects_snapshot(self) -> list:
+        with self._lock:
+            return sorted(self._segment["objects"], key=lambda x: x[0])
+
     def take_segment(self) -> dict:
         with self._lock:
             seg, self._segment = self._segment, self._new_segment()
@@ -523,8 +531,9 @@ def run_eval(
         observer = _Observer(spec, slot, instruction=text)
 
         def episode_done(report: EpisodeReport, n: int, asked=asked, observer=observer) -> None:
-            segment = observer.take_segment()
             task = make_task(scene, report.seed)
+            _catch_up(observer, task, report, hold_s)
+            segment = observer.take_segment()
             if task.instruction != report.instruction:
                 raise RuntimeError(f"seed {report.seed}: the task code gives '{task.instruction}' but the sim said "
                                    f"'{report.instruction}'")
@@ -544,6 +553,24 @@ def run_eval(
         render_ms = dict(demo.render_ms)
     return EvalReport(embodiment, policy, checkpoint, tuple(scene.cubes), tuple(outcomes), float(np.mean(rtf)),
                       render_ms)
+
+
+def _catch_up(observer: _Observer, task, report: EpisodeReport, hold_s: float, limit_wall_s: float = 30.0) -> None:
+    """Wait until the observer has heard sim/objects up to the episode's end (on a loaded machine
+    its executor may lag the sim by seconds)."""
+    initial = {n: np.asarray(p[:3]) for n, p in task.initial_cube_poses.items()}
+    deadline = time.monotonic() + limit_wall_s
+    while True:
+        objects = observer.objects_snapshot()
+        start = episode_start_index(objects, initial)
+        end_s = None if start is None else objects[start][0] + report.episode_time_s + hold_s + 0.5
+        if end_s is not None and objects[-1][0] >= end_s:
+            return
+        if time.monotonic() > deadline:
+            log.warning("eval observer: sim/objects of seed %d heard only up to %s s; measuring what arrived",
+                        report.seed, objects[-1][0] if objects else None)
+            return
+        time.sleep(0.05)
 
 
 def eval_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None:
@@ -589,18 +616,17 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def resolve_policy(policy: str | None, checkpoint: str, embodiment: str = "fr3") -> str:
     """--policy as given; else "vla" with --checkpoint; else the shipped built-in VLA of the
-    embodiment when one exists; else the scripted expert."""
+    embodiment when one exists and its measured held-out success rate reaches
+    `builtin.DEFAULT_MIN_SUCCESS_RATE`; else the scripted expert."""
     if policy:
         return policy
     if checkpoint:
         return "vla"
     try:
-        from vla_ros.policies.builtin import builtin_checkpoint
-
-        builtin_checkpoint(embodiment)
-        return "builtin"
-    except (ImportError, FileNotFoundError):
+        from vla_ros.policies.builtin import builtin_is_default
+    except ImportError:
         return "scripted"
+    return "builtin" if builtin_is_default(embodiment) else "scripted"
 
 
 def eval_run(args: argparse.Namespace) -> int:
