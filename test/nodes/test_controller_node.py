@@ -228,13 +228,18 @@ def test_stale_joint_states_mid_motion_stop_and_hold(rig):
     rig.spin(0.2)
     rig.publish_state = False
     assert rig.spin_until(lambda: rig.node.core.state(rig.now()) == "fault", timeout=2.0)
-    rig.spin(0.1)
-    n = len(rig.commands)
+    # Until the stop sent on the fault has arrived (a loaded machine may deliver it late): then
+    # nothing new while joint_states are stale.
+    n = -1
+    for _ in range(10):
+        if len(rig.commands) == n:
+            break
+        n = len(rig.commands)
+        rig.spin(0.3)
+    assert len(rig.commands) == n
     stop = rig.commands[-1]
-    assert validate_trajectory(_jtc_command(stop), BARE, now_s=rig.now()) is None
+    assert validate_trajectory(_jtc_command(stop), BARE, now_s=cv.time_to_s(stop.header.stamp) + 0.01) is None
     assert stop.points[-1].velocities.tolist() == [0.0] * 7
-    rig.spin(0.3)
-    assert len(rig.commands) == n  # nothing new while joint_states are stale
     # The stop's end is within the braking distance of the commanded position (0.3^2 / 20 rad).
     assert _final_positions(stop)[0] - stop.points[0].positions[0] <= 0.3**2 / 20 + 0.3 * 0.01 + 1e-6
 
