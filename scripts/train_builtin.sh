@@ -40,7 +40,7 @@ t0=$(date +%s)
 if has record; then
   echo "== record: $EPISODES scripted episodes, seeds $SEED0.. -> $WORK/data"
   "$PY" scripts/record_builtin.py --embodiment fr3 --out "$WORK/data" --episodes "$EPISODES" --seed "$SEED0" \
-    --fps 10 | tr '\r' '\n' | grep -a -E '^episode|^\{' | tee "$WORK/record.log" || true
+    --fps 10 | sed -u 's/\r/\n/g' | grep --line-buffered -a -E '^episode|^\{' | tee "$WORK/record.log" || true
 fi
 t_record=$(( $(date +%s) - t0 ))
 
@@ -60,7 +60,7 @@ if has eval; then
   echo "== eval: $EVAL_EPISODES held-out episodes from seed $EVAL_SEED"
   "$PY" -m vla_ros.cli.main eval --embodiment fr3 --policy vla --checkpoint "$WORK/ckpt" \
     --episodes "$EVAL_EPISODES" --seed "$EVAL_SEED" --timeout-s "$EVAL_TIMEOUT" --json 2>/dev/null \
-    | tr '\r' '\n' | grep -a -E '^episode|^\{' | tee "$WORK/eval.log" || true
+    | sed -u 's/\r/\n/g' | grep --line-buffered -a -E '^episode|^\{' | tee "$WORK/eval.log" || true
 fi
 t_eval=$(( $(date +%s) - t0 ))
 

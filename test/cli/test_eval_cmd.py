@@ -171,6 +171,10 @@ def test_builtin_policy_is_the_default_where_a_checkpoint_is_shipped(tmp_path, m
     assert resolve_policy(None, "", "fr3") == "scripted"
     (tmp_path / "fr3").mkdir()
     (tmp_path / "fr3" / "config.json").write_text("{}")
+    # shipped, but its measured held-out success rate is below the bar: the scripted expert stays
+    (tmp_path / "fr3" / "builtin.json").write_text('{"eval": {"success_rate": 0.2}}')
+    assert resolve_policy(None, "", "fr3") == "scripted"
+    (tmp_path / "fr3" / "builtin.json").write_text('{"eval": {"success_rate": 0.8}}')
     assert resolve_policy(None, "", "fr3") == "builtin"
     assert resolve_policy(None, "", "ur5e") == "scripted"
 

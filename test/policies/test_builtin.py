@@ -106,3 +106,18 @@ def test_builtin_policy_names_the_missing_embodiment():
 
     with pytest.raises(FileNotFoundError, match="no built-in checkpoint for embodiment 'aloha'"):
         builtin_checkpoint("aloha")
+
+
+def test_builtin_is_default_only_with_a_measured_success_rate_at_the_bar(tmp_path, monkeypatch):
+    from vla_ros.policies import builtin
+
+    monkeypatch.setattr(builtin, "BUILTIN_DIR", tmp_path)
+    assert not builtin.builtin_is_default("fr3")  # nothing shipped
+    (tmp_path / "fr3").mkdir()
+    (tmp_path / "fr3" / "config.json").write_text("{}")
+    assert not builtin.builtin_is_default("fr3")  # shipped without a measurement
+    for rate, expected in ((0.0, False), (0.49, False), (0.5, True), (0.86, True)):
+        (tmp_path / "fr3" / "builtin.json").write_text(f'{{"eval": {{"success_rate": {rate}}}}}')
+        assert builtin.builtin_is_default("fr3") is expected, rate
+    (tmp_path / "fr3" / "builtin.json").write_text("not json")
+    assert not builtin.builtin_is_default("fr3")

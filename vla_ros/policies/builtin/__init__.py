@@ -30,3 +30,21 @@ def make_builtin_policy(embodiment, checkpoint: str | Path | None = None, **kwar
 
     spec = load_embodiment(embodiment) if isinstance(embodiment, str) else embodiment
     return make_vla_policy(spec, checkpoint=checkpoint or builtin_checkpoint(spec.name), **kwargs)
+
+
+#: Held-out success rate (builtin.json's `vla-ros eval` result) a shipped checkpoint needs before the
+#: commands and the launch file use it when no policy is named; below it the scripted expert stays the default.
+DEFAULT_MIN_SUCCESS_RATE = 0.5
+
+
+def builtin_is_default(embodiment: str) -> bool:
+    """True when `embodiment` has a shipped checkpoint whose measured held-out success rate
+    (builtin.json, written by scripts/train_builtin.sh) reaches DEFAULT_MIN_SUCCESS_RATE."""
+    import json
+
+    try:
+        meta = json.loads((builtin_checkpoint(embodiment) / "builtin.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    rate = (meta.get("eval") or {}).get("success_rate")
+    return isinstance(rate, (int, float)) and rate >= DEFAULT_MIN_SUCCESS_RATE
