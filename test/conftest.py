@@ -13,3 +13,15 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="vla_ros_roslog_"))
+
+# launch_testing's pytest plugin imports `launch`, whose logging module installs its own Logger class
+# (propagate=False) for every logger created afterwards: vla_ros' module loggers, created when the test
+# modules are collected, would then never reach pytest's capture handlers on the root logger (caplog
+# saw nothing while the warning went to stderr). Our loggers are plain `logging.Logger`s, as in a node.
+import logging  # noqa: E402
+
+try:
+    import launch.logging  # noqa: F401,E402  (installs its class at import; import it first, then undo)
+except ImportError:
+    pass
+logging.setLoggerClass(logging.Logger)
