@@ -265,6 +265,27 @@ def test_estop_latches_until_released(rig):
     assert rig.spin_until(lambda: rig.node.core.chunks_accepted == 2 and len(rig.commands) >= 1)
 
 
+def test_a_trajectory_controller_subscribing_late_gets_the_hold(rig):
+    """A JTC that subscribes after the hold went out on activation (driver started after the
+    controller, discovery settling) gets the hold at once, where the arm is, not with the next chunk."""
+    rig.spin(0.2)
+    assert rig.node.core.state(rig.now()) == "holding"
+    late: list = []
+    jtc = Node("late_jtc")
+    rig.executor.add_node(jtc)
+    try:
+        jtc.create_subscription(JointTrajectory, JTC_TOPIC, late.append, 10)
+        assert rig.spin_until(lambda: late, timeout=3.0), "the late subscriber got no hold"
+        np.testing.assert_allclose(_final_positions(late[-1]), HOME[:7], atol=1e-9)
+        assert late[-1].points[-1].velocities.tolist() == [0.0] * 7
+        n = len(late)
+        rig.spin(0.5)  # once per new subscriber, not on every tick
+        assert len(late) == n and rig.node.core.chunks_accepted == 0
+    finally:
+        rig.executor.remove_node(jtc)
+        jtc.destroy_node()
+
+
 def test_diagnostics_and_planned_path(rig):
     rig.send_chunk(_ramp(HOME, 0, 0.3))
     assert rig.spin_until(lambda: rig.paths and rig.diagnostics, timeout=3.0)

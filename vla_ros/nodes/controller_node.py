@@ -57,7 +57,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
-from vla_ros.core.controller import ControllerConfig, ControllerCore, PositionOut, TrajectoryOut
+from vla_ros.core.controller import ESTOP, HOLDING, ControllerConfig, ControllerCore, PositionOut, TrajectoryOut
 from vla_ros.core.embodiment import EmbodimentSpec, load_embodiment
 from vla_ros.core.kinematics import RobotKinematics
 from vla_ros.core.safety import SafetyConfig
@@ -151,6 +151,7 @@ class ControllerNode(LifecycleNode):
         self.core: ControllerCore | None = None
         self._subs: list = []
         self._pubs: dict[str, Any] = {}
+        self._command_subscribers: dict[str, int] = {}  # per command topic, as of the last tick
         # not `_timers`: that is rclpy.Node's own list (shadowing it drops timers from the executor)
         self._node_timers: list = []
         self._service = None
@@ -259,6 +260,7 @@ class ControllerNode(LifecycleNode):
         now = self.now_s()
         self.core.activate(now)
         self._publish(self.core.tick(now))
+        self._command_subscribers = {topic: pub.get_subscription_count() for topic, pub in self._pubs.items()}
         return super().on_activate(state)
 
     @_locked
@@ -295,7 +297,7 @@ class ControllerNode(LifecycleNode):
                 self.destroy_publisher(pub)
         if self._service is not None:
             self.destroy_service(self._service)
-        self._node_timers, self._subs, self._pubs = [], [], {}
+        self._node_timers, self._subs, self._pubs, self._command_subscribers = [], [], {}, {}
         self._service = self._diag_pub = self._path_pub = None
         self.core = None
         self.spec = None
@@ -461,6 +463,7 @@ class ControllerNode(LifecycleNode):
         self._publish(self.core.tick(now))
         self._update_grippers(now)
         state = self.core.state(now)
+        self._resend_hold_to_new_subscribers(state, now)
         if state != self._last_state:
             # State changes (fault, recovery, e-stop) are rare and always worth a log line.
             status = self.core.status(now)
@@ -474,6 +477,19 @@ class ControllerNode(LifecycleNode):
             else:
                 self.get_logger().info(line)
             self._last_state = state
+
+    def _resend_hold_to_new_subscribers(self, state: str, now: float) -> None:
+        """A trajectory controller that subscribes after the hold went out (a driver started, or
+        restarted, after this node; discovery still settling when the node was activated) gets the
+        hold at once, not with the next chunk: while the arm holds (or the e-stop is latched) and a
+        command topic gains a subscriber, the hold is sent again. Moving plans stream a new window
+        every tick anyway."""
+        counts = {topic: pub.get_subscription_count() for topic, pub in self._pubs.items()}
+        gained = any(n > self._command_subscribers.get(topic, 0) for topic, n in counts.items())
+        self._command_subscribers = counts
+        if gained and state in (HOLDING, ESTOP) and self.core.scheduler.plan is not None:
+            self.core.hold(now)
+            self._publish(self.core.tick(now))
 
     # ------------------------------------------------------------------ output
     def _publish(self, outputs: list[TrajectoryOut | PositionOut]) -> None:
