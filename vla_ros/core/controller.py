@@ -430,6 +430,7 @@ class ControllerCore:
         self._plan_version += 1
         self._cmd = (q.copy(), np.zeros_like(q))
         self._sent_final = None  # whatever the JTC was given before is unknown: send the hold
+        self._send_now = True  # ... on this tick: a plan at rest is otherwise never (re)sent
         self._set_gripper_hold()
         return True
 
@@ -442,6 +443,12 @@ class ControllerCore:
         """Stop from the commanded state at the acceleration limits and hold (published on the
         next tick); the plan is dropped. No-op before the first joint_states."""
         self._hold(self._plan_time(now_s))
+
+    def resend(self) -> None:
+        """Send the current plan again on the next tick (its window, or the hold it ends in), as it
+        is: for a trajectory controller that may have missed it. Nothing is replanned."""
+        if self.scheduler.plan is not None:
+            self._send_now = True
 
     def _hold(self, now_s: float) -> None:
         if self.scheduler.plan is None:

@@ -487,9 +487,9 @@ class ControllerNode(LifecycleNode):
         counts = {topic: pub.get_subscription_count() for topic, pub in self._pubs.items()}
         gained = any(n > self._command_subscribers.get(topic, 0) for topic, n in counts.items())
         self._command_subscribers = counts
-        if gained and state in (HOLDING, ESTOP) and self.core.scheduler.plan is not None:
-            self.core.hold(now)
-            self._publish(self.core.tick(now))
+        if gained and state in (HOLDING, ESTOP):
+            self.core.resend()
+            self._publish(self.core.tick(now, stream=False))
 
     # ------------------------------------------------------------------ output
     def _publish(self, outputs: list[TrajectoryOut | PositionOut]) -> None:
