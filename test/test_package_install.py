@@ -13,7 +13,7 @@ import pytest
 
 from .colcon_workspace import colcon_install as build_once
 
-EXECUTABLES = ("vla-ros", "controller_node", "sim_node", "policy_node")
+EXECUTABLES = ("vla-ros", "controller_node", "sim_node", "policy_node", "recorder_node", "teleop_node")
 EMBODIMENTS = ("fr3", "panda", "ur5", "ur5e", "aloha")
 
 

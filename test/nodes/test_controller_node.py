@@ -575,6 +575,9 @@ def test_aloha_two_joint_state_topics_two_command_topics(ros):
         assert spin_until(lambda: node.core.measured_positions() is not None)
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         spin_until(lambda: False, 0.2)
+        assert all(got.values())  # the hold sent on activation, to both arms
+        for msgs in got.values():
+            msgs.clear()
         from vla_ros.core.action_spaces import action_names
 
         row = np.concatenate([home, [1.0], home, [0.0]])
