@@ -24,8 +24,15 @@ STARTUP_TIMEOUT_S = 150.0
 ESCALATION = "escalating to 'SIGTERM'"
 
 
+# The launch tests' graphs run on a ROS domain of their own, not the one the in-process tests of the
+# same pytest session use (test/conftest.py): a node those tests leave behind in this process (or a
+# participant of a killed process, until its lease runs out) answered as a second /controller, and
+# the launch's lifecycle calls to /controller went astray (the whole launch hung in 'configuring').
+LAUNCH_DOMAIN_ID = (int(os.environ.get("ROS_DOMAIN_ID", "0")) + 50) % 100 + 1
+
+
 def launch_env() -> dict[str, str]:
-    return installed_env(colcon_install(), RCUTILS_COLORIZED_OUTPUT="0")
+    return installed_env(colcon_install(), RCUTILS_COLORIZED_OUTPUT="0", ROS_DOMAIN_ID=str(LAUNCH_DOMAIN_ID))
 
 
 def ros2_launch(name: str, *arguments: str, env: dict[str, str] | None = None):
@@ -101,7 +108,7 @@ class Probe:
         from rclpy.executors import SingleThreadedExecutor
 
         self.context = Context()
-        rclpy.init(context=self.context)
+        rclpy.init(context=self.context, domain_id=LAUNCH_DOMAIN_ID)  # the launched graph's domain
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
