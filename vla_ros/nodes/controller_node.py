@@ -260,7 +260,7 @@ class ControllerNode(LifecycleNode):
         now = self.now_s()
         self.core.activate(now)
         self._publish(self.core.tick(now))
-        self._command_subscribers = {topic: pub.get_subscription_count() for topic, pub in self._pubs.items()}
+        self._command_subscribers = self._subscriber_counts()
         return super().on_activate(state)
 
     @_locked
@@ -460,10 +460,10 @@ class ControllerNode(LifecycleNode):
         if self.core is None:
             return
         now = self.now_s()
+        self._resend_to_new_subscribers()
         self._publish(self.core.tick(now))
         self._update_grippers(now)
         state = self.core.state(now)
-        self._resend_hold_to_new_subscribers(state, now)
         if state != self._last_state:
             # State changes (fault, recovery, e-stop) are rare and always worth a log line.
             status = self.core.status(now)
@@ -478,18 +478,20 @@ class ControllerNode(LifecycleNode):
                 self.get_logger().info(line)
             self._last_state = state
 
-    def _resend_hold_to_new_subscribers(self, state: str, now: float) -> None:
+    def _subscriber_counts(self) -> dict[str, int]:
+        return {topic: pub.get_subscription_count() for topic, pub in self._pubs.items()}
+
+    def _resend_to_new_subscribers(self) -> None:
         """A trajectory controller that subscribes after the hold went out (a driver started, or
-        restarted, after this node; discovery still settling when the node was activated) gets the
-        hold at once, not with the next chunk: while the arm holds (or the e-stop is latched) and a
-        command topic gains a subscriber, the hold is sent again. Moving plans stream a new window
-        every tick anyway."""
-        counts = {topic: pub.get_subscription_count() for topic, pub in self._pubs.items()}
+        restarted, after this node; discovery still settling when the node was activated) gets it
+        with this tick, not with the next chunk: while the arm holds (or the e-stop is latched) and a
+        command topic gains a subscriber, the current plan is sent again as it is. Moving plans
+        stream a new window every tick anyway."""
+        counts = self._subscriber_counts()
         gained = any(n > self._command_subscribers.get(topic, 0) for topic, n in counts.items())
         self._command_subscribers = counts
-        if gained and state in (HOLDING, ESTOP):
+        if gained and self._last_state in (HOLDING, ESTOP):
             self.core.resend()
-            self._publish(self.core.tick(now, stream=False))
 
     # ------------------------------------------------------------------ output
     def _publish(self, outputs: list[TrajectoryOut | PositionOut]) -> None:
