@@ -40,12 +40,24 @@ _LAUNCH_DOMAIN_ID = (_BASE_DOMAIN_ID + 50) % 100 + 1  # = test/launch/support.py
 _module_index = itertools.count()
 
 
+def _next_domain() -> int:
+    domain = (_BASE_DOMAIN_ID + next(_module_index)) % 100 + 1
+    return domain % 100 + 1 if domain == _LAUNCH_DOMAIN_ID else domain
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _ros_domain_per_module():
-    domain = (_BASE_DOMAIN_ID + next(_module_index)) % 100 + 1
-    if domain == _LAUNCH_DOMAIN_ID:
-        domain = domain % 100 + 1
     previous = os.environ.get("ROS_DOMAIN_ID")
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_DOMAIN_ID"] = str(domain := _next_domain())
+    yield domain
+    os.environ["ROS_DOMAIN_ID"] = previous
+
+
+@pytest.fixture
+def own_ros_domain():
+    """A domain for this test alone: for a test that builds its own graph in a module whose
+    module-scoped graph (a sim publishing joint_states, a controller) is still alive."""
+    previous = os.environ.get("ROS_DOMAIN_ID")
+    os.environ["ROS_DOMAIN_ID"] = str(domain := _next_domain())
     yield domain
     os.environ["ROS_DOMAIN_ID"] = previous

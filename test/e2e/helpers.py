@@ -9,7 +9,6 @@ its diagnostics).
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -32,6 +31,7 @@ from vla_ros.core.jtc import JointTrajectoryController, TrajectoryCommand, Traje
 from vla_ros.core.types import ActionChunk
 from vla_ros.nodes import conversions as cv
 from vla_ros.nodes.controller_node import ControllerNode
+from vla_ros.nodes.runtime import BackgroundSpinner
 from vla_ros.nodes.sim_node import SimNode
 
 RELAY_PREFIX = "e2e_relay"
@@ -113,8 +113,7 @@ class Graph:
         rclpy.init(context=self.context, args=[])
         self.nodes: list[Node] = []
         self.executor: MultiThreadedExecutor | None = None
-        self.thread: threading.Thread | None = None
-        self._spinning = False
+        self.spinner: BackgroundSpinner | None = None
         try:
             self.sim = SimNode(context=self.context, parameter_overrides=[
                 Parameter("embodiment", value=embodiment),
@@ -142,18 +141,10 @@ class Graph:
             self.executor = MultiThreadedExecutor(num_threads=6, context=self.context)
             for n in self.nodes:
                 self.executor.add_node(n)
-            self._spinning = True
-            self.thread = threading.Thread(target=self._spin, name="e2e_executor", daemon=True)
-            self.thread.start()
+            self.spinner = BackgroundSpinner(self.executor, "e2e_executor", period_s=0.05).start()
         except BaseException:
             self.close()
             raise
-
-    def _spin(self) -> None:
-        # Not executor.spin(): shutting an executor down while another thread is inside its wait
-        # races in rclpy (a destroyed guard condition in the wait set); stop spinning first.
-        while self._spinning:
-            self.executor.spin_once(timeout_sec=0.05)
 
     # ------------------------------------------------------------------ set-up
     def add_node(self, node: Node) -> None:
@@ -179,13 +170,9 @@ class Graph:
                 n.trigger_deactivate()
         # Generous: on a loaded machine the executor's threads may take a while to finish their
         # callbacks, and destroying a node under a spinning executor raises in its thread.
-        self._spinning = False
-        if self.thread is not None:
-            self.thread.join(timeout=30.0)
-        if self.executor is not None:
-            self.executor.shutdown(timeout_sec=30.0)
-        for n in reversed(self.nodes):
-            n.destroy_node()
+        if self.spinner is None or self.spinner.stop(timeout_s=30.0):
+            for n in reversed(self.nodes):
+                n.destroy_node()
         rclpy.try_shutdown(context=self.context)
 
     # ------------------------------------------------------------------ time

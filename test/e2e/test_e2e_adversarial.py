@@ -35,6 +35,7 @@ from vla_ros.core.action_spaces import action_names  # noqa: E402
 from vla_ros.core.jtc import JointTrajectoryController, validate_trajectory  # noqa: E402
 from vla_ros.core.scheduler import Plan  # noqa: E402
 from vla_ros.nodes import conversions as cv  # noqa: E402
+from vla_ros.nodes.runtime import BackgroundSpinner  # noqa: E402
 
 from .helpers import Graph, trajectory_command  # noqa: E402
 
@@ -174,8 +175,11 @@ def assert_command_within_limits(msg, received_s: float, limits) -> None:
     plan = Plan(t, q, v)
     peak_v, peak_a = plan.peak_rates()
     lo, hi = plan.position_range()
-    assert np.all(peak_v <= limits.velocity_rad_s * (1 + 1e-6)), f"velocity {peak_v} over {limits.velocity_rad_s}"
-    assert np.all(peak_a <= limits.acceleration_rad_s2 * (1 + 1e-6)), f"acceleration {peak_a} over the limits"
+    # time_from_start travels in whole nanoseconds: a planned segment of duration h arrives as h +/- 1 ns,
+    # which moves a cubic's acceleration by up to ~2 ns / h relative (1 ms points: 2e-6; seen: 1.03e-6)
+    rel = 1e-6 + 4e-9 / float(np.min(np.diff(t)))
+    assert np.all(peak_v <= limits.velocity_rad_s * (1 + rel)), f"velocity {peak_v} over {limits.velocity_rad_s}"
+    assert np.all(peak_a <= limits.acceleration_rad_s2 * (1 + rel)), f"acceleration {peak_a} over the limits"
     assert np.all(lo >= limits.lower_rad) and np.all(hi <= limits.upper_rad), "interpolated motion leaves the limits"
 
 
@@ -233,12 +237,11 @@ def test_hypothesis_adversarial_chunks_through_the_graph(graph):
 # --------------------------------------------------------------------------- kill mid-motion
 
 
-# Multi-process timing under load (a 2-core CI machine): rerun up to twice; failures seen in full runs are
-# listed in the closing note of 2026-12-05 (issue 11/13), not hidden here.
-@pytest.mark.xfail(strict=False, reason="open (issue 11): since the controller sends its hold on activation, joint 7's "
-                   "measured velocity spikes (7.4-19 rad/s between joint_states stamps) early in this test; not yet "
-                   "explained (sim reset vs. the activation hold?)")
-def test_controller_killed_mid_motion_stops_within_the_limits(tmp_path):
+# Its own ROS domain: the module's `graph` (a sim on simulated time and a controller, left where the
+# hypothesis test moved the arm) is alive until the module ends. On the module's domain this test's
+# probe and controller heard both sims' joint_states interleaved (stamps in simulated and wall time,
+# two arm poses): the "joint 7 at 7-19 rad/s" measured in the 2026-12-05 session.
+def test_controller_killed_mid_motion_stops_within_the_limits(tmp_path, own_ros_domain):
     """A separate controller_node process drives joint 7 at 1.5 rad/s (sim on the wall clock);
     SIGKILL. The JTC runs the last window's braking tail: commanded velocity and acceleration
     stay within the FR3 limits, the arm comes to rest inside the position limits."""
@@ -283,8 +286,7 @@ def test_controller_killed_mid_motion_stops_within_the_limits(tmp_path):
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(sim)
     executor.add_node(probe)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    spinner = BackgroundSpinner(executor, "adversarial_test").start()
     log = open(tmp_path / "controller.log", "w")
     env = dict(os.environ)
     proc = subprocess.Popen([str(Path(sys.executable).parent / "controller_node"), "--ros-args",
@@ -354,8 +356,7 @@ def test_controller_killed_mid_motion_stops_within_the_limits(tmp_path):
             proc.wait(timeout=10)
         log.close()
         sim.stop()
-        executor.shutdown(timeout_sec=5.0)
-        thread.join(timeout=5.0)
+        assert spinner.stop()
         sim.destroy_node()
         probe.destroy_node()
         rclpy.try_shutdown(context=context)

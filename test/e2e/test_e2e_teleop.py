@@ -34,12 +34,7 @@ from vla_ros.nodes.teleop_node import TeleopNode, start
 
 from .helpers import Graph
 
-pytestmark = [
-    pytest.mark.slow, pytest.mark.ros,
-    # rclpy's Executor.shutdown destroys its guard condition while a spinning thread may still be
-    # waiting on it (Graph.close, after the test's assertions): not the code under test
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
 RTF = 0.2
 GAMEPAD = load_teleop_config("gamepad")

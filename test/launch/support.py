@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from typing import Callable
 
@@ -107,19 +106,15 @@ class Probe:
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
 
+        from vla_ros.nodes.runtime import BackgroundSpinner
+
         self.context = Context()
         rclpy.init(context=self.context, domain_id=LAUNCH_DOMAIN_ID)  # the launched graph's domain
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        self._spinner = BackgroundSpinner(self.executor, "launch_test_probe", period_s=0.05).start()
         self._clients: dict[str, object] = {}
-
-    def _spin(self) -> None:
-        while not self._stop.is_set():
-            self.executor.spin_once(timeout_sec=0.05)
 
     def record(self, msg_type, topic: str, qos=10) -> list:
         received: list = []
@@ -143,8 +138,6 @@ class Probe:
     def close(self) -> None:
         import rclpy
 
-        self._stop.set()
-        self._thread.join(timeout=5.0)
-        self.executor.shutdown()
-        self.node.destroy_node()
+        if self._spinner.stop(timeout_s=30.0):
+            self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)

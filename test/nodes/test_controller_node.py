@@ -14,6 +14,7 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.node import Node  # noqa: E402
+from rclpy.qos import QoSProfile  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Bool, Float64MultiArray  # noqa: E402
@@ -27,6 +28,7 @@ from vla_ros.core.kinematics import RobotKinematics  # noqa: E402
 from vla_ros.core.types import ActionChunk  # noqa: E402
 from vla_ros.nodes import conversions as cv  # noqa: E402
 from vla_ros.nodes.controller_node import ControllerNode  # noqa: E402
+from vla_ros.nodes.runtime import BackgroundSpinner  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -81,7 +83,7 @@ class Rig:
         self.state_pub = self.peer.create_publisher(JointState, "joint_states", 10)
         self.chunk_pub = self.peer.create_publisher(JointTrajectory, "action_chunk", 10)
         self.estop_pub = self.peer.create_publisher(Bool, "estop", 10)
-        self.release = self.peer.create_client(Trigger, "controller/release_estop")
+        self.release = self.peer.create_client(Trigger, "controller/release_estop", qos_profile=QoSProfile(depth=1000))
         self.peer.create_timer(0.01, self._send_state)
 
     def _send_state(self):
@@ -266,6 +268,18 @@ def test_estop_latches_until_released(rig):
     assert rig.spin_until(lambda: rig.node.core.chunks_accepted == 2 and len(rig.commands) >= 1)
 
 
+def test_an_estop_in_a_burst_of_falses_is_not_lost(rig):
+    # An e-stop `true` and then 30 `false`s (a flapping button, a storm) before the controller gets
+    # to run: the subscription keeps them all (KEEP_LAST 10 dropped the `true`), so it latches.
+    burst = rig.peer.create_publisher(Bool, "estop", QoSProfile(depth=1000))
+    assert rig.spin_until(lambda: burst.get_subscription_count() >= 1)
+    rig.spin(0.2)
+    burst.publish(Bool(data=True))
+    for _ in range(30):
+        burst.publish(Bool(data=False))
+    assert rig.spin_until(lambda: rig.node.core.estop_latched, timeout=5.0)
+
+
 def test_activation_sends_a_hold_where_the_arm_is_measured(ros, fr3):
     """configure, joint_states arrive, activate (the lifecycle manager's order): the JTC gets a hold
     on the measured positions at once (it used to get nothing until the first chunk)."""
@@ -424,8 +438,7 @@ def test_end_to_end_with_the_mujoco_sim_the_arm_follows_a_joint_chunk():
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     for n in (sim, controller, peer):
         executor.add_node(n)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    spinner = BackgroundSpinner(executor, "controller_test").start()
 
     def wait(predicate, timeout_s=30.0):
         deadline = time.monotonic() + timeout_s
@@ -480,11 +493,10 @@ def test_end_to_end_with_the_mujoco_sim_the_arm_follows_a_joint_chunk():
         np.testing.assert_allclose(tool_after - tool_before, [0.0, 0.0, -0.03], atol=3e-3)
         assert sim.rejections == 0, sim.last_rejection
     finally:
-        executor.shutdown()
+        assert spinner.stop()
         for n in (sim, controller, peer):
             n.destroy_node()
         rclpy.shutdown(context=context)
-        thread.join(timeout=5)
 
 
 @pytest.mark.slow

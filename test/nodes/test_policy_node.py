@@ -26,6 +26,7 @@ from vla_ros.nodes import conversions as cv
 from vla_ros.nodes.policy_node import INSTRUCTION_QOS, PolicyNode, parse_policy_kwargs
 from vla_ros.policies import base
 from vla_ros.policies.base import register_policy
+from vla_ros.nodes.runtime import BackgroundSpinner
 
 SPEC = load_embodiment("fr3")
 JOINTS = list(SPEC.arms[0].joint_names) + [SPEC.arms[0].gripper.joint_name]
@@ -109,8 +110,7 @@ class Harness:
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
-        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self.spinner.start()
+        self.spinner = BackgroundSpinner(self.executor, "policy_test").start()
         self._stream_stop = threading.Event()
         self._streamer: threading.Thread | None = None
         self.image = np.zeros((24, 32, 3), np.uint8)
@@ -170,8 +170,7 @@ class Harness:
 
     def close(self):
         self.stop_stream()
-        self.executor.shutdown()
-        self.spinner.join(timeout=5)
+        assert self.spinner.stop()
         self.node.destroy_node()
         self.peer.destroy_node()
 

@@ -4,7 +4,6 @@ services, the dataset it writes (values hand-computed from what was published), 
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -24,6 +23,7 @@ from trajectory_msgs.msg import JointTrajectory
 from vla_ros.data import LeRobotDataset
 from vla_ros.nodes import conversions as cv
 from vla_ros.nodes.recorder_node import RecorderNode
+from vla_ros.nodes.runtime import BackgroundSpinner
 
 pytestmark = pytest.mark.ros
 FR3 = [f"fr3_joint{i}" for i in range(1, 8)]
@@ -104,13 +104,11 @@ def graph(tmp_path):
     cell = Cell(context)
     nodes.append(cell)
     executor.add_node(cell)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    spinner = BackgroundSpinner(executor, "recorder_test").start()
     try:
         yield cell, make
     finally:
-        executor.shutdown(timeout_sec=5.0)
-        thread.join(timeout=5.0)
+        assert spinner.stop()
         for n in nodes:
             n.destroy_node()
         rclpy.try_shutdown(context=context)

@@ -109,3 +109,87 @@ def test_a_raising_callback_ends_the_process_with_1():
     assert proc.returncode == 1, out
     assert "a callback raised; exiting: RuntimeError('demo callback bug')" in out
     assert "ON_DEACTIVATE" in out  # the way out still deactivates (a controller would hold)
+
+
+# ---------------------------------------------------------------- BackgroundSpinner (in-process graphs)
+def _spinner_rig(period_callback):
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+
+    context = rclpy.Context()
+    rclpy.init(context=context, args=[])
+    node = Node("spinner_probe", context=context)
+    node.create_timer(0.02, period_callback)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(node)
+    return context, node, executor
+
+
+def test_background_spinner_stops_after_a_running_callback_and_the_node_can_then_go():
+    import threading
+
+    import rclpy
+
+    from vla_ros.nodes.runtime import BackgroundSpinner
+
+    inside = threading.Event()
+    finished = []
+
+    def slow():
+        inside.set()
+        time.sleep(0.4)
+        finished.append(time.monotonic())
+
+    context, node, executor = _spinner_rig(slow)
+    errors = []
+    hook, threading.excepthook = threading.excepthook, lambda a: errors.append(a.exc_value)
+    try:
+        spinner = BackgroundSpinner(executor, "probe").start()
+        assert inside.wait(5.0)
+        assert spinner.stop(timeout_s=10.0)
+        # stop() returned only after the callback that was running (0.4 s of it) had finished
+        assert finished
+        assert not spinner.is_alive() and spinner.error is None
+        n = len(finished)
+        node.destroy_node()  # nothing spins any more: no "cannot use Destroyable" in any thread
+        time.sleep(0.2)
+        assert len(finished) == n and errors == []
+    finally:
+        threading.excepthook = hook
+        rclpy.try_shutdown(context=context)
+
+
+def test_background_spinner_times_out_on_a_callback_that_does_not_end_and_reports_a_raise():
+    import threading
+
+    import rclpy
+
+    from vla_ros.nodes.runtime import BackgroundSpinner
+
+    release = threading.Event()
+    context, node, executor = _spinner_rig(lambda: release.wait(10.0))
+    try:
+        spinner = BackgroundSpinner(executor, "probe").start()
+        time.sleep(0.2)
+        assert spinner.stop(timeout_s=0.3) is False  # still inside the callback: executor left alone
+        release.set()
+        assert spinner.stop(timeout_s=10.0)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+    def boom():
+        raise RuntimeError("callback failed")
+
+    context, node, executor = _spinner_rig(boom)
+    try:
+        spinner = BackgroundSpinner(executor, "probe").start()
+        deadline = time.monotonic() + 10.0
+        while spinner.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not spinner.is_alive() and isinstance(spinner.error, RuntimeError)
+        assert spinner.stop(timeout_s=5.0)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

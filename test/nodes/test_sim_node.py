@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -23,32 +22,14 @@ from vla_ros.core.jtc import TrajectoryCommand
 from vla_ros.nodes import conversions as cv
 from vla_ros.nodes.sim_node import INSTRUCTION_QOS, SimNode, trajectory_command
 from vla_ros.sim.tasks import make_task
+from vla_ros.nodes.runtime import BackgroundSpinner
 
 SPEC = load_embodiment("fr3")
 ARM = SPEC.arms[0]
 
 
-class Spinner:
-    """Spins `executor` on a thread until `stop()`, which joins that thread before shutting the
-    executor down. (`executor.shutdown()` while another thread is inside `spin()` races with it:
-    rclpy destroys the executor's guard conditions under the spinning thread, which then fails
-    with "'NoneType' object has no attribute 'handle'" on a destroyed node.)"""
-
-    def __init__(self, executor) -> None:
-        self.executor = executor
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, name="test_spin", daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while not self._stop.is_set():
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.thread.join(timeout=60.0)  # generous: a loaded machine may be inside a long callback
-        assert not self.thread.is_alive(), "executor thread still spinning after 60 s"
-        self.executor.shutdown()
+def Spinner(executor) -> BackgroundSpinner:  # noqa: N802 - reads like the class it returns
+    return BackgroundSpinner(executor, "test_spin").start()
 
 
 def test_trajectory_message_conversion_keeps_jtc_fields():
@@ -101,7 +82,7 @@ def graph():
     executor.add_node(probe)
     spinner = Spinner(executor)
     yield sim, probe
-    spinner.stop()
+    assert spinner.stop(timeout_s=60.0)  # generous: a loaded machine may be inside a long callback
     sim.destroy_node()
     probe.destroy_node()
     rclpy.shutdown(context=context)
@@ -227,7 +208,7 @@ def test_aloha_topics_live_under_the_arm_namespaces():
         left = sim.spec.arm("follower_left")
         np.testing.assert_allclose(cv.joint_state_positions(states["follower_left"][-1], left.joint_names), left.home_rad, atol=3e-3)
     finally:
-        spinner.stop()
+        assert spinner.stop(timeout_s=60.0)  # generous: a loaded machine may be inside a long callback
         sim.destroy_node()
         probe.destroy_node()
         rclpy.shutdown(context=context)
@@ -258,7 +239,7 @@ def test_wall_clock_mode_stamps_with_wall_time_and_no_clock():
         assert all(cv.time_to_s(c.clock) < 1e6 for c in clocks)  # whatever arrives is someone's sim time
         assert 0.0 < sim.real_time_factor() <= 1.25  # paced to the wall clock: never ahead of it
     finally:
-        spinner.stop()
+        assert spinner.stop(timeout_s=60.0)  # generous: a loaded machine may be inside a long callback
         sim.destroy_node()
         probe.destroy_node()
         rclpy.shutdown(context=context)

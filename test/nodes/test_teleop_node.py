@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
 import time
 
 import numpy as np
@@ -23,6 +22,7 @@ from vla_ros.core.action_spaces import action_names
 from vla_ros.core.embodiment import load_embodiment
 from vla_ros.nodes import conversions as cv
 from vla_ros.nodes.teleop_node import TeleopNode, start
+from vla_ros.nodes.runtime import BackgroundSpinner
 
 pytestmark = pytest.mark.ros
 
@@ -56,8 +56,7 @@ class Harness:
         self.executor = MultiThreadedExecutor(num_threads=2)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
-        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self.spinner.start()
+        self.spinner = BackgroundSpinner(self.executor, "teleop_test").start()
 
     def serve_recorder(self, action: str, success: bool = True):
         def handle(request, response, a=action):
@@ -89,8 +88,7 @@ class Harness:
         return bool(predicate())
 
     def close(self):
-        self.executor.shutdown(timeout_sec=2.0)
-        self.spinner.join(timeout=2.0)
+        assert self.spinner.stop()
         self.node.destroy_node()
         self.peer.destroy_node()
 

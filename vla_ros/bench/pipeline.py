@@ -264,6 +264,7 @@ class _Graph:
 
         from vla_ros.core.embodiment import load_embodiment
         from vla_ros.nodes.policy_node import PolicyNode
+        from vla_ros.nodes.runtime import BackgroundSpinner
 
         # registered only in the benchmark's own process, like a real policy
         register_policy(BENCH_POLICY, f"{__name__}:make_reference_policy",
@@ -291,7 +292,7 @@ class _Graph:
         for n in (self.node, self.peer, self.controller):
             if n is not None:
                 self.executor.add_node(n)
-        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spin = BackgroundSpinner(self.executor, "bench_pipeline")
         self._stop = threading.Event()
         self._stream = threading.Thread(target=self._publish_sensors, daemon=True)
 
@@ -324,12 +325,10 @@ class _Graph:
         self._stream.join()
 
     def close(self) -> None:
-        self.executor.shutdown()
-        self._spin.join(timeout=5)
-        self.node.destroy_node()
-        self.peer.destroy_node()
-        if self.controller is not None:
-            self.controller.destroy_node()
+        if self._spin.stop():
+            for n in (self.node, self.peer, self.controller):
+                if n is not None:
+                    n.destroy_node()
 
 
 def chunk_to_command_latencies(chunks: Sequence[tuple[float, float]], commands_recv_s: Sequence[float],

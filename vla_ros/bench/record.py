@@ -168,10 +168,11 @@ def run(args: argparse.Namespace) -> dict:
 
     from rclpy.executors import SingleThreadedExecutor
 
+    from vla_ros.nodes.runtime import BackgroundSpinner
+
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="bench_spin", daemon=True)
-    spinner.start()
+    spinner = BackgroundSpinner(executor, "bench_spin").start()
     thread = threading.Thread(target=cell, name="bench_cell", daemon=True)
     try:
         thread.start()
@@ -199,9 +200,8 @@ def run(args: argparse.Namespace) -> dict:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        executor.shutdown(timeout_sec=10.0)
-        spinner.join(timeout=10.0)
-        node.destroy_node()
+        if spinner.stop():
+            node.destroy_node()
         rclpy.try_shutdown(context=context)
     ds = LeRobotDataset(out)
     meta = ds.episode_meta(0)

@@ -152,6 +152,7 @@ class _Bench:
 
         from vla_ros.nodes import conversions as cv
         from vla_ros.nodes.controller_node import ControllerNode
+        from vla_ros.nodes.runtime import BackgroundSpinner
 
         self.cv = cv
         self.spec = spec
@@ -180,9 +181,8 @@ class _Bench:
         self.executor.add_node(self.node)
         self.peer_executor = SingleThreadedExecutor(context=self.context)
         self.peer_executor.add_node(self.peer)
-        self.threads = [threading.Thread(target=ex.spin, daemon=True) for ex in (self.executor, self.peer_executor)]
-        for t in self.threads:
-            t.start()
+        self.spinners = [BackgroundSpinner(ex, name).start()
+                         for ex, name in ((self.executor, "bench_controller"), (self.peer_executor, "bench_peer"))]
         time.sleep(0.3)
         from rclpy.lifecycle import TransitionCallbackReturn
 
@@ -313,10 +313,9 @@ class _Bench:
     def close(self) -> None:
         import rclpy
 
-        self.executor.shutdown(timeout_sec=5.0)
-        self.peer_executor.shutdown(timeout_sec=5.0)
-        self.node.destroy_node()
-        self.peer.destroy_node()
+        if all([s.stop() for s in self.spinners]):
+            self.node.destroy_node()
+            self.peer.destroy_node()
         rclpy.try_shutdown(context=self.context)
 
 

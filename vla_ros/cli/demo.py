@@ -212,6 +212,7 @@ def run_demo(
     from rclpy.parameter import Parameter
 
     from vla_ros.nodes.controller_node import ControllerNode
+    from vla_ros.nodes.runtime import BackgroundSpinner
     from vla_ros.nodes.policy_node import PolicyNode
     from vla_ros.nodes.sim_node import SimNode
 
@@ -221,8 +222,7 @@ def run_demo(
     nodes = []
     lifecycle_configured: list = []  # what the teardown must undo, in order
     lifecycle_active: list = []
-    executor = None
-    spin_thread = None
+    spinner = None
     try:
         sim = SimNode(
             context=context,
@@ -259,8 +259,7 @@ def run_demo(
         executor = MultiThreadedExecutor(num_threads=4, context=context)
         for n in nodes:
             executor.add_node(n)
-        spin_thread = threading.Thread(target=executor.spin, name="demo_executor", daemon=True)
-        spin_thread.start()
+        spinner = BackgroundSpinner(executor, "demo_executor").start()
 
         _transition(controller, "controller_node", "configure")
         lifecycle_configured.append(controller)
@@ -296,7 +295,7 @@ def run_demo(
                 if sim.hw.time_s - start_s > timeout_s:
                     report = EpisodeReport(k, seed + k, instruction, False, timeout_s, time.monotonic() - wall0)
                     break
-                if not spin_thread.is_alive():
+                if not spinner.is_alive():
                     raise RuntimeError("the executor stopped; see the node logs above")
                 time.sleep(0.01)
             reports.append(report)
@@ -315,12 +314,11 @@ def run_demo(
             n.trigger_deactivate()
         # Stop spinning before cleanup destroys the nodes' publishers and subscriptions: the
         # executor must not be waiting on entities that are being destroyed.
-        if executor is not None:
-            executor.shutdown(timeout_sec=5.0)
-        if spin_thread is not None:
-            spin_thread.join(timeout=5.0)
-        for n in lifecycle_configured:
-            n.trigger_cleanup()
-        for n in reversed(nodes):
-            n.destroy_node()
+        idle = spinner is None or spinner.stop()
+        if idle:
+            for n in lifecycle_configured:
+                n.trigger_cleanup()
+            for n in reversed(nodes):
+                n.destroy_node()
+        # (not idle: a callback still runs after 30 s; the nodes go with the process)
         rclpy.try_shutdown(context=context)

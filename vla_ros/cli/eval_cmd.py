@@ -71,6 +71,9 @@ def first_lifted(samples: Sequence[tuple[float, dict[str, np.ndarray]]], thresho
     return None if found is None else found[0]
 
 
+_OBSERVER_DEPTH = 2000  # messages kept per subscription while the observer's executor lags (sim/objects: 66 s)
+
+
 def episode_start_index(samples: Sequence[tuple[float, dict[str, np.ndarray]]],
                         initial_xyz: dict[str, np.ndarray], tol_m: float = _POSE_MATCH_M) -> int | None:
     """Index of the last sample whose cube positions all equal the episode's initial ones,
@@ -195,6 +198,7 @@ class _Observer:
         from trajectory_msgs.msg import JointTrajectory
         from visualization_msgs.msg import MarkerArray
 
+        from vla_ros.nodes.runtime import BackgroundSpinner
         from vla_ros.nodes.sim_node import INSTRUCTION_QOS
 
         self.spec = spec
@@ -215,15 +219,18 @@ class _Observer:
             self._instruction_pub = node.create_publisher(String, "instruction", INSTRUCTION_QOS)
             node.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS)
             node.create_timer(0.25, self._publish_override)
-        node.create_subscription(MarkerArray, "sim/objects", self._on_objects, 50)
+        # Deep queues for what the measurement needs (small messages): on a loaded machine this
+        # executor (which also decodes video frames) lags the sim by seconds, and a KEEP_LAST queue of
+        # 50 (1.7 s of sim/objects) then dropped the very samples that show the lift.
+        node.create_subscription(MarkerArray, "sim/objects", self._on_objects, _OBSERVER_DEPTH)
         for arm in spec.arms:
             bare = tuple(arm.joint_names)
             if arm.command.kind == "joint_trajectory":
                 node.create_subscription(JointTrajectory, arm.command.topic,
-                                         lambda m, a=arm.name: self._on_trajectory(a, m), 50)
+                                         lambda m, a=arm.name: self._on_trajectory(a, m), _OBSERVER_DEPTH)
             else:
                 node.create_subscription(Float64MultiArray, arm.command.topic,
-                                         lambda m, a=arm.name: self._on_forward(a, m), 50)
+                                         lambda m, a=arm.name: self._on_forward(a, m), _OBSERVER_DEPTH)
             node.create_subscription(JointState, arm.joint_states_topic,
                                      lambda m, a=arm.name, b=bare: self._on_joint_state(a, b, m),
                                      qos_profile_sensor_data)
@@ -233,8 +240,7 @@ class _Observer:
             node.create_subscription(kind, cam.topic, self._on_image, qos_profile_sensor_data)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(node)
-        self._thread = threading.Thread(target=self.executor.spin, name="eval_observer", daemon=True)
-        self._thread.start()
+        self._spinner = BackgroundSpinner(self.executor, "eval_observer").start()
 
     def _new_segment(self) -> dict:
         return {"objects": [], "frames": [], "home": self._home, "joint_names": self._names,
@@ -311,9 +317,8 @@ class _Observer:
     def close(self) -> None:
         import rclpy
 
-        self.executor.shutdown(timeout_sec=5.0)
-        self._thread.join(timeout=5.0)
-        self.node.destroy_node()
+        if self._spinner.stop():
+            self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 
 

@@ -20,7 +20,6 @@ import math
 import os
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 
@@ -103,6 +102,7 @@ def record_teleop(args: argparse.Namespace) -> int:
     from rclpy.parameter import Parameter
 
     from vla_ros.nodes.recorder_node import RecorderNode
+    from vla_ros.nodes.runtime import BackgroundSpinner
 
     rclpy.init(args=[])
     node = RecorderNode(parameter_overrides=[
@@ -119,13 +119,12 @@ def record_teleop(args: argparse.Namespace) -> int:
         return 2
     executor = MultiThreadedExecutor(num_threads=5)
     executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    spinner = BackgroundSpinner(executor, "record_executor").start()
     print(f"recording into {args.out} with teleop '{args.teleop}': use the teleop's episode buttons "
           "(start / save / discard); Ctrl-C to stop", flush=True)
     saved0 = node.status_values().get("episodes_saved", 0)
     try:
-        while thread.is_alive():
+        while spinner.is_alive():
             v = node.status_values()
             line = (f"episode {v['episode']}  {'RECORDING' if v['recording'] else 'idle     '}  {v['frames']:5d} frames  "
                     f"{v['seconds']:7.2f} s  {v['dropped']} dropped  {v['episodes_saved']} saved  "
@@ -135,9 +134,10 @@ def record_teleop(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     v = node.status_values()
-    executor.shutdown(timeout_sec=5.0)
+    idle = spinner.stop()
     node.trigger_deactivate()
-    node.destroy_node()
+    if idle:
+        node.destroy_node()
     rclpy.try_shutdown()
     print()
     print(json.dumps({"dataset": str(args.out), "teleop": args.teleop, "saved": v["episodes_saved"] - saved0,
@@ -188,7 +188,7 @@ class RecordSession:
         self._configured: list = []
         self._active: list = []
         self.executor = None
-        self._thread = None
+        self._spinner = None
         self.recorder = None
         try:
             sim_overrides = {"embodiment": embodiment, "seed": int(seed), "real_time_factor": float(real_time_factor)}
@@ -235,8 +235,9 @@ class RecordSession:
         self.executor.add_node(node)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.executor.spin, name="record_executor", daemon=True)
-        self._thread.start()
+        from vla_ros.nodes.runtime import BackgroundSpinner
+
+        self._spinner = BackgroundSpinner(self.executor, "record_executor").start()
         if self.recorder is not None:
             _transition(self.recorder, "recorder_node", "configure")
             self._configured.insert(0, self.recorder)
@@ -313,7 +314,7 @@ class RecordSession:
                 return True, done_at - start_s
             if self.sim_time_s() - start_s > timeout_s:
                 return False, timeout_s
-            if not self._thread.is_alive():
+            if not self._spinner.is_alive():
                 raise RuntimeError("the executor stopped; see the node logs above")
             if progress is not None and time.monotonic() - last > 0.5 and self.recorder is not None:
                 last = time.monotonic()
@@ -363,15 +364,13 @@ class RecordSession:
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
         self._active = []
-        if self.executor is not None:
-            self.executor.shutdown(timeout_sec=30.0)
-        if self._thread is not None:
-            # the nodes must not be destroyed under a spinning executor (a loaded machine takes a while)
-            self._thread.join(timeout=30.0)
-        for n in self._configured:
-            n.trigger_cleanup()
+        # the nodes must not be destroyed under a spinning executor (a loaded machine takes a while)
+        idle = self._spinner is None or self._spinner.stop()
+        if idle:
+            for n in self._configured:
+                n.trigger_cleanup()
+            for n in reversed(self.nodes):
+                n.destroy_node()
         self._configured = []
-        for n in reversed(self.nodes):
-            n.destroy_node()
         self.nodes = []
         rclpy.try_shutdown(context=self.context)

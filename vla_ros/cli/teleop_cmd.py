@@ -18,7 +18,6 @@ import os
 import re
 import select
 import sys
-import threading
 
 _EXIT_BAD_INPUT = 2
 _ESCAPE_SEQUENCE = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|O.|.)?", re.DOTALL)
@@ -65,6 +64,7 @@ def teleop_run(args: argparse.Namespace) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
+    from vla_ros.nodes.runtime import BackgroundSpinner
     from vla_ros.nodes.teleop_node import TeleopNode, start
 
     # Ctrl-C stays a KeyboardInterrupt in this (the terminal's) thread: the session deactivates
@@ -78,16 +78,13 @@ def teleop_run(args: argparse.Namespace) -> int:
             print("vla-ros teleop: the teleop node did not start (see the error above)", file=sys.stderr)
             return _EXIT_BAD_INPUT
         executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, name="teleop_spin", daemon=True)
-        spinner.start()
+        spinner = BackgroundSpinner(executor, "teleop_spin").start()
         return keyboard_session(node)
     finally:
         if node.active:
             node.trigger_deactivate()  # a stop chunk if the arm was moving
-        executor.shutdown(timeout_sec=2.0)
-        if spinner is not None:
-            spinner.join(timeout=2.0)
-        node.destroy_node()
+        if spinner is None or spinner.stop():
+            node.destroy_node()
         rclpy.try_shutdown()
 
 

@@ -68,6 +68,7 @@ from vla_ros.nodes.real_interfaces import ControllerRealInterfaces, check_messag
 from vla_ros.nodes.ros_msgs import MessagesUnavailable
 
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+ESTOP_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 # Python threads take turns every switch interval (default 5 ms): while a chunk is being decided,
 # the e-stop thread must get the interpreter within a fraction of a command period.
 GIL_SWITCH_INTERVAL_S = 0.0005
@@ -228,9 +229,12 @@ class ControllerNode(LifecycleNode):
                 self.get_logger().warning(
                     f"arm '{arm.name}': the gripper has no command topic in the config (e.g. franka_gripper is "
                     "action-only); chunks' gripper columns are accepted but not sent")
-        self._subs.append(self.create_subscription(Bool, "estop", self._on_estop, 10,
+        # Deep queues: in a burst (a storm of e-stop/release messages while chunks hold the lock) a
+        # KEEP_LAST of 10 dropped the oldest: an e-stop `true` followed by ten `false`s was lost,
+        # and release requests went unanswered.
+        self._subs.append(self.create_subscription(Bool, "estop", self._on_estop, ESTOP_QOS,
                                                    callback_group=self._estop_group))
-        self._service = self.create_service(Trigger, "~/release_estop", self._on_release,
+        self._service = self.create_service(Trigger, "~/release_estop", self._on_release, qos_profile=ESTOP_QOS,
                                             callback_group=self._estop_group)
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
         self._path_pub = self.create_publisher(MarkerArray, "planned_path", 10)

@@ -117,6 +117,60 @@ def _wait_for_callbacks(executor: Executor, timeout_s: float) -> bool:
     return True
 
 
+class BackgroundSpinner:
+    """An executor spun on a daemon thread, for the in-process graphs (`vla-ros demo|eval|record`,
+    the benches, the tests), with the stop that rclpy's own `executor.spin()` + `shutdown()` lacks.
+
+    `executor.shutdown()` called while another thread is inside `executor.spin()` destroys the
+    guard condition in that thread's wait set ("cannot use Destroyable because destruction was
+    requested", seen in CI under load). Here the thread runs `spin_once` in a loop that ends on a
+    flag; `stop()` clears the flag, joins the thread, waits for callbacks still running in the
+    executor's pool, and only then shuts the executor down. Nodes may be destroyed after `stop()`
+    returns True."""
+
+    def __init__(self, executor: Executor, name: str = "executor", period_s: float = SPIN_PERIOD_S) -> None:
+        self.executor = executor
+        self.period_s = period_s
+        self.error: BaseException | None = None
+        self._running = False
+        self._thread = threading.Thread(target=self._spin, name=name, daemon=True)
+
+    def _spin(self) -> None:
+        try:
+            while self._running:
+                self.executor.spin_once(timeout_sec=self.period_s)
+        except ExternalShutdownException:
+            pass
+        except Exception as err:  # noqa: BLE001 - kept for the owner: is_alive() turns False
+            self.error = err
+            rclpy.logging.get_logger(self._thread.name).error(
+                f"a callback raised; the executor stopped: {err!r}\n{traceback.format_exc()}")
+        finally:
+            self._running = False
+
+    def start(self) -> "BackgroundSpinner":
+        self._running = True
+        self._thread.start()
+        return self
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop spinning; True when the thread and every callback have finished (then the executor
+        is shut down and the nodes can be destroyed), False on timeout (the executor is left alone)."""
+        deadline = time.monotonic() + timeout_s
+        self._running = False
+        if self._thread.ident is not None:
+            self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                return False
+        if not _wait_for_callbacks(self.executor, max(0.0, deadline - time.monotonic())):
+            return False
+        self.executor.shutdown(timeout_sec=0)
+        return True
+
+
 def stop_with_parent() -> bool:
     """Linux: have the kernel send SIGTERM (handled like Ctrl-C) to this process when the process
     that started it dies. A launch killed with SIGKILL, or with SIGTERM (launch then cancels itself
