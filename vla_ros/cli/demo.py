@@ -212,8 +212,8 @@ def run_demo(
     from rclpy.parameter import Parameter
 
     from vla_ros.nodes.controller_node import ControllerNode
-    from vla_ros.nodes.runtime import BackgroundSpinner
     from vla_ros.nodes.policy_node import PolicyNode
+    from vla_ros.nodes.runtime import BackgroundSpinner
     from vla_ros.nodes.sim_node import SimNode
 
     context = rclpy.Context()

@@ -126,30 +126,33 @@ class BackgroundSpinner:
     requested", seen in CI under load). Here the thread runs `spin_once` in a loop that ends on a
     flag; `stop()` clears the flag, joins the thread, waits for callbacks still running in the
     executor's pool, and only then shuts the executor down. Nodes may be destroyed after `stop()`
-    returns True."""
+    returns True.
 
-    def __init__(self, executor: Executor, name: str = "executor", period_s: float = SPIN_PERIOD_S) -> None:
+    `stop_event`: the flag, shared with the owner (run_node's signal event); the loop also sets it
+    when it ends on its own (a callback raised: `error`, logged fatal on `logger`)."""
+
+    def __init__(self, executor: Executor, name: str = "executor", period_s: float = SPIN_PERIOD_S,
+                 stop_event: threading.Event | None = None, logger=None) -> None:
         self.executor = executor
         self.period_s = period_s
         self.error: BaseException | None = None
-        self._running = False
+        self._stop = stop_event if stop_event is not None else threading.Event()
+        self._logger = logger if logger is not None else rclpy.logging.get_logger(name)
         self._thread = threading.Thread(target=self._spin, name=name, daemon=True)
 
     def _spin(self) -> None:
         try:
-            while self._running:
+            while not self._stop.is_set():
                 self.executor.spin_once(timeout_sec=self.period_s)
         except ExternalShutdownException:
             pass
         except Exception as err:  # noqa: BLE001 - kept for the owner: is_alive() turns False
             self.error = err
-            rclpy.logging.get_logger(self._thread.name).error(
-                f"a callback raised; the executor stopped: {err!r}\n{traceback.format_exc()}")
+            self._logger.fatal(f"a callback raised; exiting: {err!r}\n{traceback.format_exc()}")
         finally:
-            self._running = False
+            self._stop.set()
 
     def start(self) -> "BackgroundSpinner":
-        self._running = True
         self._thread.start()
         return self
 
@@ -160,7 +163,7 @@ class BackgroundSpinner:
         """Stop spinning; True when the thread and every callback have finished (then the executor
         is shut down and the nodes can be destroyed), False on timeout (the executor is left alone)."""
         deadline = time.monotonic() + timeout_s
-        self._running = False
+        self._stop.set()
         if self._thread.ident is not None:
             self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
             if self._thread.is_alive():
@@ -208,24 +211,7 @@ def run_node(
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     logger = rclpy.logging.get_logger(name)
     node: Node | None = None
-    executor: Executor | None = None
-    spin_thread: threading.Thread | None = None
-    crashed: list[BaseException] = []
-
-    def spin() -> None:
-        try:
-            # spin_once in a loop rather than spin(): the loop ends on its own when the stop event
-            # is set, so the executor is idle before it is shut down (see _wait_for_callbacks).
-            while not stop.event.is_set():
-                executor.spin_once(timeout_sec=SPIN_PERIOD_S)
-        except ExternalShutdownException:
-            pass
-        except Exception as err:  # noqa: BLE001 - reported here, the process exits 1
-            crashed.append(err)
-            logger.fatal(f"a callback raised; exiting: {err!r}\n{traceback.format_exc()}")
-        finally:
-            stop.event.set()
-
+    spinner: BackgroundSpinner | None = None
     try:
         try:
             node = make_node()
@@ -237,8 +223,8 @@ def run_node(
         autostart = declare_autostart(node) if lifecycle else False
         executor = make_executor()
         executor.add_node(node)
-        spin_thread = threading.Thread(target=spin, name=f"{name}_executor", daemon=True)
-        spin_thread.start()
+        # Ends on the signal's event; a callback that raises ends it too (and sets the event): exit 1.
+        spinner = BackgroundSpinner(executor, f"{name}_executor", stop_event=stop.event, logger=logger).start()
         if autostart and not stop.event.is_set():
             ok = TransitionCallbackReturn.SUCCESS
             if node.trigger_configure() != ok or (not stop.event.is_set() and node.trigger_activate() != ok):
@@ -249,8 +235,7 @@ def run_node(
         while not stop.event.wait(0.5):
             pass
         logger.info(f"{stop.name or 'executor stopped'}: shutting down")
-        spin_thread.join(timeout=EXECUTOR_SHUTDOWN_TIMEOUT_S)
-        _wait_for_callbacks(executor, EXECUTOR_SHUTDOWN_TIMEOUT_S)
+        spinner.stop(EXECUTOR_SHUTDOWN_TIMEOUT_S)
         if on_stop is not None:
             on_stop(node)
         if lifecycle and lifecycle_state(node) == "active":
@@ -260,14 +245,10 @@ def run_node(
                 logger.error("deactivate failed on the way out")
         if not flush_publishers(node):
             logger.warning("some messages were not acknowledged before exiting")
-        return 1 if crashed else 0
+        return 1 if spinner.error is not None else 0
     finally:
-        stop.event.set()  # also on the early ways out (autostart failed): the executor thread ends
-        if spin_thread is not None:
-            spin_thread.join(timeout=EXECUTOR_SHUTDOWN_TIMEOUT_S)
-        if executor is not None:
-            _wait_for_callbacks(executor, EXECUTOR_SHUTDOWN_TIMEOUT_S)
-            executor.shutdown(timeout_sec=0)
+        if spinner is not None:  # also on the early ways out (autostart failed): the executor thread ends
+            spinner.stop(EXECUTOR_SHUTDOWN_TIMEOUT_S)
         if node is not None:
             (destroy or type(node).destroy_node)(node)
         rclpy.try_shutdown()
