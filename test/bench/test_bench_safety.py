@@ -34,7 +34,7 @@ def test_decide_rates_per_size_and_the_oversize_refusal():
 def test_bench_safety_runs_through_ros_and_reports_every_measurement():
     args = argparse.Namespace(sizes="10", estops=5, chunk_rate_hz=20.0, cpu_load=0)
     result = bench_safety.run(args)
-    for phase in ("idle", "loaded"):
+    for phase in ("idle", "chunks", "loaded"):
         entry = result[phase]
         assert entry["estop_latency_ms"]["n"] + entry["estops_unanswered"] == 5
         assert entry["estop_latency_ms"]["n"] >= 4  # a loaded CI machine may miss one
@@ -42,7 +42,9 @@ def test_bench_safety_runs_through_ros_and_reports_every_measurement():
         assert entry["tick_period_ms"] == 50.0 and entry["tick_jitter_ms"]["n"] > 5
         assert entry["internal_errors"] == 0
         assert 10.0 <= entry["start_lead_ms"] <= 100.0
-    assert result["loaded"]["chunks_decided_per_s"] > 0 and result["loaded"]["chunk_points"] == 1000
+    for phase in ("chunks", "loaded"):
+        assert result[phase]["chunks_decided_per_s"] > 0 and result[phase]["chunk_points"] == 1000
+    assert result["chunks"]["cpu_load_processes"] == 0
 
 
 def test_takeover_jumps_hand_computed():

@@ -146,6 +146,30 @@ def test_frame_pose_base_composition():
     np.testing.assert_allclose(in_left, np.linalg.inv(world_base) @ world_tool, atol=1e-12)
 
 
+@pytest.mark.parametrize("name,frame,base", [
+    ("fr3", "fr3_hand_tcp", None),
+    ("fr3", "fr3_hand_tcp", "fr3_link0"),  # a fixed base: one transform for all rows
+    ("fr3", "fr3_hand_tcp", "fr3_link3"),  # a base moved by q
+    ("ur5e", "tool0", "base_link"),
+    ("aloha", "follower_right/gripper_link", "follower_left/base_link"),
+])
+def test_frame_positions_are_frame_pose_per_row(name, frame, base):
+    kin = kin_for(name)
+    qs = random_qs(kin, 50, seed=11)
+    expected = np.array([kin.frame_pose(q, frame, base)[:3, 3] for q in qs])
+    np.testing.assert_allclose(kin.frame_positions(qs, frame, base), expected, atol=1e-12)
+
+
+def test_frame_positions_refuse_bad_arrays():
+    kin = kin_for("fr3")
+    qs = random_qs(kin, 3, seed=1)
+    with pytest.raises(KinematicsError, match=r"shape \(N, 7\)"):
+        kin.frame_positions(qs[:, :6], "fr3_hand_tcp")
+    qs[1, 2] = np.nan
+    with pytest.raises(KinematicsError, match="non-finite"):
+        kin.frame_positions(qs, "fr3_hand_tcp")
+
+
 # ----------------------------------------------------------------------------------- Jacobian
 
 

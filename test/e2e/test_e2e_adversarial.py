@@ -397,13 +397,16 @@ def test_controller_killed_mid_motion_stops_within_the_limits(tmp_path, own_ros_
     assert np.all(peak_v <= limits.velocity_rad_s * (1 + 1e-6))
     assert np.all(q_cmd >= limits.lower_rad) and np.all(q_cmd <= limits.upper_rad)
     assert np.all(v_cmd[-1] == 0.0)  # the JTC ran the trajectory to its end and holds it
-    # The measured arm comes to rest: over the last 0.3 s it moves less than 2 mrad.
-    last = t_meas >= t_meas[-1] - 0.3
+    # The measured arm comes to rest: over the last 0.3 s (of arrival, as at_rest waited) it moves
+    # less than 2 mrad.
+    arrival = np.array([t for t, _ in states_])
+    last = arrival >= arrival[-1] - 0.3
     assert np.max(np.ptp(q_meas[last], axis=0)) < 2e-3
-    # Measured velocity over 5 joint_states periods (20 ms): the sim stamps each message with
-    # the wall clock when it is published, so single-period differences carry that jitter.
-    v_meas = (q_meas[5:] - q_meas[:-5]) / np.maximum(t_meas[5:] - t_meas[:-5], 1e-6)[:, None]
-    after = t_meas[5:] >= t_kill
+    # The simulated joints' own velocities (MuJoCo's qvel, in each joint_states message): position
+    # differences over the messages' stamps showed 9 rad/s "spikes" when the physics thread, behind
+    # the wall clock on a loaded machine, caught up several steps between two stamps.
+    v_meas = np.array([[m.velocity[list(m.name).index(j)] for j in JOINT_NAMES] for _, m in states_])
+    after = arrival >= t_kill
     assert np.all(np.abs(v_meas) <= limits.velocity_rad_s * 1.05), np.max(np.abs(v_meas), axis=0)
     print(f"\nkill mid-motion: commanded j7 {v_cmd[tail][0, 6]:.3f} rad/s -> 0, peak commanded decel "
           f"{peak_a[6]:.2f} rad/s^2 (limit {limits.acceleration_rad_s2[6]}), measured |v| max after kill "

@@ -1,15 +1,16 @@
 """`vla-ros bench safety`: the safety envelope under load (issue 11).
 
-Measurements, all on the wall clock, FR3 (JTC output), in one process:
+Measurements, all on the wall clock, FR3 (JTC output). The controller node runs in its own process
+(as deployed); the bench's peer, here, plays the driver (joint_states at 100 Hz, the JTC topic) and
+the policy (chunks):
 - decide: chunks per second ControllerCore decides (accept, merge, fit; `submit_chunk`) at each
   size (joint_position chunks, a slow sine at the config's policy period, up to max_chunk_points),
   and for refusals that the bounds catch before any work (an oversize chunk).
 - estop: e-stop latency through real ROS topics: a peer publishes `estop` and waits for the hold
   trajectory (the first JointTrajectory computed after its publish time); p50/p99/max, and the
-  node's own part (callback start, lock wait included, to the hold published); idle
-  and while max-size chunks arrive at `--chunk-rate-hz` (default 50 Hz) with `--cpu-load` busy
-  processes (default: one per CPU) competing for the CPUs. The controller node runs on a
-  MultiThreadedExecutor as deployed (chunk decisions in their own callback group, outside the lock).
+  node's own part (callback start, lock wait included, to the hold published); in three phases:
+  idle, "chunks" (max-size chunks arrive at `--chunk-rate-hz`, default 50 Hz) and "loaded" (the
+  same chunks, and `--cpu-load` busy processes, default one per CPU, competing for the CPUs).
 - ticks: the command timer's period jitter |interval - period| p50/p99/max, idle and under the
   same load (the core's tick calls, timed inside the node).
 - lead: the start lead the node derived from its measured publish->arrival delay under load, and
@@ -138,20 +139,20 @@ def takeover_jumps(messages, joints, cv) -> dict:
 
 
 class _Bench:
-    """The controller node on a MultiThreadedExecutor and a peer on its own thread."""
+    """The controller node in its own process (as deployed: `controller_node` on a
+    MultiThreadedExecutor, chunk decisions in their own callback group), and a peer here that
+    plays the driver and the policy. The controller reports its inner timings over a pipe."""
 
-    def __init__(self, spec, kin) -> None:
+    def __init__(self, spec) -> None:
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
-        from rclpy.parameter import Parameter
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Bool
         from std_srvs.srv import Trigger
         from trajectory_msgs.msg import JointTrajectory
 
         from vla_ros.nodes import conversions as cv
-        from vla_ros.nodes.controller_node import ControllerNode
         from vla_ros.nodes.runtime import BackgroundSpinner
 
         self.cv = cv
@@ -161,8 +162,6 @@ class _Bench:
         self.t0 = time.time()
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.node = ControllerNode(spec=spec, kinematics=kin, context=self.context,
-                                   parameter_overrides=[Parameter("joint_state_timeout_s", value=1.0)])
         self.peer = Node("safety_bench_peer", context=self.context)
         self.lock = threading.Lock()
         self.trajectories: list[tuple[float, float]] = []  # (arrival, stamp)
@@ -174,30 +173,29 @@ class _Bench:
         self.release = self.peer.create_client(Trigger, "controller/release_estop")
         self.Bool, self.Trigger = Bool, Trigger
         self.peer.create_timer(0.01, self._publish_state)
-        self.tick_times: list[float] = []
-        core_tick = None
-
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
-        self.executor.add_node(self.node)
         self.peer_executor = SingleThreadedExecutor(context=self.context)
         self.peer_executor.add_node(self.peer)
-        self.spinners = [BackgroundSpinner(ex, name).start()
-                         for ex, name in ((self.executor, "bench_controller"), (self.peer_executor, "bench_peer"))]
-        time.sleep(0.3)
-        from rclpy.lifecycle import TransitionCallbackReturn
+        self.spinner = BackgroundSpinner(self.peer_executor, "bench_peer").start()
+        ctx = mp.get_context("spawn")  # never fork a process with DDS threads running
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_controller_process, args=(child, spec.name), daemon=True,
+                                   name="bench_controller")
+        self.process.start()
+        child.close()
+        if not self.conn.poll(60.0):
+            raise RuntimeError("the controller process did not start within 60 s")
+        ready = self.conn.recv()
+        if "error" in ready:
+            raise RuntimeError(f"the controller process failed: {ready['error']}")
+        self.max_chunk_points = ready["max_chunk_points"]
+        self.max_chunk_period_s = ready["max_chunk_period_s"]
+        self.tick_period_s = ready["tick_period_s"]
 
-        assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        core = self.node.core
-        core_tick = core.tick
-
-        def timed_tick(now_s, stream=True):
-            if stream:
-                self.tick_times.append(time.perf_counter())
-            return core_tick(now_s, stream)
-
-        core.tick = timed_tick
-        self._wait(lambda: core.measured_positions() is not None, 10.0)
-        assert self.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    def stats(self) -> dict:
+        self.conn.send("stats")
+        if not self.conn.poll(30.0):
+            raise RuntimeError("the controller process did not answer within 30 s")
+        return self.conn.recv()
 
     @staticmethod
     def _wait(predicate, timeout_s: float) -> bool:
@@ -209,7 +207,7 @@ class _Bench:
         return predicate()
 
     def now(self) -> float:
-        return self.node.now_s()
+        return self.peer.get_clock().now().nanoseconds * 1e-9
 
     def _publish_state(self) -> None:
         self.state_pub.publish(self.cv.make_joint_state(self.arm.joint_names, self.home))
@@ -219,11 +217,11 @@ class _Bench:
             self.trajectories.append((self.now(), self.cv.time_to_s(msg.header.stamp)))
             self.messages.append((self.trajectories[-1][0], msg))
 
-    def send_chunk(self, steps: int) -> None:
+    def send_chunk(self) -> None:
         from vla_ros.core.action_spaces import action_names
         from vla_ros.core.types import ActionChunk
 
-        period = period_for(self.node.core, steps)
+        steps, period = self.max_chunk_points, self.max_chunk_period_s
         names = action_names(self.spec, "joint_position")
         now = self.now()
         values = np.hstack([sine_rows(self.home, now - self.t0, steps, period), np.ones((steps, 1))])
@@ -252,21 +250,19 @@ class _Bench:
         feeder = None
         procs = []
         if chunk_rate_hz > 0:
-            def feed():
-                steps = self.node.core.config.max_chunk_points
+            def feed():  # on a fixed schedule: the rate is what was asked, however long a publish takes
+                due = time.monotonic()
                 while not stop.is_set():
-                    self.send_chunk(steps)
-                    time.sleep(1.0 / chunk_rate_hz)
+                    self.send_chunk()
+                    due = max(due + 1.0 / chunk_rate_hz, time.monotonic() - 1.0 / chunk_rate_hz)
+                    stop.wait(max(0.0, due - time.monotonic()))
             feeder = threading.Thread(target=feed, daemon=True)
         mp_stop = mp.Event()
         for _ in range(load):
             p = mp.Process(target=_busy, args=(mp_stop,), daemon=True)
             p.start()
             procs.append(p)
-        core = self.node.core
-        decided0 = core.chunks_accepted + core.chunks_refused
-        accepted0 = core.chunks_accepted
-        self.tick_times.clear()
+        before = self.stats()
         with self.lock:
             self.messages.clear()
         t0 = time.perf_counter()
@@ -274,7 +270,6 @@ class _Bench:
             feeder.start()
         time.sleep(0.5)
         latencies, missed = [], 0
-        handled0 = len(self.node.estop_handling_s)
         try:
             for _ in range(estops):
                 lat = self.estop_latency()
@@ -291,32 +286,100 @@ class _Bench:
             for p in procs:
                 p.join(timeout=5.0)
         elapsed = time.perf_counter() - t0
+        after = self.stats()
         with self.lock:
             messages = list(self.messages)
         takeover = takeover_jumps(messages, self.arm.command.joint_names, self.cv)
-        ticks = np.diff(np.asarray(self.tick_times))
-        period = 1.0 / core.config.replan_rate_hz
+        ticks = np.diff(np.asarray([t for t in after["tick_times"] if t >= t0]))
+        handled = after["estop_handling_s"][len(before["estop_handling_s"]):]
+        decided = after["chunks_accepted"] + after["chunks_refused"] - before["chunks_accepted"] - before["chunks_refused"]
         return {
             "estop_latency_ms": _pct_ms(latencies),
-            "estop_callback_to_hold_published_ms": _pct_ms(self.node.estop_handling_s[handled0:]),
+            "estop_callback_to_hold_published_ms": _pct_ms(handled),
             "estops_unanswered": missed,
-            "tick_jitter_ms": _pct_ms(np.abs(ticks - period)),
-            "tick_period_ms": round(1e3 * period, 3),
-            "chunks_decided_per_s": round((core.chunks_accepted + core.chunks_refused - decided0) / elapsed, 1),
-            "chunks_accepted": core.chunks_accepted - accepted0,
-            "start_lead_ms": round(1e3 * core.start_lead_s, 3),
-            "command_delay_p99_ms": None if core.command_delay_p99_s is None else round(1e3 * core.command_delay_p99_s, 3),
-            "internal_errors": core.internal_errors,
+            "tick_jitter_ms": _pct_ms(np.abs(ticks - self.tick_period_s)),
+            "tick_period_ms": round(1e3 * self.tick_period_s, 3),
+            "chunks_decided_per_s": round(decided / elapsed, 1),
+            "chunks_accepted": after["chunks_accepted"] - before["chunks_accepted"],
+            "start_lead_ms": round(1e3 * after["start_lead_s"], 3),
+            "command_delay_p99_ms": None if after["command_delay_p99_s"] is None
+            else round(1e3 * after["command_delay_p99_s"], 3),
+            "internal_errors": after["internal_errors"],
             "takeovers": takeover,
         }
 
     def close(self) -> None:
         import rclpy
 
-        if all([s.stop() for s in self.spinners]):
-            self.node.destroy_node()
+        try:
+            self.conn.send("stop")
+        except OSError:
+            pass
+        self.process.join(timeout=15.0)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5.0)
+        if self.spinner.stop():
             self.peer.destroy_node()
         rclpy.try_shutdown(context=self.context)
+
+
+def _controller_process(conn, embodiment: str) -> None:
+    """The bench's controller: `ControllerNode` on a MultiThreadedExecutor in this process, its
+    command timer's tick calls timed; answers "stats" with its counters and timings, ends on "stop"."""
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from vla_ros.nodes.controller_node import ControllerNode, make_executor
+    from vla_ros.nodes.runtime import BackgroundSpinner
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = ControllerNode(context=context, parameter_overrides=[Parameter("embodiment", value=embodiment),
+                                                                 Parameter("joint_state_timeout_s", value=1.0)])
+    executor = make_executor(context)
+    executor.add_node(node)
+    spinner = BackgroundSpinner(executor, "bench_controller").start()
+    tick_times: list[float] = []
+    try:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError("configure failed (see the controller's log)")
+        core = node.core
+        core_tick = core.tick
+
+        def timed_tick(now_s, stream=True):
+            if stream:
+                tick_times.append(time.perf_counter())
+                del tick_times[:-100000]
+            return core_tick(now_s, stream)
+
+        core.tick = timed_tick
+        if not _Bench._wait(lambda: core.measured_positions() is not None, 30.0):
+            raise RuntimeError("no joint_states from the bench's peer within 30 s")
+        if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError("activate failed")
+        forward = any(a.command.kind == "forward_position" for a in core.spec.arms)
+        conn.send({"max_chunk_points": core.config.max_chunk_points,
+                   "max_chunk_period_s": period_for(core, core.config.max_chunk_points),
+                   "tick_period_s": 1.0 / (core.command_rate_hz if forward else core.config.replan_rate_hz)})
+        while True:
+            request = conn.recv()
+            if request == "stop":
+                break
+            conn.send({"tick_times": list(tick_times), "estop_handling_s": list(node.estop_handling_s),
+                       "chunks_accepted": core.chunks_accepted, "chunks_refused": core.chunks_refused,
+                       "start_lead_s": core.start_lead_s, "command_delay_p99_s": core.command_delay_p99_s,
+                       "internal_errors": core.internal_errors})
+    except (RuntimeError, EOFError, OSError) as err:
+        try:
+            conn.send({"error": str(err)})
+        except OSError:
+            pass
+    finally:
+        if spinner.stop():
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -333,13 +396,14 @@ def run(args: argparse.Namespace) -> dict:
         "load_average_1min_at_start": round(os.getloadavg()[0], 2),
         "decide": bench_decide(spec, kin, sizes),
     }
-    bench = _Bench(spec, kin)
+    bench = _Bench(spec)
     try:
         result["idle"] = bench.phase(args.estops, chunk_rate_hz=0.0, load=0)
-        result["loaded"] = bench.phase(args.estops, chunk_rate_hz=args.chunk_rate_hz, load=load)
-        result["loaded"]["chunk_rate_hz"] = args.chunk_rate_hz
-        result["loaded"]["cpu_load_processes"] = load
-        result["loaded"]["chunk_points"] = bench.node.core.config.max_chunk_points
+        # chunk load alone (what the e-stop and the timer must not notice), then with CPU hogs too
+        for phase, hogs in (("chunks", 0), ("loaded", load)):
+            result[phase] = bench.phase(args.estops, chunk_rate_hz=args.chunk_rate_hz, load=hogs)
+            result[phase].update(chunk_rate_hz=args.chunk_rate_hz, cpu_load_processes=hogs,
+                                 chunk_points=bench.max_chunk_points)
     finally:
         bench.close()
     return result

@@ -444,19 +444,23 @@ class SafetyEnvelope:
     def _workspace_violations(self, q: np.ndarray) -> list[Violation]:
         if self.kinematics is None:
             return []
-        out: list[Violation] = []
+        found: list[tuple[int, int, int, Violation]] = []  # (row, arm, axis): the order reported
         axes = ("x", "y", "z")
-        for i, row in enumerate(q):
-            for arm in self.arms:
-                p = np.asarray(self.kinematics.frame_pose(row, arm.tool_frame, base=arm.base_frame))[:3, 3]
-                for k in range(3):
-                    if p[k] < arm.workspace_min_m[k]:
-                        out.append(Violation(WORKSPACE, i, f"{arm.arm}/{axes[k]}", float(p[k]),
-                                             float(arm.workspace_min_m[k]), "m"))
-                    elif p[k] > arm.workspace_max_m[k]:
-                        out.append(Violation(WORKSPACE, i, f"{arm.arm}/{axes[k]}", float(p[k]),
-                                             float(arm.workspace_max_m[k]), "m"))
-        return out
+        for a, arm in enumerate(self.arms):
+            p = self._tool_positions(q, arm)
+            lo, hi = np.asarray(arm.workspace_min_m, dtype=float), np.asarray(arm.workspace_max_m, dtype=float)
+            for i, k in np.argwhere((p < lo) | (p > hi)):
+                bound = lo[k] if p[i, k] < lo[k] else hi[k]
+                found.append((int(i), a, int(k), Violation(WORKSPACE, int(i), f"{arm.arm}/{axes[k]}",
+                                                           float(p[i, k]), float(bound), "m")))
+        return [v for *_, v in sorted(found, key=lambda f: f[:3])]
+
+    def _tool_positions(self, q: np.ndarray, arm) -> np.ndarray:
+        batch = getattr(self.kinematics, "frame_positions", None)  # RobotKinematics; any FK works per row
+        if batch is not None:
+            return batch(q, arm.tool_frame, base=arm.base_frame)
+        return np.array([np.asarray(self.kinematics.frame_pose(row, arm.tool_frame, base=arm.base_frame))[:3, 3]
+                         for row in q]).reshape(len(q), 3)
 
     # ------------------------------------------------------------------ singularities
     def condition_numbers(self, q: np.ndarray) -> dict[str, float]:

@@ -28,6 +28,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from visualization_msgs.msg import MarkerArray
 
 from vla_ros.core.types import ActionChunk
+from vla_ros.nodes.trajectory_cdr import read_joint_trajectory
 
 _NS_PER_S = 1_000_000_000
 _INT32_MAX = 2**31 - 1
@@ -87,10 +88,6 @@ def duration_to_s(msg: Duration) -> float:
     return msg.sec + msg.nanosec * 1e-9
 
 
-def _duration_ns(msg: Duration) -> int:
-    return int(msg.sec) * _NS_PER_S + int(msg.nanosec)
-
-
 # --------------------------------------------------------------------------- action chunks
 
 
@@ -125,33 +122,57 @@ def msg_to_chunk(msg: JointTrajectory, default_period_s: float | None = None,
     """
     if max_points is not None and len(msg.points) > max_points:
         raise ValueError(f"action chunk message has {len(msg.points)} points > max_chunk_points {max_points}")
-    names = tuple(msg.joint_names)
+    points = msg.points
+    return _chunk_from_fields(
+        tuple(msg.joint_names), [p.positions for p in points],
+        [p.time_from_start.sec for p in points], [p.time_from_start.nanosec for p in points],
+        msg.header.stamp.sec, msg.header.stamp.nanosec, default_period_s)
+
+
+def serialized_to_chunk(data: bytes, default_period_s: float | None = None,
+                        max_points: int | None = None) -> ActionChunk:
+    """A serialized JointTrajectory (CDR bytes from a `raw=True` subscription) -> ActionChunk,
+    with exactly msg_to_chunk's rules; malformed bytes raise ValueError too (trajectory_cdr)."""
+    wire = read_joint_trajectory(data, max_points=max_points)
+    return _chunk_from_fields(wire.joint_names, wire.positions, wire.time_sec, wire.time_nanosec,
+                              wire.stamp_sec, wire.stamp_nanosec, default_period_s)
+
+
+def _chunk_from_fields(names: tuple[str, ...], positions: Sequence, time_sec: Sequence[int],
+                       time_nanosec: Sequence[int], stamp_sec: int, stamp_nanosec: int,
+                       default_period_s: float | None) -> ActionChunk:
     if not names:
         raise ValueError("action chunk message has no joint_names")
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"action chunk message has duplicate joint_names {dupes}")
-    if not msg.points:
+    if not len(positions):
         raise ValueError("action chunk message has no points")
-    rows = []
-    for i, p in enumerate(msg.points):
-        if len(p.positions) != len(names):
-            raise ValueError(
-                f"action chunk point {i} has {len(p.positions)} positions, expected {len(names)} "
-                f"(one per joint_name)"
-            )
-        row = np.asarray(p.positions, dtype=np.float64)
-        if not np.all(np.isfinite(row)):
-            bad = [names[j] for j in np.flatnonzero(~np.isfinite(row))]
-            raise ValueError(f"action chunk point {i} has non-finite positions for {bad}")
-        rows.append(row)
-    for i, p in enumerate(msg.points):
-        if not 0 <= p.time_from_start.nanosec < _NS_PER_S:
-            raise ValueError(f"action chunk point {i} has time_from_start.nanosec {p.time_from_start.nanosec} "
-                             f"outside [0, 1e9)")
-    if not 0 <= msg.header.stamp.nanosec < _NS_PER_S:
-        raise ValueError(f"action chunk header.stamp.nanosec {msg.header.stamp.nanosec} is outside [0, 1e9)")
-    times_ns = np.array([_duration_ns(p.time_from_start) for p in msg.points], dtype=np.int64)
+    if isinstance(positions, np.ndarray) and positions.ndim == 2 and positions.shape[1] == len(names):
+        values = positions.astype(np.float64, copy=False)
+    else:
+        for i, p in enumerate(positions):
+            if len(p) != len(names):
+                raise ValueError(
+                    f"action chunk point {i} has {len(p)} positions, expected {len(names)} "
+                    f"(one per joint_name)"
+                )
+        values = np.stack([np.asarray(p, dtype=np.float64) for p in positions])
+    finite = np.isfinite(values)
+    if not np.all(finite):
+        i = int(np.flatnonzero(~np.all(finite, axis=1))[0])
+        bad = [names[j] for j in np.flatnonzero(~finite[i])]
+        raise ValueError(f"action chunk point {i} has non-finite positions for {bad}")
+    sec = np.asarray(time_sec, dtype=np.int64)
+    nanosec = np.asarray(time_nanosec, dtype=np.int64)
+    outside = (nanosec < 0) | (nanosec >= _NS_PER_S)
+    if np.any(outside):
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"action chunk point {i} has time_from_start.nanosec {nanosec[i]} "
+                         f"outside [0, 1e9)")
+    if not 0 <= stamp_nanosec < _NS_PER_S:
+        raise ValueError(f"action chunk header.stamp.nanosec {stamp_nanosec} is outside [0, 1e9)")
+    times_ns = sec * _NS_PER_S + nanosec
     if times_ns[0] != 0:
         raise ValueError(
             f"action chunk points[0].time_from_start must be 0 (row 0 is at the header stamp), "
@@ -183,9 +204,9 @@ def msg_to_chunk(msg: JointTrajectory, default_period_s: float | None = None,
             )
     return ActionChunk(
         names=names,
-        values=np.stack(rows),
+        values=values,
         period_s=period_s,
-        stamp_s=time_to_s(msg.header.stamp),
+        stamp_s=stamp_sec + stamp_nanosec * 1e-9,
     )
 
 
