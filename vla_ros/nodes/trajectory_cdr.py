@@ -81,19 +81,18 @@ class _Reader:
             raise ValueError(f"serialized JointTrajectory is truncated in {what} "
                              f"(needs {nbytes} bytes at offset {self.pos}, has {self.end - self.pos})")
 
-    def uint32(self, what: str) -> int:
+    def _word(self, fmt: struct.Struct, what: str) -> int:
         self._align(4)
         self._need(4, what)
-        (value,) = self.u32.unpack_from(self.buf, self.pos)
+        (value,) = fmt.unpack_from(self.buf, self.pos)
         self.pos += 4
         return value
 
+    def uint32(self, what: str) -> int:
+        return self._word(self.u32, what)
+
     def int32(self, what: str) -> int:
-        self._align(4)
-        self._need(4, what)
-        (value,) = self.i32.unpack_from(self.buf, self.pos)
-        self.pos += 4
-        return value
+        return self._word(self.i32, what)
 
     def string(self, what: str) -> str:
         length = self.uint32(what)
