@@ -106,6 +106,35 @@ def test_grasp_on_nothing_fails_and_is_reported_then_open_moves(harness):
 
 
 @needs_msgs
+def test_an_object_slipping_out_of_a_held_grasp_is_reported_once(harness):
+    from sensor_msgs.msg import JointState
+
+    c = harness.client
+    finger = c._finger
+
+    def width(w):  # the gripper node's joint_states: each finger at width / 2
+        c._on_joint_state(JointState(name=[finger], position=[w / 2.0]))
+
+    # As after a successful grasp on a 3 cm object (the hand holds, no goal in flight).
+    with c._lock:
+        c.decision, c._holding, c._pending = "close", True, None
+    width(0.030)
+    width(0.006)  # squeezed, still inside the band [0.005, 0.075]: held
+    assert c.grasp_failures == 0 and not c.results
+    width(0.001)  # the fingers closed on nothing: it slipped out
+    assert c.grasp_failures == 1 and c.results[-1][0] == "close" and not c.results[-1][1]
+    assert "object slipped while held" in c.results[-1][2] and "0.0010 m" in c.results[-1][2]
+    width(0.0)
+    assert c.grasp_failures == 1 and len(c.results) == 1  # once, not per message
+    assert wait(lambda: any("object slipped" in s.message for s in harness.diagnostics), 10.0)
+    # An open hand (decision "open") closing is not a slip.
+    with c._lock:
+        c.decision, c._holding = "open", True
+    width(0.0)
+    assert c.grasp_failures == 1
+
+
+@needs_msgs
 def test_changed_decision_cancels_and_replaces_the_goal(harness):
     c = harness.client
     c.update(0.0)

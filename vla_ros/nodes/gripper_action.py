@@ -12,7 +12,9 @@ franka_gripper` config). Never blocks the caller:
   joint_states are stale, or a goal got no answer within `response_timeout_s` -- the controller
   then holds and refuses chunks that need the gripper (`chunk_needs_gripper`);
 - results (grasp failed: object missed or slipped, move blocked, goal rejected) are published on
-  `diagnostics` when they arrive and kept in `diagnostic_values()`.
+  `diagnostics` when they arrive and kept in `diagnostic_values()`; after a grasp succeeded, the
+  fingers closing below `min_object_width_m` while the hand still holds is reported the same way
+  ("object slipped while held", once, counted in grasp_failures).
 
 Server (`FrankaGripperServer`, used by sim_node): `<node>/grasp`, `/move`, `/homing` (franka_msgs)
 and `/gripper_action` (control_msgs) over `vla_ros.sim.franka_gripper`, with `current_width`
@@ -117,6 +119,7 @@ class FrankaGripperClient:
         self.grasp_failures = 0
         self.results: list[tuple[str, bool, str]] = []  # (decision, success, message)
         self._homed = not self.actions.homing
+        self._holding = False  # a grasp succeeded and no goal came since: watch for a slip
 
     # ------------------------------------------------------------------ measured state
     def _on_joint_state(self, msg: JointState) -> None:
@@ -129,6 +132,15 @@ class FrankaGripperClient:
             self.width_received_s = self._now()
             if self.decision is None and self._pending is None:
                 self.decision = initial_decision(self.widths.normalised(self.width_m), self.hysteresis)
+            # Holding after a successful grasp: fingers that close below the object band lost it.
+            slipped = (self._holding and self._pending is None and self.decision == CLOSE
+                       and self.width_m < self.grasp.min_object_width_m)
+            if slipped:
+                self._holding = False
+        if slipped:
+            self._report({"decision": CLOSE}, False,
+                         f"grasp failed: object slipped while held (the fingers closed to {self.width_m:.4f} m, "
+                         f"below min_object_width_m {self.grasp.min_object_width_m})")
 
     def measured_normalised(self) -> float | None:
         with self._lock:
@@ -209,6 +221,7 @@ class FrankaGripperClient:
         with self._lock:
             if decision != "homing":
                 self._pending = entry
+                self._holding = False
         self.goals_sent += 1
         future = self._client_for(decision).send_goal_async(msg)
         future.add_done_callback(lambda f, e=entry: self._on_goal_response(e, f))
@@ -238,6 +251,9 @@ class FrankaGripperClient:
             ok, error = bool(result.success), str(result.error)
         if status != "SUCCEEDED" and ok:
             ok, error = False, f"goal {status}"
+        if entry["decision"] == CLOSE:
+            with self._lock:
+                self._holding = ok and self._pending is entry
         what = {CLOSE: "grasp", OPEN: "open (move)", "homing": "homing"}[entry["decision"]]
         self._report(entry, ok, f"{what} {'succeeded' if ok else 'failed: ' + error}")
 
