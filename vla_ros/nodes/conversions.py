@@ -28,7 +28,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from visualization_msgs.msg import MarkerArray
 
 from vla_ros.core.types import ActionChunk
-from vla_ros.nodes.trajectory_cdr import read_joint_trajectory
+from vla_ros.nodes.trajectory_cdr import TooManyPoints, read_joint_trajectory
 
 _NS_PER_S = 1_000_000_000
 _INT32_MAX = 2**31 - 1
@@ -121,7 +121,7 @@ def msg_to_chunk(msg: JointTrajectory, default_period_s: float | None = None,
     any of their points is read. Raises ValueError naming the offending point.
     """
     if max_points is not None and len(msg.points) > max_points:
-        raise ValueError(f"action chunk message has {len(msg.points)} points > max_chunk_points {max_points}")
+        raise TooManyPoints(len(msg.points), max_points)
     points = msg.points
     return _chunk_from_fields(
         tuple(msg.joint_names), [p.positions for p in points],

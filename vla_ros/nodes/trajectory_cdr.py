@@ -108,8 +108,11 @@ class _Reader:
         except UnicodeDecodeError as err:
             raise ValueError(f"serialized JointTrajectory: {what} is not UTF-8 ({err})") from None
 
-    def count(self, what: str, min_element_bytes: int) -> int:
+    def count(self, what: str, min_element_bytes: int, max_count: int | None = None) -> int:
+        """A sequence's length; `max_count` (the points) is refused first, as TooManyPoints."""
         n = self.uint32(what)
+        if max_count is not None and n > max_count:
+            raise TooManyPoints(n, max_count)
         if n * min_element_bytes > self.end - self.pos:
             raise ValueError(f"serialized JointTrajectory: {what} claims {n} elements, more than the "
                              f"{self.end - self.pos} bytes left can hold")
@@ -143,12 +146,7 @@ def read_joint_trajectory(data: bytes | bytearray | memoryview, max_points: int 
     stamp_nanosec = r.uint32("header.stamp.nanosec")
     frame_id = r.string("header.frame_id")
     names = tuple(r.string(f"joint_names[{i}]") for i in range(r.count("joint_names", 4)))
-    n_points = r.uint32("points")
-    if max_points is not None and n_points > max_points:
-        raise TooManyPoints(n_points, max_points)
-    if n_points * _MIN_POINT_BYTES > r.end - r.pos:
-        raise ValueError(f"serialized JointTrajectory: points claims {n_points} elements, more than the "
-                         f"{r.end - r.pos} bytes left can hold")
+    n_points = r.count("points", _MIN_POINT_BYTES, max_points)
     regular = _regular_points(r, n_points, len(names))
     if regular is not None:
         positions, sec, nanosec = regular
