@@ -321,16 +321,29 @@ def test_a_trajectory_controller_subscribing_late_gets_the_hold(rig):
 
 
 def test_diagnostics_and_planned_path(rig):
-    rig.send_chunk(_ramp(HOME, 0, 0.3))
-    assert rig.spin_until(lambda: rig.paths and rig.diagnostics, timeout=3.0)
-    marker = rig.paths[-1].markers[0]
+    ramp = _ramp(HOME, 0, 0.3)
+    rig.send_chunk(ramp)
+    # A path published while the hold plan was current is flat; wait for one of the chunk's plan
+    # (its end turns the tool to +y), however late the machine lets the path timer run.
+    assert rig.spin_until(lambda: rig.diagnostics and any(p.markers and p.markers[0].points[-1].y > 0.05
+                                                          for p in rig.paths), timeout=5.0)
+    marker = next(p for p in reversed(rig.paths) if p.markers and p.markers[0].points[-1].y > 0.05).markers[0]
     assert marker.type == Marker.LINE_STRIP and marker.header.frame_id == "fr3_link0"
     assert len(marker.points) == 20
-    # The path starts at the tool at Franka's ready pose: TCP at (0.307, 0, 0.487) m in fr3_link0.
-    assert marker.points[0].x == pytest.approx(0.307, abs=0.01) and marker.points[0].z == pytest.approx(0.487, abs=0.01)
-    assert marker.points[-1].y > marker.points[0].y + 0.05  # joint 1 turns the tool to +y
-    values = {kv.key: kv.value for kv in rig.diagnostics[-1].status[0].values}
-    assert values["state"] in ("executing", "holding") and values["chunks_accepted"] == "1"
+    # Franka's ready pose puts the TCP at (0.307, 0, 0.487) m in fr3_link0; turning joint 1 (a
+    # vertical axis through the base) by theta moves it on the circle r = 0.307 at z = 0.487 to
+    # angle theta. The path ends at the chunk's last target, theta = ramp[-1, 0] = 0.27 rad.
+    xyz = np.array([(p.x, p.y, p.z) for p in marker.points])
+    assert np.hypot(xyz[:, 0], xyz[:, 1]) == pytest.approx(np.full(20, 0.307), abs=0.01)
+    assert xyz[:, 2] == pytest.approx(np.full(20, 0.487), abs=0.01)
+    angles = np.arctan2(xyz[:, 1], xyz[:, 0])
+    assert angles[-1] == pytest.approx(ramp[-1, 0], abs=0.01)
+    assert np.all(np.diff(angles) >= -1e-9) and angles[0] >= -1e-9  # monotonic along the ramp
+
+    def diag_values():
+        return {kv.key: kv.value for kv in rig.diagnostics[-1].status[0].values}
+    assert rig.spin_until(lambda: diag_values()["chunks_accepted"] == "1", timeout=5.0)
+    assert diag_values()["state"] in ("executing", "holding")
 
 
 def test_path_markers_conversion():
