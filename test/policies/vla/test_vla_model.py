@@ -86,6 +86,37 @@ def test_film_encoder_is_identity_conditioned_at_init_and_uses_language_after():
         enc(pixels, None)
 
 
+def test_film_encoder_coordinate_channels_say_where_the_attention_looks():
+    from vla_ros.policies.vla.config import ConvConfig
+    from vla_ros.policies.vla.vision import coordinate_maps
+
+    grid = coordinate_maps(3, 4)
+    assert grid.shape == (2, 3, 4)
+    assert grid[0, 0].tolist() == pytest.approx([-1.0, -1 / 3, 1 / 3, 1.0])  # x along a row
+    assert grid[1, :, 2].tolist() == pytest.approx([-1.0, 0.0, 1.0])  # y down a column
+    enc = FiLMConvEncoder(ConvConfig(channels=(8, 16), num_tokens=2, coords=True), cond_dim=4)
+    assert enc.out_dim == 18 and build_model("rt1").vision.out_dim == 64  # off unless asked for
+    # Attention maps that are ~1 on one feature pixel and ~0 elsewhere: token 0 looks at row 1,
+    # column 3 of the 4x4 map of a 16 px image, token 1 at row 2, column 0. Their coordinate
+    # channels are then that pixel's (x, y) divided by the 16 pixels TokenLearner averages over.
+    targets = [(1, 3), (2, 0)]
+    logits = torch.full((1, 2, 4, 4), -50.0)
+    for s, (r, c) in enumerate(targets):
+        logits[0, s, r, c] = 50.0
+
+    class FixedAttention(torch.nn.Module):
+        def forward(self, x):
+            return logits.expand(x.shape[0], -1, -1, -1)
+
+    enc.token_learner.attention = FixedAttention()
+    with torch.no_grad():
+        tokens = enc(torch.rand(2, 3, 16, 16), torch.zeros(2, 4))
+    assert tokens.shape == (2, 2, 18)
+    for s, (r, c) in enumerate(targets):
+        xy = torch.tensor([-1 + 2 * c / 3, -1 + 2 * r / 3]) / 16
+        assert torch.allclose(tokens[:, s, 16:], xy.expand(2, 2), atol=1e-6)
+
+
 def test_prefix_is_left_padded_with_positions_from_zero():
     m = build_model("default")
     inputs = inputs_for(m)  # instruction 0 is shorter than instruction 1

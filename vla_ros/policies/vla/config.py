@@ -62,10 +62,16 @@ class ViTConfig:
 
 @dataclass(frozen=True)
 class ConvConfig:
-    """RT-1-style convolutional encoder: strided conv blocks with FiLM, then TokenLearner."""
+    """RT-1-style convolutional encoder: strided conv blocks with FiLM, then TokenLearner.
+
+    coords: append two image-coordinate channels (x, y in [-1, 1]) to the last feature map before
+    TokenLearner, so that each token carries where its attention map looks (a soft keypoint, as in
+    spatial-softmax visuomotor policies) and not only what it sees. Off in RT-1.
+    """
 
     channels: tuple[int, ...] = (16, 32, 64)
     num_tokens: int = 8  # TokenLearner output tokens per image (RT-1: 8)
+    coords: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))

@@ -121,8 +121,19 @@ class TokenLearner(nn.Module):
         return torch.einsum("bsn,bcn->bsc", maps, feats) / maps.shape[-1]
 
 
+def coordinate_maps(height: int, width: int) -> torch.Tensor:
+    """(2, H, W): x then y of each pixel centre, -1 at the left/top edge pixel and +1 at the right/bottom one."""
+    ys = torch.linspace(-1.0, 1.0, height) if height > 1 else torch.zeros(1)
+    xs = torch.linspace(-1.0, 1.0, width) if width > 1 else torch.zeros(1)
+    return torch.stack([xs.expand(height, width), ys[:, None].expand(height, width)])
+
+
 class FiLMConvEncoder(nn.Module):
-    """RT-1 / BC-Z style: strided conv blocks, each FiLM-conditioned on the instruction embedding."""
+    """RT-1 / BC-Z style: strided conv blocks, each FiLM-conditioned on the instruction embedding.
+
+    With `ConvConfig.coords` the last feature map gets two coordinate channels first: a token then
+    holds its attention map's (unnormalised) mean x and y, i.e. where in the image it looked.
+    """
 
     def __init__(self, cfg: ConvConfig, cond_dim: int) -> None:
         super().__init__()
@@ -135,9 +146,11 @@ class FiLMConvEncoder(nn.Module):
             self.convs.append(nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1))
             self.norms.append(nn.GroupNorm(min(8, c_out), c_out))
             self.films.append(FiLM(cond_dim, c_out))
-        self.token_learner = TokenLearner(cfg.channels[-1], cfg.num_tokens)
+        self.coords = cfg.coords
+        feature_dim = cfg.channels[-1] + (2 if cfg.coords else 0)
+        self.token_learner = TokenLearner(feature_dim, cfg.num_tokens)
         self.tokens_per_image = cfg.num_tokens
-        self.out_dim = cfg.channels[-1]
+        self.out_dim = feature_dim
         self.cond_dim = cond_dim
 
     def forward(self, pixels: torch.Tensor, text_embedding: torch.Tensor | None = None) -> torch.Tensor:
@@ -148,6 +161,9 @@ class FiLMConvEncoder(nn.Module):
         x = self.norm(pixels)
         for conv, norm, film in zip(self.convs, self.norms, self.films):
             x = film(nn.functional.silu(norm(conv(x))), text_embedding)
+        if self.coords:
+            grid = coordinate_maps(x.shape[2], x.shape[3]).to(device=x.device, dtype=x.dtype)
+            x = torch.cat([x, grid.expand(x.shape[0], -1, -1, -1)], dim=1)
         return self.token_learner(x)
 
 
