@@ -14,23 +14,65 @@ from vla_ros.data import LeRobotDataset
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.xfail(strict=False, reason="known, open (issue 13): when the recorder subprocess is starved at start-up the "
-                   "bench's frame accounting is off (seen: 19 recorded + 146 counted drops for 120 published; 47 + 80); "
-                   "passes when the machine is idle")
+class _DefaultTopicsListener:
+    """Counts what arrives on an FR3's default topics (root namespace) while a bench runs."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from sensor_msgs.msg import JointState
+        from trajectory_msgs.msg import JointTrajectory
+
+        from vla_ros.nodes.runtime import BackgroundSpinner
+
+        self.heard: dict[str, int] = {"joint_states": 0, "fr3_arm_controller/joint_trajectory": 0}
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, args=[])
+        self.node = Node("default_topics_listener", context=self.context)
+        for topic, kind in (("joint_states", JointState), ("fr3_arm_controller/joint_trajectory", JointTrajectory)):
+            self.node.create_subscription(kind, "/" + topic, lambda _m, t=topic: self._count(t), 100)
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(self.node)
+        self.spinner = BackgroundSpinner(executor, "listener").start()
+
+    def _count(self, topic: str) -> None:
+        self.heard[topic] += 1
+
+    def close(self) -> None:
+        import rclpy
+
+        if self.spinner.stop():
+            self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
 def test_bench_record_small(tmp_path):
     parser = argparse.ArgumentParser()
     record.add_arguments(parser)
     args = parser.parse_args(["--duration-s", "4", "--cameras", "2", "--width", "160", "--height", "120",
                               "--keep", str(tmp_path / "ds")])
-    result = record.run(args)
+    listener = _DefaultTopicsListener()
+    try:
+        result = record.run(args)
+    finally:
+        listener.close()
+    # The bench's FR3 joint_states and arm commands stay in its own namespace: a robot or sim on
+    # this domain's default topics heard none of them (seen before: a concurrent recording's sim
+    # and recorder took the bench's messages and services).
+    assert listener.heard == {"joint_states": 0, "fr3_arm_controller/joint_trajectory": 0}
     json.dumps(result)
     ds = LeRobotDataset(tmp_path / "ds")
     assert ds.num_episodes == 1 and ds.camera_keys == ["observation.images.cam0", "observation.images.cam1"]
     ep = ds.episode(0)
     assert result["frames_recorded"] == ep.length
     assert result["frames_expected"] == 120
-    # every published frame period between start and save is a row or a counted drop
-    assert abs(ep.length + result["dropped_frames"] - result["frames_published"]) <= 3
+    # Every frame published between the episode's start and its save, as the recorder dates them
+    # (a starved recorder handles the save late: the bench's own 4 s window is then shorter), is a
+    # row or a counted drop.
+    published = result["frames_published_in_episode"]
+    assert published >= result["frames_published"] - 3
+    assert abs(ep.length + result["dropped_frames"] - published) <= 3, result
     assert ep.frames("observation.images.cam1").shape == (ep.length, 120, 160, 3)
     assert result["bytes_per_s"] > 0 and 0 < result["recorder_cpu_percent"] < 400
     assert result["encode_ms_per_frame"] > 0 and result["encode_latency_max_s"] >= 0

@@ -27,7 +27,6 @@ All times are wall clock (not simulated time), on this machine, torch limited to
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import threading
 import time
@@ -36,6 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
+from vla_ros.bench import bench_namespace
 from vla_ros.core.types import ActionChunk, Observation
 from vla_ros.policies.base import register_policy
 
@@ -416,7 +416,7 @@ def run(args: argparse.Namespace) -> dict:
     reps = int(getattr(args, "reps", 60))
     duration = float(getattr(args, "duration_s", 8.0))
     latency_duration = float(getattr(args, "latency_duration_s", 4.0))
-    namespace = f"/bench_pipeline_{os.getpid()}"
+    namespace = bench_namespace("pipeline")
     rclpy.init()
     try:
         node = rclpy.create_node("bench_pipeline", namespace=namespace)

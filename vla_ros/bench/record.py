@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from vla_ros.bench import bench_namespace
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration-s", type=float, default=60.0, help="episode length (s, wall clock)")
@@ -70,6 +72,13 @@ def _frames(cameras: int, width: int, height: int, n: int = 30) -> list[list[np.
     return out
 
 
+def _count_in(stamps: list[float], start_s: float | None, end_s: float | None) -> int | None:
+    """Frames stamped in [start_s, end_s]; None when the dataset does not say its episode's span."""
+    if start_s is None or end_s is None:
+        return None
+    return int(sum(start_s <= t <= end_s for t in stamps))
+
+
 def run(args: argparse.Namespace) -> dict:
     os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="vla_ros_bench_log_"))
     import rclpy
@@ -89,17 +98,21 @@ def run(args: argparse.Namespace) -> dict:
     if args.keep and out.exists():
         shutil.rmtree(out)
     yaml_path = _bench_embodiment(work, args.cameras, args.width, args.height)
+    # A namespace of its own: the bench publishes an FR3's joint_states and arm commands, which a
+    # robot, sim or recorder on the default topics of this ROS domain would otherwise hear.
+    namespace = bench_namespace("record")
     spec = load_embodiment(str(yaml_path))
     exe = Path(sys.executable).parent / "recorder_node"
     cmd = ([str(exe)] if exe.exists() else [sys.executable, "-m", "vla_ros.nodes.recorder_node"]) + [
         "--ros-args", "-p", f"embodiment:={yaml_path}", "-p", f"dataset:={out}", "-p", "source_space:=joint_position",
-        "-p", f"codec:={args.codec}", "-p", f"reliable_images:={str(args.reliable_images).lower()}"]
+        "-p", f"codec:={args.codec}", "-p", f"reliable_images:={str(args.reliable_images).lower()}",
+        "-r", f"__ns:={namespace}"]
     log = open(work / "recorder.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
     context = rclpy.Context()
     rclpy.init(context=context, args=[])
-    node = Node("bench_record_cell", context=context)
+    node = Node("bench_record_cell", namespace=namespace, context=context)
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     cam_pubs = [node.create_publisher(Image, c.topic, qos) for c in spec.cameras]
     js_pub = node.create_publisher(JointState, "joint_states", qos)
@@ -114,6 +127,7 @@ def run(args: argparse.Namespace) -> dict:
     home = np.asarray(arm.home_rad, dtype=float)
     stop = threading.Event()
     published = {"images": 0, "joint_states": 0}
+    image_stamps: list[float] = []  # of each published camera frame (all cameras share it)
 
     def now_s() -> float:
         return time.time()
@@ -129,12 +143,14 @@ def run(args: argparse.Namespace) -> dict:
                 published["joint_states"] += 1
                 k_js += 1
             if t >= k_cam / args.camera_hz:
-                stamp = cv.s_to_time(now_s())
+                stamp_s = now_s()
+                stamp = cv.s_to_time(stamp_s)
                 for pub, imgs in zip(cam_pubs, images):
                     msg = imgs[k_cam % len(imgs)]
                     msg.header.stamp = stamp
                     pub.publish(msg)
                 published["images"] += 1
+                image_stamps.append(stamp_s)
                 k_cam += 1
             if t >= k_cmd / 20.0:
                 s = now_s()
@@ -213,6 +229,9 @@ def run(args: argparse.Namespace) -> dict:
         "joint_state_hz": args.joint_state_hz, "duration_s": args.duration_s, "reliable_images": args.reliable_images, "codec": ds.features[
             ds.camera_keys[0]]["info"]["video.codec"] if ds.camera_keys else None,
         "frames_published": img1 - img0, "frames_expected": expected, "frames_recorded": ep.length,
+        # The episode as the recorder saw it: from its start to the save request on its own clock (a
+        # starved recorder handles the save late, and its episode is longer than the bench's sleep).
+        "frames_published_in_episode": _count_in(image_stamps, meta.get("start_stamp_s"), meta.get("end_stamp_s")),
         "dropped_frames": int(meta["dropped_frames"]), "dropped_reasons": json.loads(meta["dropped_reasons"]),
         "fell_behind": bool(meta["fell_behind"]),
         "recorder_cpu_percent": round(100.0 * (cpu1 - cpu0) / (wall1 - wall0), 1),

@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from vla_ros.bench import bench_namespace
+
 JTC_TOPIC = "fr3_arm_controller/joint_trajectory"
 
 
@@ -162,7 +164,10 @@ class _Bench:
         self.t0 = time.time()
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.peer = Node("safety_bench_peer", context=self.context)
+        # A namespace of its own: the bench publishes joint_states for, and its controller commands,
+        # an FR3; on the default topics a running robot (or sim) on this ROS domain would hear them.
+        self.namespace = bench_namespace("safety")
+        self.peer = Node("safety_bench_peer", namespace=self.namespace, context=self.context)
         self.lock = threading.Lock()
         self.trajectories: list[tuple[float, float]] = []  # (arrival, stamp)
         self.messages: list[tuple[float, object]] = []  # (arrival, JointTrajectory)
@@ -178,7 +183,7 @@ class _Bench:
         self.spinner = BackgroundSpinner(self.peer_executor, "bench_peer").start()
         ctx = mp.get_context("spawn")  # never fork a process with DDS threads running
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_controller_process, args=(child, spec.name), daemon=True,
+        self.process = ctx.Process(target=_controller_process, args=(child, spec.name, self.namespace), daemon=True,
                                    name="bench_controller")
         self.process.start()
         child.close()
@@ -324,7 +329,7 @@ class _Bench:
         rclpy.try_shutdown(context=self.context)
 
 
-def _controller_process(conn, embodiment: str) -> None:
+def _controller_process(conn, embodiment: str, namespace: str) -> None:
     """The bench's controller: `ControllerNode` on a MultiThreadedExecutor in this process, its
     command timer's tick calls timed; answers "stats" with its counters and timings, ends on "stop"."""
     import rclpy
@@ -336,7 +341,7 @@ def _controller_process(conn, embodiment: str) -> None:
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = ControllerNode(context=context, parameter_overrides=[Parameter("embodiment", value=embodiment),
+    node = ControllerNode(context=context, namespace=namespace, parameter_overrides=[Parameter("embodiment", value=embodiment),
                                                                  Parameter("joint_state_timeout_s", value=1.0)])
     executor = make_executor(context)
     executor.add_node(node)

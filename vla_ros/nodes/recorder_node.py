@@ -344,6 +344,7 @@ class RecorderNode(LifecycleNode):
             ep = self.episode
             extra = {
                 "start_stamp_s": float(self.assembler.episode_start_s or now),
+                "end_stamp_s": float(now),  # the save request's time: the episode's slots end here
                 "dropped_frames": int(report.dropped_total),
                 "dropped_reasons": json.dumps(dict(report.dropped)),
                 "late_messages": int(report.late_messages),
