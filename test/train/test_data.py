@@ -131,3 +131,26 @@ def test_a_camera_the_data_lacks_is_named(tmp_path):
     conv = ChunkConverter(spec, "joint_position", src.action_names)
     with pytest.raises(TrainingDataError, match=r"no camera \['top'\]"):
         build_training_set([src], conv, PERIOD, 3, ("top",), 32, tmp_path)
+
+
+
+def test_episodes_cut_short_are_left_out_and_the_rest_keep_their_frames(tmp_path):
+    spec = fr3()
+    eps = episodes(n=4, T=6, size=40)
+    # episode 1 is a recording cut short: one frame (seen when a save came right after a start)
+    eps[1] = {k: ({s: f[:1] for s, f in v.items()} if k == "frames" else v[:1] if isinstance(v, np.ndarray) else v)
+              for k, v in eps[1].items()}
+    names = action_names(spec, "joint_position")
+    src = MemorySource(eps, 10.0, names, names, ("front", "wrist"), name="cut", robot_type="fr3")
+    conv = ChunkConverter(spec, "joint_position", src.action_names)
+    said = []
+    ts = build_training_set([src], conv, PERIOD, 3, ("front", "wrist"), 32, tmp_path, val_episodes=0,
+                            min_episode_frames=2, log_fn=said.append)
+    assert ts.num_samples == 18 and sorted({k for _, k in ts.episode_keys}) == [0, 2, 3]
+    assert any("leaving out 1 episode(s) shorter than 2 frames: [1]" in s for s in said)
+    # the frames after the left-out episode are still the right ones (cache rows skip its frame)
+    rows = np.flatnonzero(ts.sample_episode == ts.episode_keys.index((0, 2)))
+    expected = resize(images_to_tensor(eps[2]["frames"]["wrist"]), 32).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(ts.pixels(rows)[:, 1], expected)
+    every = build_training_set([src], conv, PERIOD, 3, ("front", "wrist"), 32, tmp_path, val_episodes=0)
+    assert every.num_samples == 19  # by default only empty episodes are left out

@@ -53,6 +53,8 @@ def train_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> Non
     parser.add_argument("--val-episodes", type=int, default=None,
                         help="held-out episodes (default: 10 %% of them, seeded)")
     parser.add_argument("--val-samples", type=int, default=64, help="validation frames per evaluation")
+    parser.add_argument("--min-episode-frames", type=int, default=1,
+                        help="leave out episodes with fewer frames (recordings cut short)")
     parser.add_argument("--cache-dir", default=None, help="frame cache (default: ~/.cache/vla_ros/frames)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
@@ -79,6 +81,7 @@ def config_from_args(args: argparse.Namespace):
             lora_rank=args.lora_rank, lora_save=args.lora_save, save_every=args.save_every,
             keep_checkpoints=args.keep_checkpoints,
             val_every=args.val_every, val_episodes=args.val_episodes, val_samples=args.val_samples,
+            min_episode_frames=args.min_episode_frames,
             cache_dir=args.cache_dir, resume=args.resume, progress=not args.no_progress,
         )
     except ValueError as err:

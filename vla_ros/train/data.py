@@ -264,9 +264,11 @@ def build_training_set(
     seed: int = 0,
     state_dim: int | None = None,
     log_fn=None,
+    min_episode_frames: int = 1,
 ) -> TrainingSet:
     """Read every episode of `sources`, convert the actions, fill (or reuse) the frame caches and
-    split whole episodes into training and held-out validation sets (seeded)."""
+    split whole episodes into training and held-out validation sets (seeded). Episodes shorter than
+    `min_episode_frames` (a recording cut short) are left out, and named."""
     say = log_fn or log.info
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -307,8 +309,12 @@ def build_training_set(
             if caches[slot].shape[0] != total:
                 raise TrainingDataError(f"{path}: cache holds {caches[slot].shape[0]} frames, expected {total}; delete it")
         row = 0
+        short = [e.index for e in episodes if e.length < max(min_episode_frames, 1)]
+        if short:
+            say(f"{src.name}: leaving out {len(short)} episode(s) shorter than {min_episode_frames} frames: {short}")
         for e in episodes:
-            if e.length == 0:
+            if e.length < max(min_episode_frames, 1):
+                row += e.length  # their frames stay in the cache, unused
                 continue
             chunks, valid = converter.episode_chunks(e, period_s, chunk_size)
             state = np.asarray(e.state, np.float32).reshape(e.length, -1)

@@ -78,13 +78,15 @@ class TrainConfig:
     val_episodes: int | None = None
     val_fraction: float = 0.1
     val_samples: int = 64
+    min_episode_frames: int = 1  # shorter episodes (recordings cut short) are left out
     cache_dir: str | None = None
     resume: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", tuple(str(d) for d in self.data))
-        for name in ("steps", "batch_size", "save_every", "val_every", "val_samples", "keep_checkpoints"):
+        for name in ("steps", "batch_size", "save_every", "val_every", "val_samples", "keep_checkpoints",
+                     "min_episode_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -292,7 +294,7 @@ class Trainer:
         build = lambda: build_training_set(  # noqa: E731
             self.sources, self.converter, self.spec.policy_period_s, mc.chunk_size, mc.camera_slots,
             mc.vision.image_size, cache, cfg.val_fraction, cfg.val_episodes, cfg.seed,
-            state_dim=mc.state_dim or None, log_fn=self._say)
+            state_dim=mc.state_dim or None, log_fn=self._say, min_episode_frames=cfg.min_episode_frames)
         if self.dist.main:  # one process fills the frame cache, the others read it
             self.data = build()
         self.dist.barrier()
