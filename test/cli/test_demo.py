@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from vla_ros.cli.demo import DemoReport, EpisodeReport, _check_args, demo_add_arguments, run_demo
+from vla_ros.cli.demo import DemoReport, EpisodeReport, check_episode_args, demo_add_arguments, run_demo
 
 
 def _args(*argv):
@@ -28,7 +28,7 @@ def test_defaults_match_make_demo():
 )
 def test_bad_arguments_name_the_option(argv, fragment):
     with pytest.raises(SystemExit, match=fragment):
-        _check_args(_args(*argv))
+        check_episode_args(_args(*argv))
 
 
 def test_summary_counts_and_means_only_successes():

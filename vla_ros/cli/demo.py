@@ -79,7 +79,8 @@ def demo_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None
     parser.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def check_episode_args(args: argparse.Namespace) -> None:
+    """The episode options `demo` and `eval` share: a clear exit for each bad value."""
     if args.episodes < 1:
         raise SystemExit(f"--episodes must be >= 1, got {args.episodes}")
     if not (args.timeout_s > 0 and math.isfinite(args.timeout_s)):
@@ -91,7 +92,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def demo_run(args: argparse.Namespace) -> int:
-    _check_args(args)
+    check_episode_args(args)
     report = run_demo(
         embodiment=args.embodiment,
         policy=args.policy,

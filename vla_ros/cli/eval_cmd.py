@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import os
 import tempfile
 import threading
@@ -35,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vla_ros.cli.demo import DEFAULT_TIMEOUT_S, EpisodeReport
+from vla_ros.cli.demo import DEFAULT_TIMEOUT_S, EpisodeReport, check_episode_args
 
 log = logging.getLogger(__name__)
 
@@ -603,14 +602,7 @@ def eval_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.episodes < 1:
-        raise SystemExit(f"--episodes must be >= 1, got {args.episodes}")
-    if not (args.timeout_s > 0 and math.isfinite(args.timeout_s)):
-        raise SystemExit(f"--timeout-s must be a positive number of seconds, got {args.timeout_s}")
-    if not args.hold_s >= 0:
-        raise SystemExit(f"--hold-s must be >= 0, got {args.hold_s}")
-    if not args.real_time_factor >= 0:
-        raise SystemExit(f"--real-time-factor must be >= 0 (0 = uncapped), got {args.real_time_factor}")
+    check_episode_args(args)
     if not 0.0 <= args.min_success_rate <= 1.0:
         raise SystemExit(f"--min-success-rate must be in [0, 1], got {args.min_success_rate}")
     if args.checkpoint and not Path(args.checkpoint).exists():
