@@ -311,6 +311,36 @@ def test_forward_stream_follows_the_plan_within_limits(fr3_forward):
     assert core.scheduler.sample(now + 0.5)[0][0] == pytest.approx(positions[50], abs=2e-3)
 
 
+def test_forward_stream_never_runs_past_the_plans_rest_after_stalled_ticks(fr3_forward):
+    # The node's timer under load: most ticks 5-15 ms apart, 20 % stalled by up to 110 ms more.
+    # The command falls behind the plan in a stall and must catch up without passing the final
+    # target (0.25 rad), which the plan approaches decelerating. Before the fix: up to 30 mrad past
+    # it (the step's velocity after a stall was taken as step / (clipped dt), and a lagging command
+    # chased the target without regard to where the target stops).
+    spec, _ = fr3_forward
+    lim = spec.arms[0].limits
+    worst = 0.0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        now = 100.0
+        core = _core(fr3_forward, now)
+        assert core.submit_chunk(_joint_chunk(now, _ramp(HOME, 0, 0.5, steps=6)), now).accepted
+        t, q_prev, v_prev = now, HOME.copy(), np.zeros(7)
+        for _ in range(250):
+            dt = 0.01 + rng.uniform(-0.005, 0.005) + (rng.uniform(0.0, 0.11) if rng.random() < 0.2 else 0.0)
+            t += dt
+            _fresh(core, t)
+            (cmd,) = [o for o in core.tick(t) if o.topic == "forward_position_controller/commands"]
+            q = np.asarray(cmd.positions)
+            worst = max(worst, q[0] - 0.25)
+            # within the limits over the true time between commands (a stall only slows it)
+            v = (q - q_prev) / dt
+            assert np.all(np.abs(v) <= lim.velocity_rad_s + 1e-9)
+            q_prev, v_prev = q, v
+        assert q[0] == pytest.approx(0.25, abs=1e-9)
+    assert worst <= 1e-9
+
+
 def test_aloha_two_arms_two_command_topics():
     spec = load_embodiment("aloha")
     kin = RobotKinematics.from_embodiment(spec)

@@ -325,6 +325,33 @@ def test_chunk_moving_towards_a_singularity_is_slowed_then_refused():
     assert not strict.ok and "x2.0" in strict.reason
 
 
+def test_limiter_rest_bounds_cap_the_approach_to_where_the_target_stops():
+    env = _envelope()
+    amax = env.limits.acceleration_rad_s2
+    dt = 0.01
+    # A command at 0.5 rad/s following a target 5 mrad ahead that comes to rest 15 mrad ahead
+    # (joint a): it may go no faster than it can still stop there, v dt + v^2 / 2a <= 0.015.
+    # Joint b's rest is 8 mrad ahead: that cap (0.31 rad/s) would need more than the acceleration
+    # limit allows in one period, which wins (0.5 - a dt).
+    q0, v0 = np.array([0.1, 0.1]), np.array([0.5, 0.5])
+    target = np.array([0.105, 0.105])
+    free = env.limit_step(q0, v0, target, dt, qd_target=np.array([0.5, 0.5]))
+    capped = env.limit_step(q0, v0, target, dt, qd_target=np.array([0.5, 0.5]),
+                            rest_bounds=(np.array([0.0, 0.0]), np.array([0.115, 0.108])))
+    assert free.position_rad == pytest.approx(target, abs=1e-12)
+    a = amax[0]
+    v_stop = -a * dt + math.sqrt((a * dt) ** 2 + 2 * a * 0.015)
+    assert 0.5 - a * dt < v_stop < 0.5
+    assert capped.velocity_rad_s[0] == pytest.approx(v_stop, rel=1e-12)
+    assert capped.velocity_rad_s[1] == pytest.approx(0.5 - amax[1] * dt, rel=1e-12)
+    # a rest behind the motion (the low bound) does not brake it
+    behind = env.limit_step(q0, v0, target, dt, qd_target=np.array([0.5, 0.5]),
+                            rest_bounds=(np.array([0.0, 0.0]), np.array([0.5, 0.5])))
+    assert behind.position_rad == pytest.approx(target, abs=1e-12)
+    with pytest.raises(ValueError, match="rest_bounds must be two arrays"):
+        env.limit_step(q0, v0, target, dt, rest_bounds=(np.zeros(3), np.zeros(3)))
+
+
 def test_limiter_follows_a_feasible_moving_target_exactly_despite_jittery_periods():
     # q(t) = 0.3 (1 - cos 2t): starts at rest, |v| <= 0.6 rad/s, |a| <= 1.2 rad/s^2, all well inside
     # the limits, so whatever the tick jitter the limiter must not change a single command.

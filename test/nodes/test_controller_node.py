@@ -358,9 +358,6 @@ def test_path_markers_conversion():
         cv.make_path_markers({"a": np.zeros((2, 3))}, {})
 
 
-@pytest.mark.xfail(strict=False, reason="known, open (issue 11): in the node, under tick jitter, the streamed command "
-                   "sometimes runs 2-12 mrad past the final target before settling on it (the core replayed offline "
-                   "with jittered periods does not: cause not found yet)")
 def test_forward_stream_holds_within_one_period_after_chunks_stop(ros, fr3_forward):
     rig = Rig(*fr3_forward, command_type=Float64MultiArray, command_topic=FWD_TOPIC, joint_state_timeout_s=1.0).start()
     try:

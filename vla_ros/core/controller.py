@@ -275,6 +275,7 @@ class ControllerCore:
         # Where the last trajectory sent ends (at rest): a JTC holds that once it has run out.
         self._sent_final: np.ndarray | None = None
         self._cmd: tuple[np.ndarray, np.ndarray] | None = None  # streaming limiter state (q, qd)
+        self._stream_lagging = False  # the last streamed command was limited: it is off its plan
         self._cartesian = False  # the executing plan came from a Cartesian chunk
         self._last_tick_s: float | None = None
         self._gripper_times = np.zeros(0)
@@ -773,17 +774,41 @@ class ControllerCore:
         period = 1.0 / self.command_rate_hz
         # The real elapsed time (so velocities are true velocities), but never more than a few
         # periods: after a stall the command must not jump by what the stall would have allowed.
-        dt = period if self._last_tick_s is None else float(np.clip(now_s - self._last_tick_s, 1e-6, 5 * period))
+        elapsed = period if self._last_tick_s is None else max(now_s - self._last_tick_s, 1e-6)
+        dt = min(elapsed, 5 * period)
         if self._cmd is None:
             self._cmd = (q_target.copy(), np.zeros_like(q_target))
         q_prev, v_prev = self._cmd
+        rest = None
+        if self._stream_lagging:
+            # The command is off its plan (a stalled tick, a limited step): bound its approach by
+            # where the plan still goes, so that catching up never overshoots the plan's rest.
+            rest = self._plan_rest_bounds(now_s)
         step = self.envelope.limit_step(q_prev, v_prev, q_target, dt, qd_target=v_target,
-                                        singularity=self._cartesian)
+                                        singularity=self._cartesian, rest_bounds=rest)
+        self._stream_lagging = bool(step.limited)
         if step.limited and not np.allclose(step.position_rad, q_target, atol=1e-6):
             self.limiter_interventions += 1
-        self._cmd = (np.array(step.position_rad), np.array(step.velocity_rad_s))
+        # The velocity the next step's acceleration bound starts from. On the plan: the plan's
+        # own (feasible) velocity. Off it: the step's true velocity -- after a stall the step was
+        # sized for dt but took `elapsed`. (From the step's mean velocity over a stall, or from
+        # step / dt, the command could not slow down in time and ran up to 30 mrad past the
+        # plan's rest when it stopped: replayed with 5-20 % stalled ticks of up to 110 ms.)
+        velocity = np.array(step.velocity_rad_s) * (dt / elapsed) if step.limited else np.clip(
+            np.asarray(v_target, dtype=np.float64), -self.limits.velocity_rad_s, self.limits.velocity_rad_s)
+        self._cmd = (np.array(step.position_rad), velocity)
         return [PositionOut(a.name, a.command.topic, a.command.joint_names,
                             np.array(step.position_rad[self._arm_slices[a.name]])) for a in arms]
+
+    def _plan_rest_bounds(self, now_s: float, resolution_s: float = 0.01,
+                          max_samples: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+        """Lowest and highest position per joint of the plan from now_s to its end (sampled every
+        `resolution_s`, its end included; the plan holds its final position after that)."""
+        plan = self.scheduler.plan
+        end = max(plan.end_time_s, now_s)
+        n = int(min(max_samples, max(2, math.ceil((end - now_s) / resolution_s) + 1)))
+        qs = plan.sample(np.linspace(now_s, end, n))[0]
+        return qs.min(axis=0), qs.max(axis=0)
 
     def _trajectories(self, now_s: float, arms, stamp_s: float) -> list[TrajectoryOut]:
         """Windows of the plan at plan time now_s, stamped stamp_s (the same instant on the clock)."""

@@ -499,6 +499,7 @@ class SafetyEnvelope:
         dt_s: float,
         qd_target: np.ndarray | None = None,
         singularity: bool = True,
+        rest_bounds: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> LimitedStep:
         """One command period of the streaming limiter.
 
@@ -507,6 +508,11 @@ class SafetyEnvelope:
         are refused and the limiter brakes to a hold). qd_target: the plan's velocity there, used so
         that a moving target is followed without lag while a standing one is approached without
         overshoot. singularity: apply the singularity slow-down (see validate_chunk).
+        rest_bounds: (lowest, highest) position per joint the target still reaches (the rest of its
+        plan). A command that lags behind its target (a stalled tick let the target run ahead) and
+        catches up must not be faster towards either than it can still stop there: chasing the
+        target alone, it overshoots where a decelerating target comes to rest. Applied before the
+        acceleration clip, so the acceleration guarantee below still holds.
 
         Guarantees, by induction from a state at rest inside the margin-shrunk limits: the returned
         position stays inside them, |velocity| <= velocity limit and |velocity - qd_prev| <=
@@ -542,6 +548,13 @@ class SafetyEnvelope:
         approach = _braking_speed(np.abs(err), amax, dt_s)
         capped = np.where(err >= 0.0, np.minimum(v_want, w + approach), np.maximum(v_want, w - approach))
         v = np.where(np.abs(v_want - w) <= amax * dt_s, v_want, capped)
+        if rest_bounds is not None:
+            low = np.asarray(rest_bounds[0], dtype=np.float64).reshape(-1)
+            high = np.asarray(rest_bounds[1], dtype=np.float64).reshape(-1)
+            if low.shape != (n,) or high.shape != (n,):
+                raise ValueError(f"rest_bounds must be two arrays of shape ({n},)")
+            if np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and not rejected:
+                v = np.clip(v, -_braking_speed(q0 - low, amax, dt_s), _braking_speed(high - q0, amax, dt_s))
 
         speed_scale = 1.0
         if singularity and self.kinematics is not None and np.any(v != 0.0):
