@@ -19,6 +19,7 @@ from vla_ros.cli.eval_cmd import (
     confusion,
     cube_clearance_m,
     episode_start_index,
+    episode_end_s,
     eval_add_arguments,
     first_lifted,
     resolve_policy,
@@ -124,6 +125,41 @@ def test_analyse_episode_cuts_the_stream_at_the_reset_and_measures_in_the_window
     assert o.cube_xy_m["blue_cube"] == pytest.approx((0.5, -0.1))
 
 
+def test_a_late_start_keeps_the_lift_inside_the_window():
+    # On a loaded machine the controller and policy became active 2.5 s (simulated) after the
+    # reset; the episode's 2.5 s are counted from there. The window used to end at reset + 2.5 s +
+    # hold: the lift at 14.0 s fell outside it and the episode read "no cube lifted" (seen in full
+    # runs: success 2/2 but red/red 0).
+    segment = {"objects": [(10.0, _scene()), (12.5, _scene()), (14.0, _scene(z_green=0.08))],
+               "states": {}, "commands": {}, "home": {}, "joint_names": {}, "forward": {}, "frames": []}
+    late = EpisodeReport(0, 7, "pick up the green cube", True, 2.0, 3.0, start_sim_s=12.5)
+    assert episode_end_s(late, 10.0, 0.3) == pytest.approx(14.8)
+    assert analyse_episode(late, segment, _Task(), H, 0.0, 0.05, hold_s=0.3).lifted == "green_cube"
+    unknown = EpisodeReport(0, 7, "pick up the green cube", True, 2.0, 3.0)  # no start: from the reset
+    assert episode_end_s(unknown, 10.0, 0.3) == pytest.approx(12.3)
+    assert analyse_episode(unknown, segment, _Task(), H, 0.0, 0.05, hold_s=0.3).lifted is None
+
+
+def test_the_supervisor_times_success_on_the_sims_clock():
+    from types import SimpleNamespace
+
+    from vla_ros.cli.demo import _Supervisor
+
+    class Node:
+        def create_client(self, *args):
+            return None
+
+    sim = SimpleNamespace(success_since_s=None, hw=SimpleNamespace(time_s=5.0))
+    sup = _Supervisor(Node(), 0.3, sim)
+    assert sup.success_at_s is None
+    sim.success_since_s, sim.hw.time_s = 5.0, 5.2
+    assert sup.success_at_s is None  # not held for 0.3 s yet
+    sim.hw.time_s = 5.3
+    assert sup.success_at_s == 5.0
+    sim.success_since_s = None  # a reset (or the cube dropped)
+    assert sup.success_at_s is None
+
+
 def test_an_asked_colour_other_than_the_scenes_is_judged_by_the_cube_lifted_first():
     segment = {"objects": [(10.0, _scene()), (11.0, _scene(z_green=0.03)), (12.0, _scene(z_green=0.08)),
                            (13.0, _scene(z_green=0.09, z_blue=0.09))],
@@ -191,7 +227,6 @@ def test_policy_defaults_and_bad_arguments(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="open (issue 14): in full runs the second episode (seed 90002, red) succeeds but the observer records no lifted cube (red/red 0): cause not found; deeper observer queues did not fix it")
 def test_cli_scripted_two_episodes_with_video_and_report(tmp_path):
     import av
 

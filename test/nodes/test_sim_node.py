@@ -257,3 +257,28 @@ def test_bad_parameters_are_named(name, value, fragment):
             SimNode(context=context, parameter_overrides=[Parameter(name, value=value), Parameter("autostart", value=False)])
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_success_since_is_the_start_of_the_streak_on_the_sims_clock_and_a_reset_clears_it(graph):
+    sim, probe = graph
+    hw = sim.hw
+    real_check = hw.is_success
+    try:
+        assert _wait(lambda: len(probe.success) > 1) and sim.success_since_s is None
+        t_on = hw.time_s
+        hw.is_success = lambda: True  # the task is solved from now on
+        assert _wait(lambda: sim.success_since_s is not None)
+        since = sim.success_since_s
+        assert t_on <= since <= t_on + 0.1 + 1e-9  # the first check after it (10 Hz, simulated)
+        t = hw.time_s
+        assert _wait(lambda: hw.time_s > t + 0.3)
+        assert sim.success_since_s == since  # one streak, dated from its start
+        t_before_reset = hw.time_s
+        future = probe.reset_client.call_async(Trigger.Request())
+        assert _wait(future.done) and future.result().success
+        # a new streak, dated after the reset (the old one began before it)
+        assert _wait(lambda: sim.success_since_s is not None and sim.success_since_s >= t_before_reset)
+        hw.is_success = lambda: False
+        assert _wait(lambda: sim.success_since_s is None)
+    finally:
+        hw.is_success = real_check

@@ -32,8 +32,9 @@ class EpisodeReport:
     seed: int
     instruction: str
     success: bool
-    episode_time_s: float  # simulated time from reset to success (or to the timeout)
+    episode_time_s: float  # simulated time from the episode's start to success (or to the timeout)
     wall_time_s: float
+    start_sim_s: float | None = None  # simulated time of the start (the sim's clock, as its stamps)
 
 
 @dataclass(frozen=True)
@@ -126,44 +127,34 @@ def _episode_line(e: EpisodeReport, n: int) -> str:
 
 
 class _Supervisor:
-    """Watches sim/success in simulated time; owns the sim/reset client."""
+    """Judges success in simulated time; owns the sim/reset client.
 
-    def __init__(self, node, hold_s: float) -> None:
-        from std_msgs.msg import Bool
+    Success comes from the in-process sim node (`SimNode.success_since_s`, hardware time), not from
+    `sim/success` as this node hears it: on a loaded machine its executor and its /clock lag the
+    physics by seconds, and a success timed by that lagging clock was earlier than the episode's
+    start (read from the hardware): the episode then ran to its timeout, or its measured time was
+    too short for the eval's window to contain the lift.
+    """
+
+    def __init__(self, node, hold_s: float, sim) -> None:
         from std_srvs.srv import Trigger
 
         self.node = node
         self.hold_s = hold_s
-        self._lock = threading.Lock()
-        self._streak_start_s: float | None = None
-        self._success_at_s: float | None = None
+        self.sim = sim
         self._trigger = Trigger
         self.reset_client = node.create_client(Trigger, "sim/reset")
-        node.create_subscription(Bool, "sim/success", self._on_success, 10)
-
-    def now_s(self) -> float:
-        return self.node.get_clock().now().nanoseconds * 1e-9
-
-    def _on_success(self, msg) -> None:
-        t = self.now_s()
-        with self._lock:
-            if not msg.data:
-                self._streak_start_s = None
-                return
-            if self._streak_start_s is None:
-                self._streak_start_s = t
-            if self._success_at_s is None and t - self._streak_start_s >= self.hold_s - 1e-6:
-                self._success_at_s = self._streak_start_s
 
     def clear(self) -> None:
-        with self._lock:
-            self._streak_start_s = None
-            self._success_at_s = None
+        """Nothing to forget: a reset clears the sim's own record of success."""
 
     @property
     def success_at_s(self) -> float | None:
-        with self._lock:
-            return self._success_at_s
+        """Simulated time at which a success that has held for hold_s began (None: none yet)."""
+        since = self.sim.success_since_s
+        if since is None or self.sim.hw.time_s - since < self.hold_s - 1e-6:
+            return None
+        return since
 
     def reset(self, timeout_wall_s: float = 30.0) -> str:
         if not self.reset_client.wait_for_service(timeout_sec=timeout_wall_s):
@@ -256,7 +247,7 @@ def run_demo(
 
         supervisor_node = Node("demo_supervisor", context=context, parameter_overrides=[sim_time])
         nodes.append(supervisor_node)
-        supervisor = _Supervisor(supervisor_node, hold_s)
+        supervisor = _Supervisor(supervisor_node, hold_s, sim)
         executor = MultiThreadedExecutor(num_threads=4, context=context)
         for n in nodes:
             executor.add_node(n)
@@ -291,10 +282,11 @@ def run_demo(
             while True:
                 done_at = supervisor.success_at_s
                 if done_at is not None and done_at >= start_s:
-                    report = EpisodeReport(k, seed + k, instruction, True, done_at - start_s, time.monotonic() - wall0)
+                    report = EpisodeReport(k, seed + k, instruction, True, done_at - start_s, time.monotonic() - wall0,
+                                           start_s)
                     break
                 if sim.hw.time_s - start_s > timeout_s:
-                    report = EpisodeReport(k, seed + k, instruction, False, timeout_s, time.monotonic() - wall0)
+                    report = EpisodeReport(k, seed + k, instruction, False, timeout_s, time.monotonic() - wall0, start_s)
                     break
                 if not spinner.is_alive():
                     raise RuntimeError("the executor stopped; see the node logs above")

@@ -366,6 +366,15 @@ def write_video(frames: Sequence[np.ndarray], path: Path, fps: float) -> None:
             container.mux(packet)
 
 
+def episode_end_s(report: EpisodeReport, reset_s: float, hold_s: float) -> float:
+    """Simulated time at which the episode ended (success held for hold_s, or the timeout). The
+    episode starts after the reset (the sim's reset stamp `reset_s`) once the controller and the
+    policy are active: on a loaded machine that takes seconds of simulated time, so the start the
+    demo read from the sim is used where the report has it."""
+    start = report.start_sim_s if report.start_sim_s is not None and report.start_sim_s >= reset_s else reset_s
+    return start + report.episode_time_s + hold_s
+
+
 def analyse_episode(report: EpisodeReport, segment: dict, task, half_size_m: float, table_z_m: float,
                     lift_threshold_m: float, hold_s: float = 0.3, video_dir: Path | None = None,
                     camera_rate_hz: float = 30.0, asked: str | None = None) -> EpisodeOutcome:
@@ -376,8 +385,7 @@ def analyse_episode(report: EpisodeReport, segment: dict, task, half_size_m: flo
     objects = sorted(segment["objects"], key=lambda s: s[0])
     start = episode_start_index(objects, initial)
     start_s = objects[start][0] if start is not None else (objects[0][0] if objects else 0.0)
-    # The demo's clock starts ~0.1 s after the reset; a success is held for hold_s after it starts.
-    end_s = start_s + report.episode_time_s + (hold_s if report.success else 0.0) + 0.2
+    end_s = episode_end_s(report, start_s, hold_s if report.success else 0.0) + 0.2
     window = [s for s in objects if start_s <= s[0] <= end_s + 1e-6]
     lift = first_lift(window, lift_threshold_m, half_size_m, table_z_m)
     lifted = None if lift is None else lift[0]
@@ -567,7 +575,7 @@ def _catch_up(observer: _Observer, task, report: EpisodeReport, hold_s: float, l
     while True:
         objects = observer.objects_snapshot()
         start = episode_start_index(objects, initial)
-        end_s = None if start is None else objects[start][0] + report.episode_time_s + hold_s + 0.5
+        end_s = None if start is None else episode_end_s(report, objects[start][0], hold_s) + 0.5
         if end_s is not None and objects[-1][0] >= end_s:
             return
         if time.monotonic() > deadline:

@@ -216,7 +216,7 @@ class RecordSession:
                 self.recorder.set_parameters([sim_time])
             self.supervisor_node = Node("record_supervisor", context=self.context, parameter_overrides=[sim_time])
             self.nodes.append(self.supervisor_node)
-            self.supervisor = _Supervisor(self.supervisor_node, 0.3)
+            self.supervisor = _Supervisor(self.supervisor_node, 0.3, self.sim)
             self.clients = {name: self.supervisor_node.create_client(Trigger, f"recorder/{name}")
                             for name in ("start_episode", "save_episode", "discard_episode")}
             self.executor = MultiThreadedExecutor(num_threads=5, context=self.context)

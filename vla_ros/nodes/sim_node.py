@@ -161,6 +161,9 @@ class SimNode(Node):
         self.hw.reset(self.seed)
         self.episode = 0  # resets served so far
         self._stamp_offset_s = 0.0  # ROS time - hardware time (0 in sim mode)
+        # Hardware time at which the current run of successful checks began (None: not succeeding);
+        # cleared by a reset. Read in-process by the demo/record supervisors (`success_since_s`).
+        self._success_since_s: float | None = None
 
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -262,7 +265,12 @@ class SimNode(Node):
                     self._objects_pub.publish(object_markers(hw.object_poses(), self.spec.world_frame, self._stamp(t)))
                 if t >= next_due["success_rate_hz"] - 1e-9:
                     next_due["success_rate_hz"] += periods["success_rate_hz"]
-                    self._success_pub.publish(Bool(data=bool(hw.is_success())))
+                    ok = bool(hw.is_success())
+                    if not ok:
+                        self._success_since_s = None
+                    elif self._success_since_s is None:
+                        self._success_since_s = t
+                    self._success_pub.publish(Bool(data=ok))
                 if t >= next_diag:
                     next_diag += 1.0
                     self._publish_diagnostics(t)
@@ -386,6 +394,13 @@ class SimNode(Node):
             return
         self._commands.put(lambda: self.hw.apply_gripper_command(arm.name, float(values[0])))
 
+    @property
+    def success_since_s(self) -> float | None:
+        """Simulated time since which the task has been checked successful without a break (None:
+        not now). Set by the physics thread at `success_rate_hz`, cleared by a reset: on the same
+        clock as the hardware's time and every stamp, whatever the executors' lag."""
+        return self._success_since_s
+
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         done = threading.Event()
         seed = self.seed + self.episode
@@ -393,6 +408,7 @@ class SimNode(Node):
 
         def apply() -> None:
             self.hw.reset(seed)
+            self._success_since_s = None
             self._publish_instruction()
             self._objects_pub.publish(
                 object_markers(self.hw.object_poses(), self.spec.world_frame, self._stamp(self.hw.time_s))
