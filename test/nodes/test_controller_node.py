@@ -706,7 +706,9 @@ def test_the_guard_refuses_holds_and_reports_an_escaped_exception(rig, monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError("injected bug")
 
-    monkeypatch.setattr(core, "prepare_chunk", broken)
+    # (a bug in the decision itself: the chunk worker reports those as refusals, tested in
+    # test_chunk_worker.py; here one escapes from the node's own part of it)
+    monkeypatch.setattr(core, "decide_chunk", broken)
     rig.send_chunk(_ramp(HOME, 0, 0.3))
     assert _decided(rig, 2)
     assert core.internal_errors == 1 and "injected bug" in core.last_refusal

@@ -203,6 +203,7 @@ class ChunkSnapshot:
     q_ref: np.ndarray
     space: str
     stamp_s: float
+    lead_s: float = 0.0  # the start lead at the snapshot (from the measured command delays)
 
 
 @dataclass(frozen=True)
@@ -516,14 +517,18 @@ class ControllerCore:
         return decision
 
     def decide_chunk(self, chunk: ActionChunk, clock: Callable[[], float], lock: threading.RLock,
-                     attempts: int = 3) -> ChunkDecision:
+                     attempts: int = 3, prepare: Callable[..., PreparedChunk | str] | None = None) -> ChunkDecision:
         """`submit_chunk` for a multi-threaded node: the gates and the snapshot (`begin_chunk`)
         and the commit (`finish_chunk`) under `lock`, the expensive middle (IK, validation, plan
         fitting) outside it, so that e-stops, ticks and joint_states never wait for a chunk.
 
         The chunk takes over `start_lead_s` plus the expected decision time after the snapshot;
         a decision that finishes later than that (the plan would already have changed) is redone
-        with twice the time it took, at most `attempts` times, then refused."""
+        with twice the time it took, at most `attempts` times, then refused.
+
+        `prepare(snapshot, chunk, extra_lead_s)`: who runs the middle part (default: this core's
+        `prepare_chunk`, in this thread; the node may hand it to a worker process)."""
+        prepare = prepare or self.prepare_chunk
         extra = 1.5 * self._decide_s_per_point * chunk.num_steps
         spent = 0.0
         for _ in range(attempts):
@@ -532,7 +537,7 @@ class ControllerCore:
                 snapshot = self.begin_chunk(chunk, t0)
             if isinstance(snapshot, ChunkDecision):
                 return snapshot
-            prepared = self.prepare_chunk(snapshot, chunk, extra_lead_s=extra)
+            prepared = prepare(snapshot, chunk, extra)
             with lock:
                 t1 = clock()
                 decision = self.finish_chunk(prepared, t1)
@@ -594,7 +599,7 @@ class ControllerCore:
             return self._refuse(self._names_mismatch(chunk.names), now_s)
         plan = self.scheduler.plan
         q_ref = plan.sample(stamp)[0] if self.scheduler.is_moving(now_s) else self.measured_positions()
-        return ChunkSnapshot(plan, self._plan_version, now_s, np.array(q_ref), space, stamp)
+        return ChunkSnapshot(plan, self._plan_version, now_s, np.array(q_ref), space, stamp, self.start_lead_s)
 
     def prepare_chunk(self, snapshot: ChunkSnapshot, chunk: ActionChunk,
                       extra_lead_s: float = 0.0) -> PreparedChunk | str:
@@ -616,7 +621,7 @@ class ControllerCore:
                                                singularity=cartesian)
         if not verdict.ok:
             return f"unsafe chunk: {verdict.reason}"
-        start_s = snapshot.now_s + self.start_lead_s + max(float(extra_lead_s), 0.0)
+        start_s = snapshot.now_s + snapshot.lead_s + max(float(extra_lead_s), 0.0)
         proposal = self._fit_plan(snapshot, chunk.num_steps, chunk.period_s, targets.positions,
                                   verdict.time_scale, start_s)
         if isinstance(proposal, str):

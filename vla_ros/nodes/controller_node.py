@@ -64,6 +64,7 @@ from vla_ros.core.kinematics import RobotKinematics
 from vla_ros.core.safety import SafetyConfig
 from vla_ros.core.types import ActionChunk
 from vla_ros.nodes import conversions as cv
+from vla_ros.nodes.chunk_worker import ChunkWorker
 from vla_ros.nodes.follow_joint_trajectory import Tolerances
 from vla_ros.nodes.real_interfaces import ControllerRealInterfaces, check_message_packages
 from vla_ros.nodes.ros_msgs import MessagesUnavailable
@@ -143,6 +144,11 @@ class ControllerNode(LifecycleNode):
         d("path_tolerance_rad", 0.0, _desc("FollowJointTrajectory goals: per-joint path tolerance (rad); 0 = the JTC's"))
         d("goal_tolerance_rad", 0.0, _desc("FollowJointTrajectory goals: per-joint goal tolerance (rad); 0 = the JTC's"))
         d("goal_time_tolerance_s", 0.0, _desc("FollowJointTrajectory goals: goal_time_tolerance (s)"))
+        d("chunk_worker", True, _desc("decide chunks (IK, safety checks, plan fit) in a worker process, so that "
+                                      "e-stops, the command timer and joint_states never wait for the "
+                                      "interpreter lock meanwhile; false: in the node's chunk thread"))
+        d("chunk_worker_timeout_s", 2.0, _desc("a worker that does not answer within this is restarted and the "
+                                               "chunk refused (the arm holds)"))
         self._lock = threading.RLock()
         self._chunk_group = MutuallyExclusiveCallbackGroup()
         self._estop_group = MutuallyExclusiveCallbackGroup()
@@ -163,6 +169,7 @@ class ControllerNode(LifecycleNode):
         self._last_state = "unconfigured"
         self.estop_handling_s: list[float] = []
         self._real: ControllerRealInterfaces | None = None  # franka_gripper / FollowJointTrajectory / driver state
+        self.chunk_worker: ChunkWorker | None = None
         self._gripper_stale = False
 
     # ------------------------------------------------------------------ helpers
@@ -211,6 +218,11 @@ class ControllerNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
         self.spec = spec
+        # The worker builds its own kinematics from the spec: only for the real solver (a test
+        # double handed in stays in this process).
+        if self._p("chunk_worker") and (self._given_kin is None or type(self._given_kin) is RobotKinematics):
+            self.chunk_worker = ChunkWorker(spec, self.core.config, self.core.prepare_chunk,
+                                            timeout_s=float(self._p("chunk_worker_timeout_s")))
         # raw=True: the chunk arrives as its CDR bytes and is read by trajectory_cdr, not turned into
         # Python objects by rclpy in one GIL-holding call (8 ms for 1000 points: e-stops waited).
         self._subs.append(self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, 10,
@@ -290,7 +302,16 @@ class ControllerNode(LifecycleNode):
         self._free()
         return TransitionCallbackReturn.SUCCESS
 
+    def destroy_node(self) -> None:
+        worker, self.chunk_worker = self.chunk_worker, None
+        if worker is not None:  # destroyed without a cleanup transition
+            worker.close()
+        super().destroy_node()
+
     def _free(self) -> None:
+        if self.chunk_worker is not None:
+            self.chunk_worker.close()
+            self.chunk_worker = None
         if self._real is not None:
             self._real.destroy()
             self._real = None
@@ -360,7 +381,9 @@ class ControllerNode(LifecycleNode):
             with self._lock:
                 decision = core.refuse(problem, self.now_s())
         else:
-            decision = core.decide_chunk(chunk, self.now_s, self._lock)
+            worker = self.chunk_worker
+            decision = core.decide_chunk(chunk, self.now_s, self._lock,
+                                         prepare=None if worker is None else worker.prepare)
         if not decision.accepted and not core.active:
             # Chunks still in flight around a deactivation are expected; not worth a warning.
             self.get_logger().debug(f"action chunk refused: {decision.reason}")
