@@ -44,6 +44,8 @@ def test_bench_safety_runs_through_ros_and_reports_every_measurement():
         assert 10.0 <= entry["start_lead_ms"] <= 100.0
     for phase in ("chunks", "loaded"):
         assert result[phase]["chunks_decided_per_s"] > 0 and result[phase]["chunk_points"] == 1000
+        # the controller's chunk worker decided them (the bench waits for it to be ready)
+        assert result[phase]["chunks_decided_in_worker"] > 0
     assert result["chunks"]["cpu_load_processes"] == 0
 
 

@@ -22,6 +22,7 @@ The peer publishes joint_states at 100 Hz so the watchdog stays satisfied.
 from __future__ import annotations
 
 import argparse
+import atexit
 import multiprocessing as mp
 import os
 import platform
@@ -41,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-rate-hz", type=float, default=50.0, help="max-size chunks per second under load")
     parser.add_argument("--cpu-load", type=int, default=-1,
                         help="busy-loop processes during the load phase (default -1: one per CPU)")
+    parser.add_argument("--no-chunk-worker", action="store_true",
+                        help="the controller decides chunks in its own process (chunk_worker:=false), to compare")
 
 
 def _pct_ms(samples_s) -> dict:
@@ -145,7 +148,7 @@ class _Bench:
     MultiThreadedExecutor, chunk decisions in their own callback group), and a peer here that
     plays the driver and the policy. The controller reports its inner timings over a pipe."""
 
-    def __init__(self, spec) -> None:
+    def __init__(self, spec, chunk_worker: bool = True) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
@@ -183,9 +186,14 @@ class _Bench:
         self.spinner = BackgroundSpinner(self.peer_executor, "bench_peer").start()
         ctx = mp.get_context("spawn")  # never fork a process with DDS threads running
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_controller_process, args=(child, spec.name, self.namespace), daemon=True,
+        # not a daemon: the controller starts its chunk worker process (it ends on "stop", and
+        # close() kills it if it does not)
+        self.process = ctx.Process(target=_controller_process, daemon=False,
+                                   args=(child, spec.name, self.namespace, chunk_worker),
                                    name="bench_controller")
         self.process.start()
+        # a bench that dies before close() must not wait at exit for this non-daemon child
+        atexit.register(lambda p=self.process: p.kill() if p.is_alive() else None)
         child.close()
         if not self.conn.poll(60.0):
             raise RuntimeError("the controller process did not start within 60 s")
@@ -306,6 +314,7 @@ class _Bench:
             "tick_period_ms": round(1e3 * self.tick_period_s, 3),
             "chunks_decided_per_s": round(decided / elapsed, 1),
             "chunks_accepted": after["chunks_accepted"] - before["chunks_accepted"],
+            "chunks_decided_in_worker": after["decided_in_worker"] - before["decided_in_worker"],
             "start_lead_ms": round(1e3 * after["start_lead_s"], 3),
             "command_delay_p99_ms": None if after["command_delay_p99_s"] is None
             else round(1e3 * after["command_delay_p99_s"], 3),
@@ -329,7 +338,7 @@ class _Bench:
         rclpy.try_shutdown(context=self.context)
 
 
-def _controller_process(conn, embodiment: str, namespace: str) -> None:
+def _controller_process(conn, embodiment: str, namespace: str, chunk_worker: bool = True) -> None:
     """The bench's controller: `ControllerNode` on a MultiThreadedExecutor in this process, its
     command timer's tick calls timed; answers "stats" with its counters and timings, ends on "stop"."""
     import rclpy
@@ -342,7 +351,8 @@ def _controller_process(conn, embodiment: str, namespace: str) -> None:
     context = rclpy.Context()
     rclpy.init(context=context)
     node = ControllerNode(context=context, namespace=namespace, parameter_overrides=[Parameter("embodiment", value=embodiment),
-                                                                 Parameter("joint_state_timeout_s", value=1.0)])
+                                                                 Parameter("joint_state_timeout_s", value=1.0),
+                                                                 Parameter("chunk_worker", value=chunk_worker)])
     executor = make_executor(context)
     executor.add_node(node)
     spinner = BackgroundSpinner(executor, "bench_controller").start()
@@ -352,6 +362,8 @@ def _controller_process(conn, embodiment: str, namespace: str) -> None:
             raise RuntimeError("configure failed (see the controller's log)")
         core = node.core
         core_tick = core.tick
+        if node.chunk_worker is not None and not node.chunk_worker.wait_ready(60.0):
+            raise RuntimeError(f"the chunk worker did not start: {node.chunk_worker.failed}")
 
         def timed_tick(now_s, stream=True):
             if stream:
@@ -374,6 +386,7 @@ def _controller_process(conn, embodiment: str, namespace: str) -> None:
                 break
             conn.send({"tick_times": list(tick_times), "estop_handling_s": list(node.estop_handling_s),
                        "chunks_accepted": core.chunks_accepted, "chunks_refused": core.chunks_refused,
+                       "decided_in_worker": 0 if node.chunk_worker is None else node.chunk_worker.decided_in_worker,
                        "start_lead_s": core.start_lead_s, "command_delay_p99_s": core.command_delay_p99_s,
                        "internal_errors": core.internal_errors})
     except (RuntimeError, EOFError, OSError) as err:
@@ -401,7 +414,7 @@ def run(args: argparse.Namespace) -> dict:
         "load_average_1min_at_start": round(os.getloadavg()[0], 2),
         "decide": bench_decide(spec, kin, sizes),
     }
-    bench = _Bench(spec)
+    bench = _Bench(spec, chunk_worker=not getattr(args, "no_chunk_worker", False))
     try:
         result["idle"] = bench.phase(args.estops, chunk_rate_hz=0.0, load=0)
         # chunk load alone (what the e-stop and the timer must not notice), then with CPU hogs too

@@ -83,7 +83,14 @@ class ChunkWorker:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=_serve, args=(child, self._spec, self._config), daemon=True,
                                  name="controller_chunk_worker")
-        proc.start()
+        try:
+            proc.start()
+        except (AssertionError, OSError) as err:  # e.g. "daemonic processes are not allowed to have children"
+            self.failed = f"the chunk worker could not be started: {err}"
+            log.warning("%s; deciding chunks in the node's process", self.failed)
+            parent.close()
+            child.close()
+            return
         child.close()
         self._proc, self._conn, self._ready = proc, parent, False
 
