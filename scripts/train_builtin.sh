@@ -3,24 +3,26 @@
 #   1. record EPISODES scripted demonstrations (seeds SEED0, SEED0+1, ...) through the ROS graph
 #      into a LeRobotDataset v3.0 folder (`vla-ros record`, via scripts/record_builtin.py);
 #   2. train the VLA on them on the CPU (`vla-ros train`): the default preset (flow-matching head,
-#      Llama backbone) with RT-1's FiLM conv encoder at 64 px on both cameras, ee_delta chunks of 10;
+#      Llama backbone) with RT-1's FiLM conv encoder (with coordinate channels, so that its tokens say
+#      where they look) at SIZE px on both cameras, ee_delta chunks of 10;
 #   3. evaluate it on held-out seeds (`vla-ros eval --seed 90001`: seeds no recording used);
 #   4. copy the model files to OUT_CKPT and write builtin.json (scripts/ship_builtin.py).
 #
 # Usage: scripts/train_builtin.sh [WORK_DIR]     (default artifacts/builtin_repro)
-# Environment knobs: EPISODES (28), SEED0 (0), STEPS (1000), BATCH (16), LR (5e-4), EVAL_EPISODES (20),
+# Environment knobs: EPISODES (200), SEED0 (0), SIZE (64), STEPS (12000), BATCH (32), LR (5e-4), EVAL_EPISODES (50),
 # EVAL_SEED (90001), EVAL_TIMEOUT (20 simulated s), OUT_CKPT (vla_ros/policies/builtin/fr3), THREADS (1),
 # STAGES ("record train eval ship"; e.g. STAGES="eval ship" reuses WORK_DIR/data and WORK_DIR/ckpt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${1:-artifacts/builtin_repro}
-EPISODES=${EPISODES:-28}
+EPISODES=${EPISODES:-200}
 SEED0=${SEED0:-0}
-STEPS=${STEPS:-1000}
-BATCH=${BATCH:-16}
+SIZE=${SIZE:-64}
+STEPS=${STEPS:-12000}
+BATCH=${BATCH:-32}
 LR=${LR:-5e-4}
-EVAL_EPISODES=${EVAL_EPISODES:-20}
+EVAL_EPISODES=${EVAL_EPISODES:-50}
 EVAL_SEED=${EVAL_SEED:-90001}
 EVAL_TIMEOUT=${EVAL_TIMEOUT:-20}
 OUT_CKPT=${OUT_CKPT:-vla_ros/policies/builtin/fr3}
@@ -33,7 +35,7 @@ export MUJOCO_GL=${MUJOCO_GL:-egl} MESA_SHADER_CACHE_DISABLE=true HF_HUB_OFFLINE
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
 mkdir -p "$WORK"
 
-VISION='{"vision": {"kind": "conv_film", "image_size": 64, "siglip": null, "conv": {"channels": [16, 32, 64], "num_tokens": 8}}}'
+VISION='{"vision": {"kind": "conv_film", "image_size": '"$SIZE"', "siglip": null, "conv": {"channels": [32, 64, 64], "num_tokens": 8, "coords": true}}}'
 
 t_all=$(date +%s)
 t0=$(date +%s)
@@ -49,8 +51,8 @@ if has train; then
   echo "== train: $STEPS steps, batch $BATCH -> $WORK/ckpt"
   rm -rf "$WORK/ckpt"
   "$PY" -m vla_ros.cli.main train --data "$WORK/data" --out "$WORK/ckpt" --embodiment fr3 --action-space ee_delta \
-    --chunk-size 10 --config "$VISION" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 50 \
-    --no-augment --val-every 200 --val-episodes 2 --val-samples 32 --save-every 250 --seed 0 \
+    --chunk-size 10 --config "$VISION" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 200 \
+    --no-augment --val-every 1000 --val-episodes 6 --val-samples 256 --save-every 1000 --seed 0 --min-episode-frames 20 \
     --threads "$THREADS" --cache-dir "$WORK/cache" --no-progress --json | tee "$WORK/train.log"
 fi
 t_train=$(( $(date +%s) - t0 ))

@@ -10,7 +10,7 @@ from vla_ros.policies.vla.presets import make_config
 
 # The vision override of scripts/train_builtin.sh, as `vla-ros train --config` parses it from JSON.
 BUILTIN_VISION = {"kind": "conv_film", "image_size": 64, "siglip": None,
-                  "conv": {"channels": [16, 32, 64], "num_tokens": 8}}
+                  "conv": {"channels": [32, 64, 64], "num_tokens": 8, "coords": True}}
 
 
 def test_make_config_builds_nested_sub_configs_from_dicts():
@@ -18,7 +18,7 @@ def test_make_config_builds_nested_sub_configs_from_dicts():
     # (it used to stay a dict and the FiLM encoder failed with "'dict' object has no attribute 'channels'").
     cfg = make_config("default", vision=BUILTIN_VISION)
     assert isinstance(cfg.vision.conv, ConvConfig)
-    assert cfg.vision.conv.channels == (16, 32, 64) and cfg.vision.conv.num_tokens == 8
+    assert cfg.vision.conv.channels == (32, 64, 64) and cfg.vision.conv.num_tokens == 8 and cfg.vision.conv.coords
     assert cfg.vision.siglip is None and cfg.vision.image_size == 64
     assert VLAConfig.from_dict(cfg.to_dict()) == cfg
     vit = make_config("default", vision={"siglip": {"hidden_size": 32, "num_layers": 2, "num_heads": 2,
@@ -34,7 +34,7 @@ def test_builtin_vision_override_builds_a_model():
     cfg = make_config("default", vision=BUILTIN_VISION, action_dim=7, camera_slots=("front", "wrist"),
                       state_dim=8, chunk_size=10)
     model = VLAModel(cfg)
-    assert model.config.vision.conv.channels == (16, 32, 64)
+    assert model.config.vision.conv.channels == (32, 64, 64) and model.vision.out_dim == 66
     assert np.isfinite(sum(float(p.sum()) for p in model.parameters()))
 
 
