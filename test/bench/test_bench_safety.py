@@ -32,7 +32,7 @@ def test_decide_rates_per_size_and_the_oversize_refusal():
 @pytest.mark.slow
 @pytest.mark.ros
 def test_bench_safety_runs_through_ros_and_reports_every_measurement():
-    args = argparse.Namespace(sizes="10", estops=5, chunk_rate_hz=20.0, cpu_load=0)
+    args = argparse.Namespace(sizes="10", estops=5, chunk_rate_hz=20.0, cpu_load=0, chunk_worker=True)
     result = bench_safety.run(args)
     for phase in ("idle", "chunks", "loaded"):
         entry = result[phase]

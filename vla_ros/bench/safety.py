@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-rate-hz", type=float, default=50.0, help="max-size chunks per second under load")
     parser.add_argument("--cpu-load", type=int, default=-1,
                         help="busy-loop processes during the load phase (default -1: one per CPU)")
-    parser.add_argument("--no-chunk-worker", action="store_true",
-                        help="the controller decides chunks in its own process (chunk_worker:=false), to compare")
+    parser.add_argument("--chunk-worker", action="store_true",
+                        help="the controller decides chunks in a worker process (chunk_worker:=true), to compare")
 
 
 def _pct_ms(samples_s) -> dict:
@@ -148,7 +148,7 @@ class _Bench:
     MultiThreadedExecutor, chunk decisions in their own callback group), and a peer here that
     plays the driver and the policy. The controller reports its inner timings over a pipe."""
 
-    def __init__(self, spec, chunk_worker: bool = True) -> None:
+    def __init__(self, spec, chunk_worker: bool = False) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
@@ -338,7 +338,7 @@ class _Bench:
         rclpy.try_shutdown(context=self.context)
 
 
-def _controller_process(conn, embodiment: str, namespace: str, chunk_worker: bool = True) -> None:
+def _controller_process(conn, embodiment: str, namespace: str, chunk_worker: bool = False) -> None:
     """The bench's controller: `ControllerNode` on a MultiThreadedExecutor in this process, its
     command timer's tick calls timed; answers "stats" with its counters and timings, ends on "stop"."""
     import rclpy
@@ -414,7 +414,7 @@ def run(args: argparse.Namespace) -> dict:
         "load_average_1min_at_start": round(os.getloadavg()[0], 2),
         "decide": bench_decide(spec, kin, sizes),
     }
-    bench = _Bench(spec, chunk_worker=not getattr(args, "no_chunk_worker", False))
+    bench = _Bench(spec, chunk_worker=bool(getattr(args, "chunk_worker", False)))
     try:
         result["idle"] = bench.phase(args.estops, chunk_rate_hz=0.0, load=0)
         # chunk load alone (what the e-stop and the timer must not notice), then with CPU hogs too

@@ -144,9 +144,11 @@ class ControllerNode(LifecycleNode):
         d("path_tolerance_rad", 0.0, _desc("FollowJointTrajectory goals: per-joint path tolerance (rad); 0 = the JTC's"))
         d("goal_tolerance_rad", 0.0, _desc("FollowJointTrajectory goals: per-joint goal tolerance (rad); 0 = the JTC's"))
         d("goal_time_tolerance_s", 0.0, _desc("FollowJointTrajectory goals: goal_time_tolerance (s)"))
-        d("chunk_worker", True, _desc("decide chunks (IK, safety checks, plan fit) in a worker process, so that "
-                                      "e-stops, the command timer and joint_states never wait for the "
-                                      "interpreter lock meanwhile; false: in the node's chunk thread"))
+        # Off by default: on the 2-core test machine it did not shorten the e-stop's p99 under chunk
+        # load (bench safety: CPU, not the interpreter lock, is the limit there); for hosts with spare cores.
+        d("chunk_worker", False, _desc("decide chunks (IK, safety checks, plan fit) in a worker process, so that "
+                                       "e-stops, the command timer and joint_states never wait for the "
+                                       "interpreter lock meanwhile; false: in the node's chunk thread"))
         d("chunk_worker_timeout_s", 2.0, _desc("a worker that does not answer within this is restarted and the "
                                                "chunk refused (the arm holds)"))
         self._lock = threading.RLock()
