@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--joint-state-hz", type=float, default=100.0, help="joint_states rate (Hz)")
     parser.add_argument("--codec", default="auto", help="video encoder (auto: AV1 if available, else H.264)")
     parser.add_argument("--reliable-images", action="store_true", help="the recorder subscribes to cameras reliably")
+    parser.add_argument("--reliable-joint-states", action="store_true",
+                        help="the recorder subscribes to joint_states reliably")
     parser.add_argument("--keep", default="", help="keep the dataset in this folder (default: a temporary one)")
 
 
@@ -106,6 +108,7 @@ def run(args: argparse.Namespace) -> dict:
     cmd = ([str(exe)] if exe.exists() else [sys.executable, "-m", "vla_ros.nodes.recorder_node"]) + [
         "--ros-args", "-p", f"embodiment:={yaml_path}", "-p", f"dataset:={out}", "-p", "source_space:=joint_position",
         "-p", f"codec:={args.codec}", "-p", f"reliable_images:={str(args.reliable_images).lower()}",
+        "-p", f"reliable_joint_states:={str(getattr(args, 'reliable_joint_states', False)).lower()}",
         "-r", f"__ns:={namespace}"]
     log = open(work / "recorder.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -226,7 +229,8 @@ def run(args: argparse.Namespace) -> dict:
     expected = int(round(args.duration_s * args.camera_hz))
     result = {
         "cameras": args.cameras, "width": args.width, "height": args.height, "camera_hz": args.camera_hz,
-        "joint_state_hz": args.joint_state_hz, "duration_s": args.duration_s, "reliable_images": args.reliable_images, "codec": ds.features[
+        "joint_state_hz": args.joint_state_hz, "duration_s": args.duration_s, "reliable_images": args.reliable_images,
+        "reliable_joint_states": bool(getattr(args, "reliable_joint_states", False)), "codec": ds.features[
             ds.camera_keys[0]]["info"]["video.codec"] if ds.camera_keys else None,
         "frames_published": img1 - img0, "frames_expected": expected, "frames_recorded": ep.length,
         # The episode as the recorder saw it: from its start to the save request on its own clock (a
