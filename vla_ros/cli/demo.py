@@ -145,9 +145,6 @@ class _Supervisor:
         self._trigger = Trigger
         self.reset_client = node.create_client(Trigger, "sim/reset")
 
-    def clear(self) -> None:
-        """Nothing to forget: a reset clears the sim's own record of success."""
-
     @property
     def success_at_s(self) -> float | None:
         """Simulated time at which a success that has held for hold_s began (None: none yet)."""
@@ -271,7 +268,6 @@ def run_demo(
             instruction = message.split(": ", 1)[-1]
             # Let the reset state reach the controller before it takes its reference from it.
             _wait_sim_time(sim, 0.1)
-            supervisor.clear()
             start_s = sim.hw.time_s
             wall0 = time.monotonic()
             _transition(controller, "controller_node", "activate")

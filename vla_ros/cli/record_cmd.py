@@ -291,7 +291,6 @@ class RecordSession:
         message = self.supervisor.reset()
         instruction = message.split(": ", 1)[-1]
         _wait_sim_time(self.sim, 0.1)
-        self.supervisor.clear()
         _transition(self.controller, "controller_node", "activate")
         self._active.append(self.controller)
         # The controller's activation hold must reach the recorder before the episode starts: the
