@@ -13,8 +13,8 @@ franka_gripper` config). Never blocks the caller:
   then holds and refuses chunks that need the gripper (`chunk_needs_gripper`);
 - results (grasp failed: object missed or slipped, move blocked, goal rejected) are published on
   `diagnostics` when they arrive and kept in `diagnostic_values()`; after a grasp succeeded, the
-  fingers closing below `min_object_width_m` while the hand still holds is reported the same way
-  ("object slipped while held", once, counted in grasp_failures).
+  fingers closing more than SLIP_MARGIN_M (1 mm) below `min_object_width_m` while the hand still
+  holds is reported the same way ("object slipped while held", once, counted in grasp_failures).
 
 Server (`FrankaGripperServer`, used by sim_node): `<node>/grasp`, `/move`, `/homing` (franka_msgs)
 and `/gripper_action` (control_msgs) over `vla_ros.sim.franka_gripper`, with `current_width`
@@ -54,6 +54,9 @@ GOAL_STATUS_NAMES = {0: "UNKNOWN", 1: "ACCEPTED", 2: "EXECUTING", 3: "CANCELING"
                      6: "ABORTED"}
 FRANKA_DEFAULT_EPSILON_M = 0.005  # franka_gripper_node's default_grasp_epsilon (inner and outer)
 FRANKA_DEFAULT_SPEED_M_S = 0.1  # franka_gripper_node's default_speed (gripper_action)
+# A held object has slipped out when the fingers close this far below min_object_width_m: the reported
+# width jitters by a fraction of a millimetre (a fully closed hand reads -0.0000 m), which is not a slip.
+SLIP_MARGIN_M = 0.001
 
 
 def finger_joint_names(actions: FrankaGripperActions, gripper_joint: str) -> tuple[str, str]:
@@ -134,13 +137,13 @@ class FrankaGripperClient:
                 self.decision = initial_decision(self.widths.normalised(self.width_m), self.hysteresis)
             # Holding after a successful grasp: fingers that close below the object band lost it.
             slipped = (self._holding and self._pending is None and self.decision == CLOSE
-                       and self.width_m < self.grasp.min_object_width_m)
+                       and self.width_m < self.grasp.min_object_width_m - SLIP_MARGIN_M)
             if slipped:
                 self._holding = False
         if slipped:
             self._report({"decision": CLOSE}, False,
                          f"grasp failed: object slipped while held (the fingers closed to {self.width_m:.4f} m, "
-                         f"below min_object_width_m {self.grasp.min_object_width_m})")
+                         f"more than {SLIP_MARGIN_M} m below min_object_width_m {self.grasp.min_object_width_m})")
 
     def measured_normalised(self) -> float | None:
         with self._lock:
