@@ -308,6 +308,30 @@ def test_to_action_values_inverts_to_joint_targets(name, space):
                 assert angle_between(got[:3, :3], want[:3, :3]) <= 1e-3
 
 
+def test_ee_pose_quaternions_keep_one_sign_through_a_top_down_wrist_turn():
+    # FR3's home tool points down: its rotation is ~diag(1, -1, -1), a half turn about x, so w ~ 0.
+    # Turning the wrist (joint 7, -0.6 -> +0.6 rad) while joint 5 tilts the tool through vertical
+    # (-0.1 -> +0.1 rad) takes w through 0; with the w >= 0 convention every component jumps sign
+    # there. The written ones must stay in one hemisphere (the home orientation's), change
+    # smoothly, and still be the tool's rotation.
+    spec, kin = setup("fr3")
+    adapter = ActionAdapter(spec, kin, "ee_pose")
+    q_home = np.asarray(spec.arms[0].home_rad, dtype=float)
+    positions = np.tile(q_home, (25, 1))
+    positions[:, 6] += np.linspace(-0.6, 0.6, 25)
+    positions[:, 4] += np.linspace(-0.1, 0.1, 25)
+    values = adapter.to_action_values(positions, np.ones((25, 1)), q_home)
+    quats = values[:, [adapter.names.index(f"ee_pose/{c}") for c in ("qx", "qy", "qz", "qw")]]
+    home = matrix_to_quaternion_xyzw(tool_pose(kin, q_home)[:3, :3])
+    assert abs(home[3]) < 0.05  # pointing down: w ~ 0, where w >= 0 is no convention at all
+    w_sign = [matrix_to_quaternion_xyzw(tool_pose(kin, q)[:3, :3]) for q in positions]
+    assert min(np.sign(np.array(w_sign) @ home)) < 0  # the w >= 0 convention does flip in this sweep
+    assert np.all(quats @ home > 0.9)  # +-0.3 rad of yaw (and 0.05 of tilt) about the home: cos(0.3) = 0.955
+    assert np.max(np.linalg.norm(np.diff(quats, axis=0), axis=1)) < 0.06  # 0.05 rad steps: |dq| ~ 0.025
+    for q, quat in zip(positions, quats):
+        assert angle_between(quaternion_xyzw_to_matrix(quat), tool_pose(kin, q)[:3, :3]) < 1e-9
+
+
 def test_to_action_values_hand_computed_ee_delta():
     spec, kin = setup("fr3")
     adapter = ActionAdapter(spec, kin, "ee_delta")

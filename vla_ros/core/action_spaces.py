@@ -18,6 +18,10 @@ Conventions (all poses are of the arm's tool frame expressed in the arm's base f
   (x, y, z) in the base frame and rotated by R_delta = Rz(yaw) Ry(pitch) Rx(roll) applied in the
   base frame (R_i = R_delta R_{i-1}); row -1 is FK(q_reference).
 - `ee_pose` quaternions are (x, y, z, w); they are normalised here, a zero-norm one is rejected.
+  Either sign is accepted (q and -q are one rotation). The ones written here (`to_action_values`)
+  lie in the hemisphere of the arm's home orientation (q . q_home >= 0), not w >= 0: a tool
+  pointing down has w ~ 0, where "w >= 0" flips the sign of every component between nearby
+  orientations and a model regressing them would average q and -q into nonsense.
 - Gripper values are passed through unchanged (out-of-range values are clipped by the safety
   envelope, not here, so that the clipping is logged once, in one place).
 - Non-finite values (NaN/inf) anywhere in a chunk are rejected here with ActionSpaceError
@@ -222,6 +226,12 @@ class ActionAdapter:
             arm.qualified(arm.gripper.joint_name) for arm in spec.arms if arm.gripper is not None
         )
         self._gripper_columns = tuple(_prefix(arm) + "gripper" for arm in spec.arms if arm.gripper is not None)
+        self._home_quaternion: dict[str, np.ndarray] = {}
+        if self.space == "ee_pose":
+            q_home = np.concatenate([np.asarray(a.home_rad, dtype=np.float64) for a in spec.arms])
+            for arm in spec.arms:
+                base, tool = kin.arm_frames(arm.name)
+                self._home_quaternion[arm.name] = matrix_to_quaternion_xyzw(kin.frame_pose(q_home, tool, base)[:3, :3])
 
     def check_names(self, names: Sequence[str]) -> None:
         """Raise ActionSpaceError unless `names` are exactly this adapter's names (any order)."""
@@ -346,7 +356,9 @@ class ActionAdapter:
             cols = [self._column[c] for c in _arm_columns(arm, self.space)]
             if self.space == "ee_pose":
                 values[:, cols[:3]] = poses[1:, :3, 3]
-                values[:, cols[3:]] = np.array([matrix_to_quaternion_xyzw(p[:3, :3]) for p in poses[1:]])
+                quats = np.array([matrix_to_quaternion_xyzw(p[:3, :3]) for p in poses[1:]])
+                quats[quats @ self._home_quaternion[arm.name] < 0.0] *= -1.0  # the home hemisphere
+                values[:, cols[3:]] = quats
             else:
                 values[:, cols[:3]] = np.diff(poses[:, :3, 3], axis=0)
                 # R_i = R_delta R_{i-1}  =>  R_delta = R_i R_{i-1}^T
