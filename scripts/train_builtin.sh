@@ -4,18 +4,20 @@
 #      into a LeRobotDataset v3.0 folder (`vla-ros record`, via scripts/record_builtin.py);
 #   2. train the VLA on them on the CPU (`vla-ros train`): the default preset (flow-matching head,
 #      Llama backbone) with RT-1's FiLM conv encoder (with coordinate channels, so that its tokens say
-#      where they look) at SIZE px on both cameras, ee_delta chunks of 10;
+#      where they look) at SIZE px on both cameras, chunks of 10 in ACTION_SPACE (ee_pose: absolute tool
+#      poses, so that an error does not add up over the descent);
 #   3. evaluate it on held-out seeds (`vla-ros eval --seed 90001`: seeds no recording used);
 #   4. copy the model files to OUT_CKPT and write builtin.json (scripts/ship_builtin.py).
 #
 # Usage: scripts/train_builtin.sh [WORK_DIR]     (default artifacts/builtin_repro)
-# Environment knobs: EPISODES (200), SEED0 (0), SIZE (64), STEPS (12000), BATCH (32), LR (5e-4), EVAL_EPISODES (50),
+# Environment knobs: ACTION_SPACE (ee_pose), EPISODES (200), SEED0 (0), SIZE (64), STEPS (12000), BATCH (32), LR (5e-4), EVAL_EPISODES (50),
 # EVAL_SEED (90001), EVAL_TIMEOUT (20 simulated s), OUT_CKPT (vla_ros/policies/builtin/fr3), THREADS (1),
 # STAGES ("record train eval ship"; e.g. STAGES="eval ship" reuses WORK_DIR/data and WORK_DIR/ckpt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${1:-artifacts/builtin_repro}
+ACTION_SPACE=${ACTION_SPACE:-ee_pose}
 EPISODES=${EPISODES:-200}
 SEED0=${SEED0:-0}
 SIZE=${SIZE:-64}
@@ -50,7 +52,7 @@ t0=$(date +%s)
 if has train; then
   echo "== train: $STEPS steps, batch $BATCH -> $WORK/ckpt"
   rm -rf "$WORK/ckpt"
-  "$PY" -m vla_ros.cli.main train --data "$WORK/data" --out "$WORK/ckpt" --embodiment fr3 --action-space ee_delta \
+  "$PY" -m vla_ros.cli.main train --data "$WORK/data" --out "$WORK/ckpt" --embodiment fr3 --action-space "$ACTION_SPACE" \
     --chunk-size 10 --config "$VISION" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 200 \
     --no-augment --val-every 1000 --val-episodes 6 --val-samples 256 --save-every 1000 --seed 0 --min-episode-frames 20 \
     --threads "$THREADS" --cache-dir "$WORK/cache" --no-progress --json | tee "$WORK/train.log"

@@ -85,6 +85,9 @@ def test_a_slot_without_a_frame_is_dropped_and_counted_not_duplicated():
     # grid slot 0 (t = 0) precedes the first command (0.05 s), so the episode starts at slot 1
     # (timestamp 0); slot 10 (1.0 s) is still open at 1.0 s
     assert asm.episode_start_s == pytest.approx(0.1)
+    assert asm.grid_start_s == pytest.approx(0.0)  # the dropped slot 0 lies before the first row
+    # every slot from the grid's start is a row or a counted drop: 0.0 .. 0.9 s
+    assert len(frames) + asm.report.dropped_total == 10
     slots = [f.slot + 1 for f in frames]
     assert 3 not in slots and slots == [1, 2, 4, 5, 6, 7, 8, 9]
     assert asm.report.dropped == {"no frame from camera 'front'": 1, "no command sent to arm 'arm' yet": 1}

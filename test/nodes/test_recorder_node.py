@@ -141,6 +141,8 @@ def test_records_an_episode_with_the_sent_commands(graph, tmp_path):
     assert meta["dropped_frames"] == 0, meta["dropped_reasons"]
     t = meta["start_stamp_s"] + np.round(ep.timestamps * 30) / 30
     assert 0.2 <= t[0] - T0 <= 0.25 and ep.length >= 55
+    # nothing dropped: the grid's first slot is the first row; the save came after the last row
+    assert meta["grid_start_stamp_s"] == meta["start_stamp_s"] and meta["end_stamp_s"] >= t[-1]
     np.testing.assert_allclose(ep.action[:, :7], np.array([q_at(x) for x in t]), atol=1e-6)  # the JTC ramp
     np.testing.assert_allclose(ep.action[:, 7], 1.0)  # 0.04 m = open
     nearest = T0 + np.round((t - T0) * 100) / 100  # joint_states at 100 Hz

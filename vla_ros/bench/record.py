@@ -233,9 +233,11 @@ def run(args: argparse.Namespace) -> dict:
         "reliable_joint_states": bool(getattr(args, "reliable_joint_states", False)), "codec": ds.features[
             ds.camera_keys[0]]["info"]["video.codec"] if ds.camera_keys else None,
         "frames_published": img1 - img0, "frames_expected": expected, "frames_recorded": ep.length,
-        # The episode as the recorder saw it: from its start to the save request on its own clock (a
-        # starved recorder handles the save late, and its episode is longer than the bench's sleep).
-        "frames_published_in_episode": _count_in(image_stamps, meta.get("start_stamp_s"), meta.get("end_stamp_s")),
+        # The episode as the recorder saw it: from its grid's first slot (slots it could not assemble
+        # before its first row are counted drops too) to the save request on its own clock (a starved
+        # recorder handles the save late, and its episode is longer than the bench's sleep).
+        "frames_published_in_episode": _count_in(image_stamps, meta.get("grid_start_stamp_s"),
+                                                 meta.get("end_stamp_s")),
         "dropped_frames": int(meta["dropped_frames"]), "dropped_reasons": json.loads(meta["dropped_reasons"]),
         "fell_behind": bool(meta["fell_behind"]),
         "recorder_cpu_percent": round(100.0 * (cpu1 - cpu0) / (wall1 - wall0), 1),

@@ -235,6 +235,12 @@ class FrameAssembler:
         return self.t0_s + self.first_slot * self.period_s
 
     @property
+    def grid_start_s(self) -> float | None:
+        """Capture time of slot 0 (the first frame of the first camera at or after the start): the
+        episode's slots, assembled or counted as dropped, run from here."""
+        return self.t0_s
+
+    @property
     def recording(self) -> bool:
         return self.start_s is not None
 
