@@ -50,6 +50,7 @@ from vla_ros.core.inference_timing import INFERENCE_MODES, InferenceScheduler, L
 from vla_ros.core.observation_sync import ObservationSync, SyncConfig, privileged_objects
 from vla_ros.core.types import ActionChunk, Observation
 from vla_ros.nodes import conversions as cv
+from vla_ros.nodes.runtime import ReleasingLifecycleNode
 from vla_ros.policies.base import Policy, make_policy
 
 INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -109,7 +110,7 @@ class PolicyNodeStats:
     last_sync_spread_s: float = float("nan")
 
 
-class PolicyNode(LifecycleNode):
+class PolicyNode(ReleasingLifecycleNode):
     """Runs a registered policy on time-synchronised observations; see the module docstring."""
 
     def __init__(self, node_name: str = "policy_node", **kwargs: Any) -> None:
@@ -275,14 +276,6 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info("inactive: no more action chunks")
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
     def _release(self) -> None:
         with self._lock:
             self._active = False
@@ -295,14 +288,9 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().warn(f"{worker.name} still running after 30 s; abandoning it")
         self._workers = []
         self._jobs = queue.Queue()
-        for t in self._node_timers:
-            self.destroy_timer(t)
-        for s in self._input_subs:
-            self.destroy_subscription(s)
+        self.destroy_entities(timers=self._node_timers, subscriptions=self._input_subs,
+                              lifecycle_publishers=(self._chunk_pub, self._diag_pub))
         self._node_timers, self._input_subs = [], []
-        for pub in (self._chunk_pub, self._diag_pub):
-            if pub is not None:
-                self.destroy_lifecycle_publisher(pub)
         self._chunk_pub = self._diag_pub = None
         policy, self.policy = self.policy, None
         close = getattr(policy, "close", None)

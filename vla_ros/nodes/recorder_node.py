@@ -34,7 +34,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -47,6 +47,7 @@ from vla_ros.data.format import DatasetError
 from vla_ros.data.recording import FrameAssembler, RecordingLayout, recording_layout
 from vla_ros.data.writer import DatasetWriter, EpisodeBuffer
 from vla_ros.nodes import conversions as cv
+from vla_ros.nodes.runtime import ReleasingLifecycleNode
 
 INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 COMMAND_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -68,7 +69,7 @@ def trajectory_command(msg: JointTrajectory) -> TrajectoryCommand:
     return TrajectoryCommand(tuple(msg.joint_names), points, cv.time_to_s(msg.header.stamp))
 
 
-class RecorderNode(LifecycleNode):
+class RecorderNode(ReleasingLifecycleNode):
     """See the module docstring."""
 
     def __init__(self, node_name: str = "recorder", **kwargs: Any) -> None:
@@ -191,26 +192,12 @@ class RecorderNode(LifecycleNode):
                 self._discard()
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._free()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._free()
-        return TransitionCallbackReturn.SUCCESS
-
-    def _free(self) -> None:
+    def _release(self) -> None:
         with self._lock:
             if self.episode is not None:
                 self._discard()
-            for t in self._node_timers:
-                self.destroy_timer(t)
-            for s in self._node_subs:
-                self.destroy_subscription(s)
-            for s in self._node_services:
-                self.destroy_service(s)
-            if self._status_pub is not None:
-                self.destroy_publisher(self._status_pub)
+            self.destroy_entities(timers=self._node_timers, subscriptions=self._node_subs,
+                                  services=self._node_services, publishers=(self._status_pub,))
             self._node_timers, self._node_subs, self._node_services, self._status_pub = [], [], [], None
             self.writer = self.assembler = None
 

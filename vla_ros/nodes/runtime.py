@@ -74,6 +74,33 @@ class StopSignal:
         return self.received[0] if self.received else ""
 
 
+class ReleasingLifecycleNode(LifecycleNode):
+    """A lifecycle node whose cleanup and shutdown transitions both release what on_configure
+    made (`_release`, idempotent): the policy, teleop and recorder nodes."""
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_entities(self, *, timers=(), subscriptions=(), services=(), clients=(), publishers=(),
+                         lifecycle_publishers=()) -> None:
+        """Destroy what a configure created (None entries are skipped)."""
+        for kind, items in ((self.destroy_timer, timers), (self.destroy_subscription, subscriptions),
+                            (self.destroy_service, services), (self.destroy_client, clients),
+                            (self.destroy_publisher, publishers),
+                            (self.destroy_lifecycle_publisher, lifecycle_publishers)):
+            for item in items:
+                if item is not None:
+                    kind(item)
+
+
 def lifecycle_state(node: LifecycleNode) -> str:
     """The node's primary state label ('unconfigured', 'inactive', 'active', 'finalized')."""
     # rclpy's own LifecycleNodeMixin.trigger_shutdown reads it the same way; there is no public getter.

@@ -32,7 +32,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState, Joy
 from std_srvs.srv import Trigger
@@ -51,13 +51,14 @@ from vla_ros.core.teleop import (
     load_teleop_config,
 )
 from vla_ros.nodes import conversions as cv
+from vla_ros.nodes.runtime import ReleasingLifecycleNode
 
 
 def _desc(text: str) -> ParameterDescriptor:
     return ParameterDescriptor(description=text)
 
 
-class TeleopNode(LifecycleNode):
+class TeleopNode(ReleasingLifecycleNode):
     """See the module docstring. `events` (episode buttons pressed) and `messages` are kept for
     tests and the keyboard front end."""
 
@@ -162,26 +163,12 @@ class TeleopNode(LifecycleNode):
         self.get_logger().info("inactive: no more action chunks")
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
     def _release(self) -> None:
         with self._lock:
             self._active = False
-            for t in self._node_timers:
-                self.destroy_timer(t)
-            for s in self._subs:
-                self.destroy_subscription(s)
-            for c in self._recorder_clients.values():
-                self.destroy_client(c)
-            for pub in (self._chunk_pub, self._diag_pub):
-                if pub is not None:
-                    self.destroy_lifecycle_publisher(pub)
+            self.destroy_entities(timers=self._node_timers, subscriptions=self._subs,
+                                  clients=self._recorder_clients.values(),
+                                  lifecycle_publishers=(self._chunk_pub, self._diag_pub))
             self._node_timers, self._subs, self._recorder_clients = [], [], {}
             self._chunk_pub = self._diag_pub = None
             self.session = None
