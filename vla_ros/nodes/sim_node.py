@@ -62,6 +62,7 @@ from vla_ros.sim.scene import CUBE_HALF_SIZE_M, CUBE_COLOURS
 INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Reliable publishers serve both reliable and best-effort (sensor-data) subscribers.
 SENSOR_PUB_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+OBJECTS_HISTORY_DEPTH = 600  # sim/objects writer history (see SimNode.__init__)
 CLOCK_MODES = ("sim", "wall")
 
 PHYSICS_SWITCH_INTERVAL_S = 5e-4  # GIL switch interval while the physics thread runs (see SimNode.start)
@@ -183,7 +184,10 @@ class SimNode(Node):
             for c in self.spec.cameras
         }
         self._instruction_pub = self.create_publisher(String, "instruction", INSTRUCTION_QOS)
-        self._objects_pub = self.create_publisher(MarkerArray, "sim/objects", 10)
+        # A reliable KEEP_LAST writer overwrites what a lagging reader has not acknowledged yet: with
+        # depth 10 (0.33 s at 30 Hz) an evaluation's observer that lags the sim on a loaded machine lost
+        # the very samples that show a lift. 600 (20 s of small messages) keeps them.
+        self._objects_pub = self.create_publisher(MarkerArray, "sim/objects", OBJECTS_HISTORY_DEPTH)
         self._success_pub = self.create_publisher(Bool, "sim/success", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
         self._subs = []
