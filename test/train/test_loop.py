@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from test.train.helpers import TINY, fr3, memory_source
+from vla_ros.core.action_spaces import action_names
 from vla_ros.core.normalization import NormStats
 from vla_ros.core.types import Observation
 from vla_ros.policies.vla.model import VLAModel
@@ -87,6 +88,36 @@ def test_a_run_writes_a_model_the_vla_policy_loads_with_the_datas_statistics(tmp
     assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["step_00000002.pt", "step_00000004.pt"]
     with pytest.raises(FileExistsError, match="--resume"):
         Trainer(_cfg(tmp_path), sources=[src]).run()
+
+
+def test_a_run_in_another_space_than_the_embodiments_publishes_chunks_in_that_space(tmp_path):
+    # fr3 defaults to ee_delta; a model trained on ee_pose actions must publish ee_pose chunks (its
+    # training.json says so), which the controller's adapter turns into reachable joint targets.
+    from vla_ros.core.action_spaces import ActionAdapter
+    from vla_ros.core.kinematics import RobotKinematics
+    from vla_ros.policies.vla.policy import make_vla_policy, trained_action_space
+
+    src = memory_source(n=3, T=8)
+    out = train(_cfg(tmp_path, action_space="ee_pose", steps=2, save_every=2, val_every=2), sources=[src]).out
+    assert json.loads((out / "training.json").read_text())["action_space"] == "ee_pose"
+    assert trained_action_space(out, fr3()) == "ee_pose"
+    policy = make_vla_policy(fr3(), checkpoint=str(out), device="cpu", warmup=False)
+    e = src.episode(0)
+    names = tuple(fr3().joint_names) + ("fr3_finger_joint1",)
+    obs = Observation(stamp_s=1.0, images={s: e.frames(s)[0] for s in ("front", "wrist")}, joint_names=names,
+                      joint_positions=np.r_[e.state[0, :7], 0.04], instruction=e.task)
+    chunk = policy.infer(obs)
+    assert chunk.names == action_names(fr3(), "ee_pose") and chunk.values.shape == (4, 8)
+    spec = fr3()
+    targets = ActionAdapter(spec, RobotKinematics.from_embodiment(spec), "ee_pose").to_joint_targets(
+        chunk, np.asarray(e.state[0, :7]))
+    assert targets.positions.shape == (4, 7)
+    # a training.json whose names are not the embodiment's in that space is refused, not misread
+    meta = json.loads((out / "training.json").read_text())
+    meta["action_names"] = list(reversed(meta["action_names"]))
+    (out / "training.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="load it with the embodiment it was trained for"):
+        make_vla_policy(fr3(), checkpoint=str(out), device="cpu", warmup=False)
 
 
 def test_resume_from_a_checkpoint_repeats_the_uninterrupted_losses_exactly(tmp_path):

@@ -32,7 +32,7 @@ import torch
 from vla_ros.core.action_spaces import action_names
 from vla_ros.core.embodiment import load_embodiment
 from vla_ros.policies.vla.model import VLAModel
-from vla_ros.policies.vla.policy import state_names
+from vla_ros.policies.vla.policy import TRAINING_FILE, state_names
 from vla_ros.policies.vla.presets import make_config
 from vla_ros.policies.vla.training import LossModule, inputs_from_pixels
 from vla_ros.train.augment import AugmentConfig, augment, sample_params, slice_params
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
-TRAINING_FILE = "training.json"
 TRAINING_FORMAT = "vla_ros.training/1"
 SCHEDULES = ("cosine", "constant")
 LORA_SAVES = ("merged", "adapter", "both")
@@ -276,8 +275,8 @@ class Trainer:
         space = cfg.action_space or self.spec.action_space
         self.converter = ChunkConverter(self.spec, space, self.sources[0].action_names)
         if space != RAW_SPACE and space != self.spec.action_space:
-            log.warning("training in %s while embodiment '%s' runs policies in %s: deploy with the embodiment's "
-                        "action_space set to %s", space, self.spec.name, self.spec.action_space, space)
+            log.info("training in %s (embodiment '%s' defaults to %s): the checkpoint says so in %s and the vla "
+                     "policy publishes %s chunks", space, self.spec.name, self.spec.action_space, TRAINING_FILE, space)
         slots = [c.slot for c in self.spec.cameras if c.slot in self.sources[0].camera_slots]
         state_dim = len(state_names(self.spec))
         if space == RAW_SPACE:

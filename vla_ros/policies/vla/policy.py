@@ -27,6 +27,9 @@ from vla_ros.policies.vla.presets import make_config
 
 log = logging.getLogger(__name__)
 
+#: What `vla-ros train` writes beside the model: its action space and names among other things.
+TRAINING_FILE = "training.json"
+
 
 def state_names(spec: EmbodimentSpec) -> tuple[str, ...]:
     """Names of the state vector's entries: qualified arm joints, then the arm's gripper joint."""
@@ -72,15 +75,18 @@ class VLAPolicy:
 
     needs_privileged = False
 
-    def __init__(self, model: VLAModel, embodiment: EmbodimentSpec, seed: int = 0, warmup: bool = True) -> None:
+    def __init__(self, model: VLAModel, embodiment: EmbodimentSpec, seed: int = 0, warmup: bool = True,
+                 action_space: str | None = None) -> None:
         cfg = model.config
         self.spec = embodiment
         self.model = model.eval()
-        self.action_names = action_names(embodiment, embodiment.action_space)
+        # The chunk's column names say its space; the controller takes any space of the embodiment.
+        self.action_space = action_space or embodiment.action_space
+        self.action_names = action_names(embodiment, self.action_space)
         self.period_s = float(embodiment.policy_period_s)
         if cfg.action_dim != len(self.action_names):
             raise ValueError(f"the model predicts {cfg.action_dim}-D actions but embodiment '{embodiment.name}' "
-                             f"({embodiment.action_space}) has {len(self.action_names)}: {self.action_names}")
+                             f"({self.action_space}) has {len(self.action_names)}: {self.action_names}")
         slots = {c.slot for c in embodiment.cameras}
         missing = [s for s in cfg.camera_slots if s not in slots]
         if missing:
@@ -146,7 +152,9 @@ def make_vla_policy(
             raise ValueError(f"config overrides {sorted(overrides)} cannot be combined with a checkpoint "
                              f"({checkpoint}); its config.json defines the model")
         model = VLAModel.from_pretrained(checkpoint, device=dev, dtype=dtype)
+        action_space = trained_action_space(checkpoint, spec)
     else:
+        action_space = None
         base = make_config(preset)
         sized: dict[str, Any] = {
             "action_dim": len(action_names(spec, spec.action_space)),
@@ -160,4 +168,33 @@ def make_vla_policy(
             model = VLAModel(make_config(preset, **sized)).to(device=dev, dtype=dtype)
         log.info("built an untrained '%s' VLA (%d parameters) for '%s' on %s", preset, model.num_parameters(),
                  spec.name, dev)
-    return VLAPolicy(model, spec, seed=seed, warmup=warmup)
+    return VLAPolicy(model, spec, seed=seed, warmup=warmup, action_space=action_space)
+
+
+def trained_action_space(checkpoint: str | Path, spec: EmbodimentSpec) -> str | None:
+    """The action space a `vla-ros train` checkpoint predicts (its training.json), None when the
+    folder does not say (a checkpoint saved otherwise: the embodiment's space) or it trained on a
+    dataset's raw vectors. Names that differ from the embodiment's in that space are an error: the
+    chunks would be read as something else."""
+    path = Path(checkpoint) / TRAINING_FILE
+    if not path.is_file():
+        return None
+    import json
+
+    from vla_ros.core.action_spaces import SPACES
+
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable ({err})") from err
+    space = meta.get("action_space") if isinstance(meta, dict) else None
+    if space not in SPACES:
+        return None
+    names = list(action_names(spec, space))
+    if meta.get("action_names") is not None and list(meta["action_names"]) != names:
+        raise ValueError(f"{path}: the checkpoint predicts {meta['action_names']} ({space}) but embodiment "
+                         f"'{spec.name}' names that space {names}; load it with the embodiment it was trained for")
+    if space != spec.action_space:
+        log.info("checkpoint %s predicts %s chunks (embodiment '%s' defaults to %s)", checkpoint, space, spec.name,
+                 spec.action_space)
+    return space
