@@ -332,7 +332,8 @@ class RecorderNode(ReleasingLifecycleNode):
             extra = {
                 "start_stamp_s": float(self.assembler.episode_start_s or now),
                 # slot 0 of the grid: the drops counted before the first row lie between the two
-                "grid_start_stamp_s": float(now if self.assembler.grid_start_s is None else self.assembler.grid_start_s),
+                "grid_start_stamp_s": float(now if self.assembler.grid_start_s is None
+                                            else self.assembler.grid_start_s),
                 "end_stamp_s": float(now),  # the save request's time: the episode's slots end here
                 "dropped_frames": int(report.dropped_total),
                 "dropped_reasons": json.dumps(dict(report.dropped)),

@@ -88,6 +88,31 @@ def test_actions_are_unnormalised_with_the_q01_q99_rule():
     assert np.all(chunk.values[:, :6] >= q01[:6] - 1e-9) and np.all(chunk.values[:, :6] <= q99[:6] + 1e-9)
 
 
+@pytest.mark.parametrize("rule", ["quantile", "bounds_q99"])
+def test_samples_past_the_training_range_are_clipped_to_it(rule):
+    # An untrained flow head samples from ~N(0, 1): many normalised values lie outside [-1, 1], i.e.
+    # outside the data's [q01, q99]. Clipped (the default) they land on the bounds, in the masked
+    # columns only, and are counted; clip_actions=False passes the same samples through.
+    spec = load_embodiment("fr3")
+    q01 = np.array([-0.02, -0.03, -0.01, -0.1, -0.1, -0.2, 0.0])
+    q99 = np.array([0.02, 0.03, 0.04, 0.1, 0.1, 0.2, 1.0])
+    mask = np.array([True] * 6 + [False])
+    stats = NormStats({"action": FeatureStats(q01=q01, q99=q99, mask=mask)})
+    chunks = {}
+    for clip in (False, True):
+        policy = make_vla_policy(spec, preset="default", seed=3, warmup=False, clip_actions=clip, action_norm=rule,
+                                 state_dim=0)
+        policy.model.norm_stats = stats
+        chunks[clip] = policy.infer(_observation(spec)).values
+        assert policy.clipped_values == (0 if not clip else int(np.sum(
+            ((chunks[False] < q01 - 1e-9) | (chunks[False] > q99 + 1e-6)) & mask)))
+    raw, clipped = chunks[False], chunks[True]
+    outside = ((raw < q01) | (raw > q99 + 1e-6)) & mask
+    assert outside.sum() >= 5  # the case is exercised
+    np.testing.assert_allclose(clipped[:, :6], np.clip(raw[:, :6], q01[:6], q99[:6]), atol=1e-5)
+    np.testing.assert_array_equal(clipped[:, 6], raw[:, 6])  # an unmasked column is not clipped
+
+
 def test_reset_makes_stochastic_heads_repeat():
     spec = load_embodiment("fr3")
     policy = make_vla_policy(spec, preset="octo", seed=7)

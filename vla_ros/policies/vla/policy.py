@@ -76,10 +76,15 @@ class VLAPolicy:
     needs_privileged = False
 
     def __init__(self, model: VLAModel, embodiment: EmbodimentSpec, seed: int = 0, warmup: bool = True,
-                 action_space: str | None = None) -> None:
+                 action_space: str | None = None, clip_actions: bool = True) -> None:
         cfg = model.config
         self.spec = embodiment
         self.model = model.eval()
+        # Bounds and quantile normalisations map the training data's [q01, q99] (or [min, max]) to [-1, 1]: a sample
+        # outside it asks for what no demonstration did (flow / diffusion samples spread past the data,
+        # e.g. a grasp 1-4 cm under the lowest one, below the table). Clipped there, and counted.
+        self.clip_actions = bool(clip_actions) and cfg.action_norm in ("bounds_q99", "bounds", "quantile")
+        self.clipped_values = 0
         # The chunk's column names say its space; the controller takes any space of the embodiment.
         self.action_space = action_space or embodiment.action_space
         self.action_names = action_names(embodiment, self.action_space)
@@ -120,6 +125,12 @@ class VLAPolicy:
         state = observation_state(self.spec, observation)[None] if cfg.state_dim else None
         inputs = self.model.prepare_inputs([dict(observation.images)], [observation.instruction], state)
         normalised = self.model.predict_actions(inputs, generator=self._generator)
+        if self.clip_actions:
+            mask = torch.as_tensor(np.array(self.model.norm_stats["action"].mask, dtype=bool),
+                                   device=normalised.device)  # unnormalised columns pass as they are
+            outside = (normalised.abs() > 1.0) & mask
+            self.clipped_values += int(outside.sum())
+            normalised = torch.where(mask, normalised.clamp(-1.0, 1.0), normalised)
         values = self.model.unnormalize_actions(normalised)[0]
         if not np.all(np.isfinite(values)):
             raise FloatingPointError(f"the VLA model produced non-finite actions for '{observation.instruction}'")
@@ -134,12 +145,15 @@ def make_vla_policy(
     device: str | torch.device | None = None,
     seed: int = 0,
     warmup: bool = True,
+    clip_actions: bool = True,
     **overrides: Any,
 ) -> VLAPolicy:
     """Build the "vla" policy.
 
     checkpoint: a folder written by VLAModel.save_pretrained; None builds an untrained model from
                 `preset` sized to the embodiment (its action space, camera slots and state).
+    clip_actions: clip the model's normalised output to [-1, 1], the training data's action range
+                (bounds and quantile normalisations); False passes samples through as they come.
     overrides:  VLAConfig fields for the preset (e.g. head={"kind": "diffusion"}); not allowed
                 with a checkpoint, whose config.json is authoritative.
     """
@@ -168,7 +182,7 @@ def make_vla_policy(
             model = VLAModel(make_config(preset, **sized)).to(device=dev, dtype=dtype)
         log.info("built an untrained '%s' VLA (%d parameters) for '%s' on %s", preset, model.num_parameters(),
                  spec.name, dev)
-    return VLAPolicy(model, spec, seed=seed, warmup=warmup, action_space=action_space)
+    return VLAPolicy(model, spec, seed=seed, warmup=warmup, action_space=action_space, clip_actions=clip_actions)
 
 
 def trained_action_space(checkpoint: str | Path, spec: EmbodimentSpec) -> str | None:
