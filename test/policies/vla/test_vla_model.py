@@ -86,6 +86,29 @@ def test_film_encoder_is_identity_conditioned_at_init_and_uses_language_after():
         enc(pixels, None)
 
 
+def test_film_conditioning_is_normalised_so_one_word_of_a_pooled_instruction_counts():
+    from vla_ros.policies.vla.config import ConvConfig
+
+    torch.manual_seed(0)
+    enc = FiLMConvEncoder(ConvConfig(channels=(8, 16), num_tokens=2), cond_dim=32)
+    with torch.no_grad():
+        for film in enc.films:  # as after training: FiLM layers of unit-scale weights
+            film.gamma.weight.normal_(0.0, 1.0 / 32 ** 0.5)
+            film.beta.weight.normal_(0.0, 1.0 / 32 ** 0.5)
+        pixels = torch.rand(1, 3, 16, 16)
+        # Two instructions pooled over 6 token embeddings of std 0.02 that differ in one word.
+        words = torch.randn(6, 32) * 0.02
+        other = words.clone()
+        other[4] = torch.randn(32) * 0.02
+        a, b = words.mean(0, keepdim=True), other.mean(0, keepdim=True)
+        assert float((a - b).abs().mean()) < 0.005  # the raw difference: ~0.003 per component
+        out_a, out_b = enc(pixels, a), enc(pixels, b)
+        # the scale of the embedding does not matter, the word does
+        assert torch.allclose(enc(pixels, 50.0 * a), out_a, atol=1e-5)
+        rel = float((out_a - out_b).norm() / out_a.norm())
+        assert rel > 0.05, rel  # unnormalised, these weights move the output by ~0.2 %
+
+
 def test_film_encoder_coordinate_channels_say_where_the_attention_looks():
     from vla_ros.policies.vla.config import ConvConfig
     from vla_ros.policies.vla.vision import coordinate_maps
