@@ -386,7 +386,10 @@ def analyse_episode(report: EpisodeReport, segment: dict, task, half_size_m: flo
     start = episode_start_index(objects, initial)
     start_s = objects[start][0] if start is not None else (objects[0][0] if objects else 0.0)
     end_s = episode_end_s(report, start_s, hold_s if report.success else 0.0) + 0.2
-    window = [s for s in objects if start_s <= s[0] <= end_s + 1e-6]
+    # From the reset's first sample on, by index: the sim publishes the reset scene at the same
+    # simulated time as the last sample before it (time does not advance in a reset), so a window
+    # by time alone began with the previous episode's lifted cube.
+    window = [s for s in objects[start or 0:] if start_s <= s[0] <= end_s + 1e-6]
     lift = first_lift(window, lift_threshold_m, half_size_m, table_z_m)
     lifted = None if lift is None else lift[0]
     errors = []
