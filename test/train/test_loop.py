@@ -33,6 +33,18 @@ def _cfg(tmp_path, **kw):
     return TrainConfig(**base)
 
 
+def _first_frame_chunk(checkpoint, src):
+    """The chunk the vla policy loaded from `checkpoint` gives for episode 0's first frame."""
+    from vla_ros.policies.vla.policy import make_vla_policy
+
+    policy = make_vla_policy(fr3(), checkpoint=str(checkpoint), device="cpu", warmup=False)
+    e = src.episode(0)
+    names = tuple(fr3().joint_names) + ("fr3_finger_joint1",)
+    obs = Observation(stamp_s=1.0, images={s: e.frames(s)[0] for s in ("front", "wrist")}, joint_names=names,
+                      joint_positions=np.r_[e.state[0, :7], 0.04], instruction=e.task)
+    return policy.infer(obs)
+
+
 def _losses(out):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [(r["step"], r["loss"]) for r in records if "loss" in r]
@@ -60,8 +72,6 @@ def test_batches_cover_every_sample_once_per_epoch_and_repeat_with_the_seed():
 
 
 def test_a_run_writes_a_model_the_vla_policy_loads_with_the_datas_statistics(tmp_path):
-    from vla_ros.policies.vla.policy import make_vla_policy
-
     src = memory_source(n=4, T=8)
     result = train(_cfg(tmp_path), sources=[src])
     out = result.out
@@ -78,12 +88,7 @@ def test_a_run_writes_a_model_the_vla_policy_loads_with_the_datas_statistics(tmp
     stats = NormStats.from_json(out / "norm_stats.json")
     assert stats["action"].dim == 7 and stats["state"].dim == 8
     assert float(np.max(stats["action"].q99 - stats["action"].q01)) > 1e-3  # from the data, not identity
-    policy = make_vla_policy(fr3(), checkpoint=str(out), device="cpu", warmup=False)
-    e = src.episode(0)
-    names = tuple(fr3().joint_names) + ("fr3_finger_joint1",)
-    obs = Observation(stamp_s=1.0, images={s: e.frames(s)[0] for s in ("front", "wrist")}, joint_names=names,
-                      joint_positions=np.r_[e.state[0, :7], 0.04], instruction=e.task)
-    chunk = policy.infer(obs)
+    chunk = _first_frame_chunk(out, src)
     assert chunk.values.shape == (4, 7) and chunk.names[0] == "ee_delta/x"
     assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["step_00000002.pt", "step_00000004.pt"]
     with pytest.raises(FileExistsError, match="--resume"):
@@ -101,16 +106,11 @@ def test_a_run_in_another_space_than_the_embodiments_publishes_chunks_in_that_sp
     out = train(_cfg(tmp_path, action_space="ee_pose", steps=2, save_every=2, val_every=2), sources=[src]).out
     assert json.loads((out / "training.json").read_text())["action_space"] == "ee_pose"
     assert trained_action_space(out, fr3()) == "ee_pose"
-    policy = make_vla_policy(fr3(), checkpoint=str(out), device="cpu", warmup=False)
-    e = src.episode(0)
-    names = tuple(fr3().joint_names) + ("fr3_finger_joint1",)
-    obs = Observation(stamp_s=1.0, images={s: e.frames(s)[0] for s in ("front", "wrist")}, joint_names=names,
-                      joint_positions=np.r_[e.state[0, :7], 0.04], instruction=e.task)
-    chunk = policy.infer(obs)
+    chunk = _first_frame_chunk(out, src)
     assert chunk.names == action_names(fr3(), "ee_pose") and chunk.values.shape == (4, 8)
     spec = fr3()
     targets = ActionAdapter(spec, RobotKinematics.from_embodiment(spec), "ee_pose").to_joint_targets(
-        chunk, np.asarray(e.state[0, :7]))
+        chunk, np.asarray(src.episode(0).state[0, :7]))
     assert targets.positions.shape == (4, 7)
     # a training.json whose names are not the embodiment's in that space is refused, not misread
     meta = json.loads((out / "training.json").read_text())
