@@ -59,13 +59,20 @@ def test_bench_record_small(tmp_path):
     ep = ds.episode(0)
     assert result["frames_recorded"] == ep.length
     assert result["frames_expected"] == 120
-    # Every frame published between the episode's grid start and its save, as the recorder dates
-    # them (a starved recorder handles the save late: the bench's own 4 s window is then shorter),
-    # is a row or a counted drop -- also the slots dropped before the first row (under load, e.g.
-    # 15 "no gripper command sent yet": counting from the first row left rows + drops 15 above).
+    # The episode runs from its grid's first slot to the save request, as the recorder dates them (a
+    # starved recorder handles the save late: the bench's own 4 s window is then shorter). Every slot
+    # in it is a row or a counted drop -- also the slots dropped before the first row (under load,
+    # e.g. 15 "no gripper command sent yet") -- and no slot is counted twice:
+    slots = result["slots_in_episode"]
+    decided = ep.length + result["dropped_frames"]
+    assert decided <= slots, result
+    # ... and no frame published in it is lost without a count. (Not equality with the frames
+    # published: a bench publisher starved of CPU catches up in a burst, several frames ~1 ms apart
+    # in one slot and the slots before it empty -- seen under CI load: 4 rows + 137 drops in 141
+    # slots while 137 frames were published in them.)
     published = result["frames_published_in_episode"]
     assert published >= result["frames_published"] - 3
-    assert abs(ep.length + result["dropped_frames"] - published) <= 3, result
+    assert decided >= min(published, slots) - 3, result
     assert ep.frames("observation.images.cam1").shape == (ep.length, 120, 160, 3)
     assert result["bytes_per_s"] > 0 and 0 < result["recorder_cpu_percent"] < 400
     assert result["encode_ms_per_frame"] > 0 and result["encode_latency_max_s"] >= 0

@@ -96,6 +96,21 @@ def test_a_slot_without_a_frame_is_dropped_and_counted_not_duplicated():
     assert len(set(fronts)) == len(fronts)
 
 
+def test_a_poll_after_close_at_decides_no_slot_past_the_save():
+    # the recorder's save waits for queued readings; its timer's polls meanwhile run on a later clock
+    _, asm = make_assembler()
+    asm.reset_episode(0.0)
+    feed(asm, 2.0)
+    asm.close_at(0.8)
+    frames = asm.poll(1.9)
+    # slots 0.0 .. 0.7 s closed by 0.8 s (0.8's window closes at 0.85); without close_at: .. 1.8 s
+    assert len(frames) + asm.report.dropped_total == 8
+    assert max(f.stamp_s for f in frames) == pytest.approx(0.7)
+    assert asm.flush(0.8) == []  # the save's own flush adds none either
+    asm.reset_episode(1.0)
+    assert asm.end_s is None  # the next episode is not capped
+
+
 def test_no_command_yet_drops_the_slot():
     spec, asm = make_assembler()
     asm.reset_episode(0.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -79,6 +80,14 @@ def _count_in(stamps: list[float], start_s: float | None, end_s: float | None) -
     if start_s is None or end_s is None:
         return None
     return int(sum(start_s <= t <= end_s for t in stamps))
+
+
+def _grid_slots(start_s: float | None, end_s: float | None, fps: float) -> int | None:
+    """Slots of a grid at fps from start_s whose window (slot +- half a period) closed by end_s: the
+    most rows + counted drops an episode spanning [start_s, end_s] can hold."""
+    if start_s is None or end_s is None or end_s < start_s:
+        return None
+    return int(math.floor((end_s - start_s) * fps + 0.5 + 1e-9))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -238,6 +247,10 @@ def run(args: argparse.Namespace) -> dict:
         # recorder handles the save late, and its episode is longer than the bench's sleep).
         "frames_published_in_episode": _count_in(image_stamps, meta.get("grid_start_stamp_s"),
                                                  meta.get("end_stamp_s")),
+        # Grid slots in that span: rows + drops never exceed it. A publisher starved of CPU catches up
+        # in a burst (frames ~1 ms apart share a slot and leave the slots before it empty), so the
+        # frames published in the span can be fewer than its slots; those empty slots are drops.
+        "slots_in_episode": _grid_slots(meta.get("grid_start_stamp_s"), meta.get("end_stamp_s"), float(ds.fps)),
         "dropped_frames": int(meta["dropped_frames"]), "dropped_reasons": json.loads(meta["dropped_reasons"]),
         "fell_behind": bool(meta["fell_behind"]),
         "recorder_cpu_percent": round(100.0 * (cpu1 - cpu0) / (wall1 - wall0), 1),

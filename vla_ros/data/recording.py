@@ -224,7 +224,13 @@ class FrameAssembler:
         self.t0_s: float | None = None
         self.next_slot = 0
         self.first_slot: int | None = None  # grid slot of the episode's first row (its timestamp 0)
+        self.end_s: float | None = None  # set by close_at: no slot past it is decided
         self.report = EpisodeReport()
+
+    def close_at(self, end_s: float) -> None:
+        """The episode ends at end_s (the save request's time): polls made while the save waits for
+        queued readings decide no slot whose window closes after it."""
+        self.end_s = float(end_s)
 
     @property
     def episode_start_s(self) -> float | None:
@@ -384,7 +390,8 @@ class FrameAssembler:
         if not self.recording:
             self._prune_idle(now_s)
             return []
-        return self._ready(now_s - self.wait_s, patient=True)
+        until_s = now_s - self.wait_s
+        return self._ready(until_s if self.end_s is None else min(until_s, self.end_s), patient=True)
 
     def flush(self, end_s: float) -> list[AssembledFrame]:
         """At the end of an episode: every slot whose window closed by end_s (the newest camera

@@ -314,6 +314,7 @@ class RecorderNode(ReleasingLifecycleNode):
                 response.success, response.message = False, "no episode is being recorded"
                 return response
             now = self.now_s()
+            self.assembler.close_at(now)
         # Readings published before the request may still be queued (a busy process): give them up
         # to max_wait_s (wall) to arrive, so the episode ends where the operator saved it.
         deadline = time.monotonic() + float(self._p("max_wait_s"))
