@@ -80,7 +80,8 @@ def main(argv=None) -> int:
         chunks, valid = converter.episode_chunks(ep, 1.0 / src.fps, C)
         cols = _xyz_cols(converter.names)
         grip = ep.action[:, -1]
-        closing = np.flatnonzero(grip < 0.5)
+        opened = np.flatnonzero(grip > 0.5)  # the first frames may still hold the closed start command
+        closing = np.flatnonzero((grip < 0.5) & (np.arange(ep.length) > (opened[0] if opened.size else -1)))
         g = int(closing[0]) if closing.size else ep.length - 1
         t = max(g - (C - 1), 0)
         pred = infer(ep, frames, t, ep.task)
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
         if asked_true not in ep.task:
             raise SystemExit(f"episode {k}: recorded '{ep.task}' but seed {args.seed0 + k} asks for {asked_true}: "
                              "pass the right --seed0 (or the episodes were not saved in seed order)")
-        cubes = {name.removesuffix("_cube"): np.asarray(p[:2]) for name, p in task.poses.items()}
+        cubes = {name.removesuffix("_cube"): np.asarray(p[:2]) for name, p in task.initial_cube_poses.items()}
         tool0 = target[0, :2]  # the demonstration's first target: the tool where it starts
         heads = {}
         for colour in COLOURS:
