@@ -15,8 +15,18 @@ from typing import Callable
 from ..colcon_workspace import colcon_install, installed_env
 
 # Run the command as the leader of a new session: SIGINT to its process group is a terminal's Ctrl-C
-# and reaches exactly the launch and the nodes it started (never pytest).
-_NEW_SESSION = "import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
+# and reaches exactly the launch and the nodes it started (never pytest). SIGINT is set back to its
+# default first, as a terminal has it: pytest started as a background job (`cmd &` without job
+# control) ignores SIGINT, exec keeps an ignored signal ignored, and a `ros2 launch` that ignores
+# SIGINT never sees the Ctrl-C (launch only watches Python's wakeup fd) while its nodes, which
+# install their own handlers, exit: every Ctrl-C test then failed with "required node exited".
+_NEW_SESSION = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.setsid(); "
+                "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child that must take Ctrl-C like one started from a terminal (see above)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 EPISODE_TIMEOUT_S = 180.0  # wall clock for one scripted episode incl. start-up, on a loaded 2-core machine
 STARTUP_TIMEOUT_S = 150.0
 # ros2 launch sends SIGTERM 5 s after SIGINT: a clean Ctrl-C never lets it get there

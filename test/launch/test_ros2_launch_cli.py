@@ -22,7 +22,7 @@ from ..colcon_workspace import launch_system_missing
 if launch_system_missing():
     pytest.skip(launch_system_missing(), allow_module_level=True)
 
-from .support import ESCALATION, group_alive, launch_env, wait_until  # noqa: E402
+from .support import ESCALATION, default_sigint, group_alive, launch_env, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ class Launch:
     def __init__(self, *arguments: str) -> None:
         self.proc = subprocess.Popen(["ros2", "launch", "vla_ros", "bringup.launch.py", *arguments],
                                      env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=default_sigint)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
