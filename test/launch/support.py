@@ -22,11 +22,6 @@ from ..colcon_workspace import colcon_install, installed_env
 # install their own handlers, exit: every Ctrl-C test then failed with "required node exited".
 _NEW_SESSION = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.setsid(); "
                 "os.execvp(sys.argv[1], sys.argv[1:])")
-
-
-def default_sigint() -> None:
-    """preexec_fn for a child that must take Ctrl-C like one started from a terminal (see above)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 EPISODE_TIMEOUT_S = 180.0  # wall clock for one scripted episode incl. start-up, on a loaded 2-core machine
 STARTUP_TIMEOUT_S = 150.0
 # ros2 launch sends SIGTERM 5 s after SIGINT: a clean Ctrl-C never lets it get there
@@ -38,6 +33,11 @@ ESCALATION = "escalating to 'SIGTERM'"
 # participant of a killed process, until its lease runs out) answered as a second /controller, and
 # the launch's lifecycle calls to /controller went astray (the whole launch hung in 'configuring').
 LAUNCH_DOMAIN_ID = (int(os.environ.get("ROS_DOMAIN_ID", "0")) + 50) % 100 + 1
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child that must take Ctrl-C like one started from a terminal (see above)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def launch_env() -> dict[str, str]:
