@@ -247,6 +247,33 @@ def test_estop_latches_until_released(fr3):
     assert core.submit_chunk(_joint_chunk(t + 0.2, _ramp(final, 0, 0.3)), t + 0.2).accepted
 
 
+@pytest.mark.parametrize("stop", ["estop", "fault"])
+def test_a_stop_arriving_late_is_still_taken_by_a_jtc(fr3, stop):
+    """Found in a full test run: two sim graphs starting on 2 cores delivered a fault hold 0.53 s
+    after its stamp, past the 0.5 s horizon; the sim's JTC rejected it ("ends in the past") and the
+    previous trajectory ran on. A stop's window now ends with a hold STOP_MIN_END_S (3 s) after its
+    stamp, so a JTC takes it however loaded the host (up to that); motion windows keep the horizon."""
+    now = 100.0
+    core = _core(fr3, now)
+    assert core.submit_chunk(_joint_chunk(now, _ramp(HOME, 0, 0.3, steps=20)), now).accepted
+    (moving,) = _trajectories(core.tick(now))
+    # the horizon, then the brake from 0.3 rad/s at 10 rad/s^2 (0.03 s)
+    assert moving.time_from_start_s[-1] == pytest.approx(core.config.horizon_s + 0.03, abs=2e-3)
+    assert validate_trajectory(_as_jtc(moving), BARE, now_s=now + 0.6) is not None  # late motion: rejected
+    t = now + 0.3
+    if stop == "estop":
+        _fresh(core, t)
+        core.estop(t)
+    else:  # joint_states go stale: the core refuses to command and holds
+        t = now + 0.3 + core.config.joint_state_timeout_s + 0.05
+    (held,) = _trajectories(core.tick(t))
+    assert core.state(t) == (ESTOP if stop == "estop" else FAULT)
+    assert held.stamp_s == t and held.time_from_start_s[-1] == pytest.approx(3.0)
+    np.testing.assert_array_equal(held.positions_rad[-1], core.scheduler.plan.final_position_rad)
+    assert held.velocities_rad_s[-1].tolist() == [0.0] * 7
+    assert validate_trajectory(_as_jtc(held), BARE, now_s=t + 2.5) is None
+
+
 def test_lifecycle_without_state_then_deactivate_holds(fr3):
     spec, kin = fr3
     core = ControllerCore(spec, kin)
@@ -279,6 +306,38 @@ def test_gripper_commands_use_the_gripper_mapping(fr3):
     _fresh(core, now + 0.21)
     grip = [o for o in core.tick(now + 0.21) if isinstance(o, PositionOut)]
     assert grip[0].positions.tolist() == [0.0]  # step 2 (t = 0.2 s) closes the gripper
+
+
+def test_activation_holds_the_measured_gripper_not_the_last_episodes_close(fr3):
+    """Found in 200 recorded demonstrations: after deactivate -> sim reset (gripper opened) ->
+    activate, the controller re-sent the previous episode's close and the gripper shut again
+    for up to 0.7 s at the start of every episode. Activation holds the gripper where measured;
+    a hold while active (a fault) keeps the commanded close (a grasp is not loosened)."""
+    now = 100.0
+    core = _core(fr3, now)
+    closing = np.hstack([_ramp(HOME, 0, 0.1, steps=4), np.zeros((4, 1))])
+    assert core.submit_chunk(ActionChunk(BARE + ("gripper",), closing, 0.1, now), now).accepted
+    assert [o.positions.tolist() for o in core.tick(now) if isinstance(o, PositionOut)] == [[0.0]]
+    # a fault while holding the cube: the hold keeps squeezing
+    t = now + core.config.joint_state_timeout_s + 0.05
+    core.tick(t)
+    assert core.state(t) == FAULT
+    t += 0.05
+    core.update_joint_state("arm", BARE + ("fr3_finger_joint1",), list(HOME) + [0.021], t)  # fingers on the cube
+    core.tick(t)
+    assert core.hold_measured(t + 0.01)
+    assert [o.positions.tolist() for o in core.tick(t + 0.01) if isinstance(o, PositionOut)] == [[0.0]]
+    core.deactivate(t + 0.02)
+    # the episode reset opens the gripper (the sim's reset; an operator on a real arm)
+    t += 1.0
+    core.update_joint_state("arm", BARE + ("fr3_finger_joint1",), list(HOME) + [0.04], t)
+    core.activate(t)
+    grip = [o for o in core.tick(t) if isinstance(o, PositionOut)]
+    assert [o.positions.tolist() for o in grip] == [[pytest.approx(0.04)]]
+    # ... and keeps it open on later ticks until a chunk says otherwise
+    core.update_joint_state("arm", BARE + ("fr3_finger_joint1",), list(HOME) + [0.04], t + 1.0)
+    later = [o.positions.tolist() for o in core.tick(t + 1.0) if isinstance(o, PositionOut)]
+    assert later in ([], [[pytest.approx(0.04)]])
 
 
 def test_forward_stream_follows_the_plan_within_limits(fr3_forward):

@@ -95,6 +95,7 @@ def test_training_set_caches_frames_with_the_policys_resize_and_reuses_them(tmp_
     ts = build_training_set([src], conv, PERIOD, 3, ("front", "wrist"), 32, tmp_path, val_episodes=1, seed=0,
                             state_dim=8)
     assert ts.num_samples == 24 and ts.actions.shape == (24, 3, 8) and ts.states.shape == (24, 8)
+    assert ts.frame_in_episode().tolist() == list(range(6)) * 4
     ep2 = src.episode(2)
     expected = resize(images_to_tensor(ep2.frames("wrist")), 32).permute(0, 2, 3, 1).numpy()
     rows = np.flatnonzero(ts.sample_episode == 2)

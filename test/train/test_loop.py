@@ -15,7 +15,7 @@ from vla_ros.core.action_spaces import action_names
 from vla_ros.core.normalization import NormStats
 from vla_ros.core.types import Observation
 from vla_ros.policies.vla.model import VLAModel
-from vla_ros.train.loop import BatchOrder, TrainConfig, Trainer, lr_at, train
+from vla_ros.train.loop import BatchOrder, TrainConfig, Trainer, lr_at, train, weighted_ids
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +69,22 @@ def test_batches_cover_every_sample_once_per_epoch_and_repeat_with_the_seed():
     again = BatchOrder(ids, 3, seed=4)
     assert np.array_equal(again.batch(5), order.batch(5))
     assert not np.array_equal(BatchOrder(ids, 3, seed=5).batch(0), order.batch(0))
+
+
+def test_early_frames_are_drawn_weight_times_per_epoch():
+    # two episodes of 4 and 3 frames; samples 0..6; frame numbers 0 1 2 3 | 0 1 2
+    frame = np.array([0, 1, 2, 3, 0, 1, 2])
+    ids = np.array([1, 2, 3, 4, 6])  # frame 0 of episode 0 and frame 1 of episode 1 held out
+    assert weighted_ids(ids, frame, early_frames=2, weight=3).tolist() == [1, 1, 1, 2, 3, 4, 4, 4, 6]
+    assert weighted_ids(ids, frame, early_frames=0, weight=3).tolist() == ids.tolist()
+    assert weighted_ids(ids, frame, early_frames=2, weight=1).tolist() == ids.tolist()
+    order = BatchOrder(weighted_ids(ids, frame, 2, 3), 3, seed=0)
+    epoch = np.concatenate([order.batch(s) for s in range(3)])  # 9 draws = one epoch
+    assert sorted(epoch.tolist()) == [1, 1, 1, 2, 3, 4, 4, 4, 6]
+    with pytest.raises(ValueError, match="early_weight"):
+        TrainConfig(data=("x",), out="o", early_frames=5, early_weight=0)
+    with pytest.raises(ValueError, match="early_frames"):
+        TrainConfig(data=("x",), out="o", early_frames=-1)
 
 
 def test_a_run_writes_a_model_the_vla_policy_loads_with_the_datas_statistics(tmp_path):

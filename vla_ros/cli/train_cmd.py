@@ -55,6 +55,11 @@ def train_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> Non
     parser.add_argument("--val-samples", type=int, default=64, help="validation frames per evaluation")
     parser.add_argument("--min-episode-frames", type=int, default=1,
                         help="leave out episodes with fewer frames (recordings cut short)")
+    parser.add_argument("--early-frames", type=int, default=0,
+                        help="the first N frames of every episode (where the policy must decide, from the image and "
+                             "the instruction alone, which object to go for) ...")
+    parser.add_argument("--early-weight", type=int, default=1,
+                        help="... are drawn this many times per epoch (1: uniform)")
     parser.add_argument("--cache-dir", default=None, help="frame cache (default: ~/.cache/vla_ros/frames)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
@@ -81,8 +86,8 @@ def config_from_args(args: argparse.Namespace):
             lora_rank=args.lora_rank, lora_save=args.lora_save, save_every=args.save_every,
             keep_checkpoints=args.keep_checkpoints,
             val_every=args.val_every, val_episodes=args.val_episodes, val_samples=args.val_samples,
-            min_episode_frames=args.min_episode_frames,
-            cache_dir=args.cache_dir, resume=args.resume, progress=not args.no_progress,
+            min_episode_frames=args.min_episode_frames, early_frames=args.early_frames,
+            early_weight=args.early_weight, cache_dir=args.cache_dir, resume=args.resume, progress=not args.no_progress,
         )
     except ValueError as err:
         raise SystemExit(f"vla-ros train: {err}") from None

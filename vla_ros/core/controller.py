@@ -79,6 +79,13 @@ CARTESIAN_SPACES = ("ee_delta", "ee_pose")
 MIN_KNOT_SPACING_S = 1e-3
 # Fraction of the acceleration limits a window's braking tail uses (see _trajectories).
 TAIL_ACCELERATION_FRACTION = 0.999
+# A stop's trajectory (hold, e-stop, fault, refusal) ends with a hold at least this long after its
+# stamp. A JTC rejects a stamped trajectory that arrives after its end and then runs the previous
+# one on: a stop delayed by an overloaded host, a stalled /clock or the network by up to this long
+# is still taken. (Seen: two sim graphs starting on 2 cores delivered a fault hold 0.53 s late,
+# past the 0.5 s horizon, and the sim's JTC rejected it.) The extra hold point costs nothing: a
+# JTC holds a trajectory's last point anyway.
+STOP_MIN_END_S = 3.0
 # Clocks below this many seconds are used as they are (float spacing < 0.25 ns there); larger ones
 # (the wall clock, ~1.8e9 s, spacing ~0.24 us) get a whole-second origin subtracted at the boundary.
 _ABSOLUTE_CLOCK_S = 2.0**20
@@ -235,6 +242,7 @@ class ControllerStatus:
 class _ArmState:
     positions: np.ndarray | None = None  # qualified order of this arm
     received_s: float | None = None
+    gripper: float | None = None  # measured, normalised (0 closed .. 1 open); None: not reported
     missing: tuple[str, ...] = ()
 
 
@@ -371,6 +379,10 @@ class ControllerCore:
             return
         state.positions = q
         state.received_s = float(now_s)
+        gripper = spec_arm.gripper
+        if gripper is not None and gripper.joint_name in index:
+            g = float(values[index[gripper.joint_name]])
+            state.gripper = float(np.clip(gripper.from_joint(g), 0.0, 1.0)) if math.isfinite(g) else None
 
     def measured_positions(self) -> np.ndarray | None:
         parts = [self._arm_state[a.name].positions for a in self.spec.arms]
@@ -395,8 +407,14 @@ class ControllerCore:
 
     # ------------------------------------------------------------------ lifecycle / e-stop
     def activate(self, now_s: float) -> None:
-        """Start commanding: hold where the arm is measured (once joint_states are there)."""
+        """Start commanding: hold where the arm and its grippers are measured (once joint_states
+        are there). The gripper command of an earlier activation is forgotten: between the two
+        an operator, or a simulation's episode reset, may have opened the gripper, and re-sending
+        the old close would shut it again. (Seen: every recorded demonstration began with the
+        gripper closing for up to 0.7 s on the previous episode's grasp command.)"""
         now_s = self._plan_time(now_s)
+        self._gripper_times = np.zeros(0)
+        self._gripper_values = np.zeros((0, len(self._grippers)))
         self.active = True
         self._fault = None
         self._cmd = None
@@ -437,7 +455,11 @@ class ControllerCore:
         return True
 
     def _set_gripper_hold(self) -> None:
+        """Hold the grippers at their last command; with none since activation, where measured."""
         current = self._gripper_current(None)
+        if current is None and self._grippers:
+            measured = [self._arm_state[arm.name].gripper for arm, _ in self._grippers]
+            current = None if any(g is None for g in measured) else np.array(measured, dtype=np.float64)
         self._gripper_times = np.zeros(0)
         self._gripper_values = np.zeros((0, len(self._grippers))) if current is None else current[None, :]
 
@@ -846,14 +868,15 @@ class ControllerCore:
                               (self.limits.inner_lower_rad, self.limits.inner_upper_rad),
                               to_end_within_s=float(np.max(self.limits.velocity_rad_s / self.limits.acceleration_rad_s2)))
             times, qs, vs = win.times_s - now_s, win.positions_rad, win.velocities_rad_s
-            if times[-1] < horizon:
-                # A window that ends early (a stop, the end of a chunk) is padded with a hold so
-                # that it still ends a full horizon after its stamp: a JTC rejects a stamped
-                # trajectory that arrives after its end, and a rejected stop would let the
-                # previous trajectory run on.
+            # A window that ends early (a stop, the end of a chunk) is padded with a hold so that it
+            # still ends a full horizon (a stop: STOP_MIN_END_S) after its stamp: a JTC rejects a
+            # stamped trajectory that arrives after its end, and a rejected stop would let the
+            # previous trajectory run on.
+            end = max(horizon, STOP_MIN_END_S) if self._stopping else horizon
+            if times[-1] < end:
                 # A knot just short of the horizon (float noise of `knot - now`) would give the pad
                 # the same time_from_start once stamped in whole nanoseconds, which a JTC rejects.
-                times = np.append(times, max(horizon, times[-1] + MIN_KNOT_SPACING_S))
+                times = np.append(times, max(end, times[-1] + MIN_KNOT_SPACING_S))
                 qs = np.vstack([qs, qs[-1]])
                 vs = np.vstack([vs, np.zeros_like(vs[-1])])
         self._sent_final = qs[-1].copy()

@@ -245,6 +245,14 @@ class TrainingSet:
             feats["state"] = _stats(self.states[idx])
         return NormStats(features=feats, source="vla_ros.train")
 
+    def frame_in_episode(self) -> np.ndarray:
+        """(N,) each sample's frame number within its episode (0 = the episode's first frame)."""
+        ep = self.sample_episode
+        if ep.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64)
+        starts = np.r_[0, np.flatnonzero(np.diff(ep)) + 1]
+        return np.arange(ep.shape[0]) - np.repeat(starts, np.diff(np.r_[starts, ep.shape[0]]))
+
     def pixels(self, samples: np.ndarray) -> np.ndarray:
         """uint8 (B, cameras, size, size, 3)."""
         rows = self.sample_frame[samples]

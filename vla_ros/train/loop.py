@@ -78,6 +78,11 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_samples: int = 64
     min_episode_frames: int = 1  # shorter episodes (recordings cut short) are left out
+    # The first early_frames frames of every episode are drawn early_weight times per epoch: there
+    # the policy must choose its target from the image and the instruction alone; later frames
+    # also show it in the arm's own position, and dominate a uniform draw.
+    early_frames: int = 0
+    early_weight: int = 1
     cache_dir: str | None = None
     resume: bool = False
     progress: bool = True
@@ -85,13 +90,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", tuple(str(d) for d in self.data))
         for name in ("steps", "batch_size", "save_every", "val_every", "val_samples", "keep_checkpoints",
-                     "min_episode_frames"):
+                     "min_episode_frames", "early_weight"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.early_frames < 0:
+            raise ValueError(f"early_frames must be >= 0, got {self.early_frames}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.lora_save not in LORA_SAVES:
@@ -126,6 +133,16 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr
     span = max(cfg.steps - cfg.warmup_steps, 1)
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step - cfg.warmup_steps, span) / span))
+
+
+def weighted_ids(ids: np.ndarray, frame_in_episode: np.ndarray, early_frames: int, weight: int) -> np.ndarray:
+    """`ids` with every sample among the first `early_frames` of its episode repeated `weight` times
+    (in place: the order of the ids is kept, so a seeded permutation of them stays reproducible)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if early_frames <= 0 or weight <= 1:
+        return ids
+    counts = np.where(np.asarray(frame_in_episode)[ids] < early_frames, weight, 1)
+    return np.repeat(ids, counts)
 
 
 class BatchOrder:
@@ -310,7 +327,8 @@ class Trainer:
         self.model.to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.order = BatchOrder(self.data.train_index, cfg.batch_size, cfg.seed)
+        self.order = BatchOrder(weighted_ids(self.data.train_index, self.data.frame_in_episode(), cfg.early_frames,
+                                             cfg.early_weight), cfg.batch_size, cfg.seed)
         self.augment_cfg = AugmentConfig() if cfg.augment else None
         self.start_step = 0
         self.records: list[dict] = []
@@ -543,6 +561,7 @@ class Trainer:
                 "episodes": len(d.episode_keys),
                 "val_episodes": list(d.val_episodes),
                 "samples": {"train": int(len(d.train_index)), "val": int(len(d.val_index))},
+                "early_frames": {"frames": cfg.early_frames, "weight": cfg.early_weight},
                 "tasks": d.tasks,
                 "steps": cfg.steps,
                 "batch_size": cfg.batch_size,
