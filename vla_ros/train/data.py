@@ -191,6 +191,32 @@ class ChunkConverter:
         return out, valid
 
 
+def episode_goals(ep: EpisodeData, spec: EmbodimentSpec, kinematics=None) -> np.ndarray:
+    """(T, 3) for every frame the episode's goal: where the first arm's tool is commanded to be when
+    its gripper is first commanded to close after being open (the grasp: x, y, z in the base frame,
+    from the recorded joint command). All NaN when the episode never grasps (or the arm has no gripper)."""
+    conv = ChunkConverter(spec, "ee_pose", action_names(spec, "joint_position"), kinematics)
+    arm = spec.arms[0]
+    goal = np.full((ep.length, 3), np.nan)
+    if arm.gripper is None or ep.length == 0:
+        return goal
+    recorded = action_names(spec, "joint_position")
+    col = recorded.index(f"{arm.namespace}/gripper" if arm.namespace else "gripper")
+    grip = np.asarray(ep.action, np.float64)[:, col]
+    opened = np.flatnonzero(grip >= 0.5)
+    if not opened.size:
+        return goal
+    closing = np.flatnonzero((grip < 0.5) & (np.arange(ep.length) > opened[0]))
+    if not closing.size:
+        return goal
+    g = int(closing[0])
+    one = EpisodeData(ep.index, ep.task, ep.timestamps[g:g + 1], ep.state[g:g + 1], ep.action[g:g + 1], ep.frames)
+    rows, _ = conv.episode_chunks(one, 1.0, 1)
+    xyz = [next(i for i, n in enumerate(conv.names) if n.endswith("ee_pose/" + f)) for f in ("x", "y", "z")]
+    goal[:] = rows[0, 0, xyz]
+    return goal
+
+
 # ---------------------------------------------------------------------------------- the set
 def _resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """uint8 (T, H, W, 3) -> uint8 (T, size, size, 3), the policy's resize (vla_ros.policies.preprocess)."""
@@ -230,6 +256,7 @@ class TrainingSet:
     train_index: np.ndarray  # sample ids
     val_index: np.ndarray
     val_episodes: tuple[int, ...]
+    goals: np.ndarray | None = None  # (N, 3) float64, NaN rows: no grasp in that episode (see episode_goals)
 
     @property
     def num_samples(self) -> int:
@@ -273,10 +300,12 @@ def build_training_set(
     state_dim: int | None = None,
     log_fn=None,
     min_episode_frames: int = 1,
+    goals: bool = False,
 ) -> TrainingSet:
     """Read every episode of `sources`, convert the actions, fill (or reuse) the frame caches and
     split whole episodes into training and held-out validation sets (seeded). Episodes shorter than
-    `min_episode_frames` (a recording cut short) are left out, and named."""
+    `min_episode_frames` (a recording cut short) are left out, and named. With `goals`, each
+    sample's episode goal too (`episode_goals`)."""
     say = log_fn or log.info
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -284,6 +313,7 @@ def build_training_set(
     tasks: list[str] = []
     keys: list[tuple[int, int]] = []
     per_ep: list[tuple[np.ndarray, ...]] = []
+    goal_rows: list[np.ndarray] = []
     images: dict[str, list[np.ndarray]] = {s: [] for s in slots}
     frame_offset = 0
     for si, src in enumerate(sources):
@@ -335,6 +365,8 @@ def build_training_set(
             keys.append((si, e.index))
             per_ep.append((np.full(e.length, gid), frame_offset + row + np.arange(e.length),
                            np.full(e.length, tasks.index(e.task)), chunks.astype(np.float32), valid, state))
+            if goals:
+                goal_rows.append(episode_goals(e, converter.spec))
             row += e.length
         for slot in slots:
             images[slot].append(caches[slot])
@@ -349,4 +381,5 @@ def build_training_set(
     held = tuple(sorted(np.random.default_rng([seed, 7]).permutation(n_ep)[:k_val].tolist()))
     is_val = np.isin(cat[0], held)
     return TrainingSet(slots, image_size, tuple(converter.names), tasks, keys, cat[0], cat[1], cat[2], cat[3],
-                       cat[4], cat[5], merged, np.flatnonzero(~is_val), np.flatnonzero(is_val), held)
+                       cat[4], cat[5], merged, np.flatnonzero(~is_val), np.flatnonzero(is_val), held,
+                       np.concatenate(goal_rows) if goals else None)

@@ -83,6 +83,7 @@ class TrainConfig:
     # also show it in the arm's own position, and dominate a uniform draw.
     early_frames: int = 0
     early_weight: int = 1
+    goal_weight: float = 1.0  # weight of the goal head's loss (models with config goal_head only)
     cache_dir: str | None = None
     resume: bool = False
     progress: bool = True
@@ -97,6 +98,8 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not (self.goal_weight >= 0 and math.isfinite(self.goal_weight)):
+            raise ValueError(f"goal_weight must be a finite number >= 0, got {self.goal_weight}")
         if self.early_frames < 0:
             raise ValueError(f"early_frames must be >= 0, got {self.early_frames}")
         if self.warmup_steps < 0:
@@ -310,7 +313,8 @@ class Trainer:
         build = lambda: build_training_set(  # noqa: E731
             self.sources, self.converter, self.spec.policy_period_s, mc.chunk_size, mc.camera_slots,
             mc.vision.image_size, cache, cfg.val_fraction, cfg.val_episodes, cfg.seed,
-            state_dim=mc.state_dim or None, log_fn=self._say, min_episode_frames=cfg.min_episode_frames)
+            state_dim=mc.state_dim or None, log_fn=self._say, min_episode_frames=cfg.min_episode_frames,
+            goals=mc.goal_head)
         if self.dist.main:  # one process fills the frame cache, the others read it
             self.data = build()
         self.dist.barrier()
@@ -319,6 +323,15 @@ class Trainer:
         self.data_s = time.monotonic() - t0
         self.model.norm_stats = self.data.norm_stats()
         self.model._check_norm_stats(self.model.norm_stats, "statistics computed from the data")
+        self.goal_stats = None
+        if mc.goal_head:
+            # Normalised by the training episodes' goals (held-out ones never leak in).
+            known = self.data.goals[self.data.train_index]
+            known = known[np.all(np.isfinite(known), axis=1)]
+            if not len(known):
+                raise TrainingDataError("the model has a goal head but no training episode grasps (its gripper is "
+                                        "never commanded to close after being open): nothing to predict")
+            self.goal_stats = (known.mean(0), np.maximum(known.std(0), 1e-3))
         self.lora = None
         if cfg.lora:
             from vla_ros.train.lora import LoRASettings, apply_lora
@@ -359,7 +372,11 @@ class Trainer:
         states = d.states[ids] if mc.state_dim else None
         inputs = inputs_from_pixels(self.model, x, instructions, states)
         actions = self.model.normalize_actions(d.actions[ids].astype(np.float64))
-        return inputs, actions
+        goals = None
+        if self.goal_stats is not None:
+            mean, std = self.goal_stats
+            goals = torch.from_numpy((d.goals[ids] - mean) / std).to(device=self.device, dtype=torch.float32)
+        return inputs, actions, goals
 
     def _step_params(self, step: int) -> dict | None:
         if self.augment_cfg is None:
@@ -381,7 +398,7 @@ class Trainer:
         with torch.no_grad():
             for k, i in enumerate(range(0, len(ids), self.local_batch)):
                 chunk = ids[i:i + self.local_batch]
-                inputs, actions = self._batch(chunk, None)
+                inputs, actions, _ = self._batch(chunk, None)  # the action loss alone: runs compare
                 g = torch.Generator(device=self.device).manual_seed(seed_of(self.cfg.seed, 2 ** 31 - 1, k))
                 total += float(self.model.compute_loss(inputs, actions, g)) * len(chunk)
                 count += len(chunk)
@@ -488,13 +505,13 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             torch.manual_seed(seed_of(cfg.seed, step, 3, self.dist.rank))  # dropout, if any
-            inputs, actions = pending.result()
+            inputs, actions, goals = pending.result()
             if step + 1 < cfg.steps:
                 pending = pool.submit(self._prepare, step + 1)
             g = torch.Generator(device=self.device).manual_seed(seed_of(cfg.seed, step, 2, self.dist.rank))
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                loss = self.module(inputs, actions, g)
+                loss = self.module(inputs, actions, g, goals, cfg.goal_weight)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"step {step + 1}: training loss is {float(loss)}; lower --lr")
             loss.backward()
@@ -506,8 +523,11 @@ class Trainer:
             done_samples += cfg.batch_size
             elapsed = time.monotonic() - t_start
             rate = done_samples / elapsed if elapsed > 0 else float("nan")
-            self._write_metrics({"step": step + 1, "loss": loss_value, "lr": lr,
-                                 "epoch": round(self.order.epoch(step + 1), 4), "samples_per_s": round(rate, 2)})
+            record = {"step": step + 1, "loss": loss_value, "lr": lr,
+                      "epoch": round(self.order.epoch(step + 1), 4), "samples_per_s": round(rate, 2)}
+            if goals is not None and self.model.last_goal_loss is not None:
+                record["goal_loss"] = self.model.last_goal_loss  # this process's batch
+            self._write_metrics(record)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.1f}")
@@ -562,6 +582,9 @@ class Trainer:
                 "val_episodes": list(d.val_episodes),
                 "samples": {"train": int(len(d.train_index)), "val": int(len(d.val_index))},
                 "early_frames": {"frames": cfg.early_frames, "weight": cfg.early_weight},
+                "goal": None if self.goal_stats is None else {
+                    "weight": cfg.goal_weight, "mean_m": [round(float(v), 6) for v in self.goal_stats[0]],
+                    "std_m": [round(float(v), 6) for v in self.goal_stats[1]]},
                 "tasks": d.tasks,
                 "steps": cfg.steps,
                 "batch_size": cfg.batch_size,

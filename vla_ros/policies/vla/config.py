@@ -242,6 +242,10 @@ class VLAConfig:
     image_position: "first" (images, then the instruction) or "after_bos" (OpenVLA: <s>, images,
                  then the rest of the prompt; needs the BPE tokens in the sequence).
     action_norm / state_norm: vla_ros.core.normalization rules.
+    goal_head: an auxiliary training target (conv_film vision only): from the image tokens alone a
+                 small MLP predicts where the episode's first grasp happens (the tool's x, y, z), so
+                 that the FiLM-conditioned tokens must find the object the instruction names. It is
+                 not used at inference; the action head reads the same tokens.
     """
 
     preset: str
@@ -261,6 +265,7 @@ class VLAConfig:
     image_position: str = "first"
     action_norm: str = "bounds_q99"
     state_norm: str = "bounds_q99"
+    goal_head: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_slots", tuple(str(s) for s in self.camera_slots))
@@ -289,6 +294,9 @@ class VLAConfig:
             # Discrete tokens cover [-1, 1]; an unbounded rule would clip real actions silently.
             raise ValueError(f"the discrete head needs a bounded action_norm ('bounds_q99' or 'bounds'), "
                              f"got {self.action_norm!r}")
+        if self.goal_head and self.vision.kind != "conv_film":
+            raise ValueError(f"goal_head needs the FiLM conv encoder's few image tokens (vision.kind 'conv_film'), "
+                             f"got {self.vision.kind!r}")
         if not self.instruction_in_sequence and self.vision.kind != "conv_film":
             raise ValueError("instruction_in_sequence=False only makes sense with the FiLM conv encoder "
                              "(otherwise the model never sees the instruction)")

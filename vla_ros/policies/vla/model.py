@@ -40,6 +40,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = InstructionTokenizer.FILENAME
 NORM_STATS_FILE = "norm_stats.json"
+GOAL_DIM = 3  # the goal head's target: the tool's x, y, z at the episode's first grasp
+GOAL_HIDDEN = 256
 # Pretrained frozen submodules that come from their own package, never from model.safetensors.
 _EXTERNAL_PREFIXES = ("instruction_encoder.",)
 
@@ -147,6 +149,12 @@ class VLAModel(nn.Module):
             self.instruction_encoder = None
             self.text_proj = None
         self.head = build_head(config)
+        self.goal_head = None
+        self.last_goal_loss: float | None = None
+        if config.goal_head:
+            width = n_cam * config.vision.conv.num_tokens * hidden
+            self.goal_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, GOAL_HIDDEN), nn.GELU(),
+                                           nn.Linear(GOAL_HIDDEN, GOAL_DIM))
         self.tokenizer = tokenizer if tokenizer is not None else InstructionTokenizer.build(config.text)
         self.tokenizer.check_vocab(config.backbone.vocab_size)
         self.norm_stats = norm_stats if norm_stats is not None else identity_norm_stats(config)
@@ -285,15 +293,38 @@ class VLAModel(nn.Module):
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
         return Prefix(embeds=embeds, mask=mask, positions=positions,
                       bidirectional=cfg.prefix_attention == "bidirectional",
-                      suffix_state=inputs.state if cfg.state_token == "suffix" else None)
+                      suffix_state=inputs.state if cfg.state_token == "suffix" else None, image_tokens=image)
 
-    def compute_loss(self, inputs: VLAInputs, actions: torch.Tensor, generator: torch.Generator | None = None
-                     ) -> torch.Tensor:
-        """Training loss of the head for normalised target actions (B, T, D)."""
+    def compute_loss(self, inputs: VLAInputs, actions: torch.Tensor, generator: torch.Generator | None = None,
+                     goals: torch.Tensor | None = None, goal_weight: float = 1.0) -> torch.Tensor:
+        """Training loss of the head for normalised target actions (B, T, D); with `goals` (B, 3),
+        normalised, NaN rows for samples without one) plus goal_weight x the goal head's mean squared
+        error. `last_goal_loss` keeps that error (a float; None without goals)."""
         expected = (inputs.batch_size, self.config.chunk_size, self.config.action_dim)
         if tuple(actions.shape) != expected:
             raise ValueError(f"target actions have shape {tuple(actions.shape)}, expected {expected}")
-        return self.head.loss(self.backbone, self.encode_prefix(inputs), actions, generator)
+        prefix = self.encode_prefix(inputs)
+        loss = self.head.loss(self.backbone, prefix, actions, generator)
+        self.last_goal_loss = None
+        if goals is not None:
+            if self.goal_head is None:
+                raise ValueError("goals given but this model has no goal head (config goal_head is false)")
+            if tuple(goals.shape) != (inputs.batch_size, GOAL_DIM):
+                raise ValueError(f"goals have shape {tuple(goals.shape)}, expected ({inputs.batch_size}, {GOAL_DIM})")
+            known = torch.isfinite(goals).all(dim=1)
+            if bool(known.any()):
+                pred = self.goal_head(prefix.image_tokens.flatten(1)).float()
+                err = ((pred[known] - goals[known].to(pred.dtype)) ** 2).mean()
+                self.last_goal_loss = float(err.detach())
+                loss = loss + goal_weight * err
+        return loss
+
+    @torch.no_grad()
+    def predict_goal(self, inputs: VLAInputs) -> torch.Tensor:
+        """(B, 3) the goal head's normalised prediction (models built with goal_head only)."""
+        if self.goal_head is None:
+            raise ValueError("this model has no goal head (config goal_head is false)")
+        return self.goal_head(self.encode_prefix(inputs).image_tokens.flatten(1)).float()
 
     @torch.no_grad()
     def predict_actions(self, inputs: VLAInputs, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -116,6 +116,6 @@ class LossModule(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, inputs: VLAInputs, actions: torch.Tensor, generator: torch.Generator | None = None
-                ) -> torch.Tensor:
-        return self.model.compute_loss(inputs, actions, generator)
+    def forward(self, inputs: VLAInputs, actions: torch.Tensor, generator: torch.Generator | None = None,
+                goals: torch.Tensor | None = None, goal_weight: float = 1.0) -> torch.Tensor:
+        return self.model.compute_loss(inputs, actions, generator, goals, goal_weight)

@@ -25,6 +25,7 @@ class Prefix:
     positions: torch.Tensor
     bidirectional: bool = False
     suffix_state: torch.Tensor | None = None
+    image_tokens: torch.Tensor | None = None  # (B, cameras x tokens, H): what a goal head reads
 
     def __post_init__(self) -> None:
         if self.embeds.ndim != 3:

@@ -1,0 +1,102 @@
+"""The goal head: an auxiliary training target that makes the image tokens find the object the
+instruction names (where the demonstration grasps), its loss, and a training run with it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from test.train.helpers import TINY, episodes, fr3, memory_source
+from vla_ros.policies.vla.config import VLAConfig
+from vla_ros.policies.vla.model import VLAModel
+from vla_ros.policies.vla.presets import make_config
+from vla_ros.train.data import EpisodeData, episode_goals
+from vla_ros.train.loop import TrainConfig, train
+
+CONV = {"vision": {"kind": "conv_film", "image_size": 32, "siglip": None,
+                   "conv": {"channels": [8, 8], "num_tokens": 2, "coords": True}}}
+# The FR3 at its "ready" pose (0, -pi/4, 0, -3pi/4, 0, pi/2, pi/4): Franka's hand TCP at
+# x 0.3069, y 0, z 0.4869 m in the base frame (libfranka's O_T_EE there).
+READY_TCP_M = (0.3069, 0.0, 0.4869)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _episode(grip, q=None):
+    spec = fr3()
+    T = len(grip)
+    q = np.tile(spec.arms[0].home_rad, (T, 1)) if q is None else q
+    action = np.c_[q, grip]
+    return EpisodeData(0, "pick up the red cube", np.arange(T) * 0.1, action, action, lambda s: None)
+
+
+def test_the_goal_is_where_the_tool_is_at_the_first_close_after_opening():
+    spec = fr3()
+    home = np.asarray(spec.arms[0].home_rad)
+    q = np.tile(home, (6, 1))
+    q[4:, 0] = 0.5  # the grasp happens at frame 4 with joint 1 turned by 0.5 rad
+    # closed at the start (a stale command), opens, closes at frame 4
+    goal = episode_goals(_episode([0.0, 1.0, 1.0, 0.8, 0.2, 0.0], q), spec)
+    r = np.hypot(READY_TCP_M[0], READY_TCP_M[1])  # joint 1 turns the ready TCP about the base z axis
+    np.testing.assert_allclose(goal, np.tile([r * np.cos(0.5), r * np.sin(0.5), READY_TCP_M[2]], (6, 1)), atol=2e-3)
+    at_home = episode_goals(_episode([1.0, 0.4]), spec)
+    np.testing.assert_allclose(at_home[0], READY_TCP_M, atol=2e-3)
+    assert np.all(np.isnan(episode_goals(_episode([1.0, 1.0, 0.9]), spec)))  # never closes
+    assert np.all(np.isnan(episode_goals(_episode([0.0, 0.0, 0.0]), spec)))  # never opens
+
+
+def test_the_goal_loss_is_the_weighted_mse_of_the_goal_head_on_known_goals():
+    cfg = make_config("default", **{**TINY, **CONV}, goal_head=True, action_dim=8, state_dim=8,
+                      camera_slots=("front", "wrist"))
+    torch.manual_seed(0)
+    model = VLAModel(cfg)
+    from vla_ros.policies.vla.training import inputs_from_pixels
+
+    pix = torch.rand(3, 2, 3, 32, 32)
+    inputs = inputs_from_pixels(model, pix, ["pick up the red cube"] * 3, np.zeros((3, 8)))
+    actions = torch.randn(3, cfg.chunk_size, 8)
+    goals = torch.tensor([[0.1, 0.2, 0.3], [float("nan")] * 3, [-1.0, 0.0, 1.0]])
+    base = model.compute_loss(inputs, actions, torch.Generator().manual_seed(1))
+    assert model.last_goal_loss is None
+    with_goal = model.compute_loss(inputs, actions, torch.Generator().manual_seed(1), goals, goal_weight=2.5)
+    pred = model.predict_goal(inputs)
+    mse = float(((pred[[0, 2]] - goals[[0, 2]]) ** 2).mean())
+    assert model.last_goal_loss == pytest.approx(mse, rel=1e-5)
+    assert float(with_goal - base) == pytest.approx(2.5 * mse, rel=1e-4)
+    with pytest.raises(ValueError, match="no goal head"):
+        VLAModel(cfg.replace(goal_head=False)).compute_loss(inputs, actions, None, goals)
+    with pytest.raises(ValueError, match="conv_film"):
+        make_config("default", **TINY, goal_head=True)
+    assert VLAConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))).goal_head is True
+
+
+def test_a_run_with_the_goal_head_logs_it_and_the_policy_loads_the_model(tmp_path):
+    from vla_ros.policies.vla.policy import make_vla_policy
+
+    src = memory_source(n=4, T=12)
+    cfg = TrainConfig(data=(), out=str(tmp_path / "out"), embodiment="fr3", steps=3, batch_size=4, save_every=3,
+                      val_every=3, val_episodes=1, cache_dir=str(tmp_path / "cache"), progress=False, seed=1,
+                      config_overrides={**TINY, **CONV, "goal_head": True}, goal_weight=0.5)
+    out = train(cfg, sources=[src]).out
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["goal_loss"] >= 0.0 for r in records if "loss" in r)
+    goal = json.loads((out / "training.json").read_text())["goal"]
+    # the helper's episodes close the gripper at frame 4 (1 - 1.5 t / 1.1 s < 0.5); training episodes' goals
+    spec = fr3()
+    kept = [k for k in range(4) if k not in json.loads((out / "training.json").read_text())["val_episodes"]]
+    eps = episodes(4, 12)
+    goals = np.array([episode_goals(EpisodeData(k, e["task"], e["timestamps"], e["state"], e["action"],
+                                                lambda s: None), spec)[0] for k, e in enumerate(eps) if k in kept])
+    assert goal["weight"] == 0.5
+    np.testing.assert_allclose(goal["mean_m"], goals.mean(0), atol=1e-5)
+    policy = make_vla_policy(spec, checkpoint=str(out), device="cpu", warmup=False)
+    assert policy.model.goal_head is not None
