@@ -1,5 +1,6 @@
-"""The goal head: an auxiliary training target that makes the image tokens find the object the
-instruction names (where the demonstration grasps), its loss, and a training run with it."""
+"""What makes the built-in policy read its instruction: the goal head (an auxiliary training target:
+the image tokens must find where the demonstration grasps), its loss and a run with it; and the
+colour-permutation augmentation (one recorded scene asks for every colour)."""
 
 from __future__ import annotations
 
@@ -100,3 +101,39 @@ def test_a_run_with_the_goal_head_logs_it_and_the_policy_loads_the_model(tmp_pat
     np.testing.assert_allclose(goal["mean_m"], goals.mean(0), atol=1e-5)
     policy = make_vla_policy(spec, checkpoint=str(out), device="cpu", warmup=False)
     assert policy.model.goal_head is not None
+
+
+def test_colour_permutation_renames_the_colour_words_to_the_channels_they_now_show():
+    from vla_ros.sim.scene import CUBE_COLOURS
+    from vla_ros.train.augment import CHANNEL_PERMUTATIONS, COLOUR_CHANNELS, permute_colours
+
+    # each simulated cube's colour is dominated by the channel COLOUR_CHANNELS gives it
+    for word, rgba in CUBE_COLOURS.items():
+        assert int(np.argmax(rgba[:3])) == COLOUR_CHANNELS[word]
+    # a red, a green and a blue pixel, under every permutation
+    img = torch.tensor([CUBE_COLOURS[c][:3] for c in ("red", "green", "blue")]).T.reshape(1, 3, 1, 3)
+    for k, p in enumerate(CHANNEL_PERMUTATIONS):
+        out, (text,) = permute_colours(img, ["pick up the red cube"], [k])
+        red_pixel = out[0, :, 0, 0]
+        assert text == f"pick up the {('red', 'green', 'blue')[int(torch.argmax(red_pixel))]} cube"
+        np.testing.assert_allclose(red_pixel.numpy(), np.asarray(CUBE_COLOURS["red"][:3])[list(p)], rtol=1e-6)
+    _, texts = permute_colours(torch.zeros(3, 2, 3, 4, 4), ["Red, then BLUE", "greenish red", "no colour"], [5, 1, 4])
+    # perm 5 = (2, 1, 0) swaps red and blue; perm 1 = (0, 2, 1) swaps green and blue (whole words only)
+    assert texts == ["Blue, then RED", "greenish red", "no colour"]
+    with pytest.raises(ValueError, match="2 images, 1 instructions"):
+        permute_colours(torch.zeros(2, 3, 4, 4), ["red"], [0])
+
+
+def test_a_run_with_colour_permutation_is_reproducible_and_differs_from_one_without(tmp_path):
+    src = memory_source(n=4, T=8)
+
+    def run(name, **kw):
+        cfg = TrainConfig(data=(), out=str(tmp_path / name), embodiment="fr3", steps=2, batch_size=4, save_every=2,
+                          val_every=2, val_episodes=1, cache_dir=str(tmp_path / "cache"), progress=False, seed=3,
+                          config_overrides=TINY, augment=False, **kw)
+        out = train(cfg, sources=[src]).out
+        return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+                if '"loss"' in line]
+
+    a, b, plain = run("a", colour_permutation=True), run("b", colour_permutation=True), run("plain")
+    assert a == b and a != plain

@@ -13,7 +13,9 @@ augments its images exactly as a single process would.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -104,3 +106,38 @@ def colour_jitter(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Ten
 def augment(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """(n, 3, S, S) float in [0, 1] -> augmented, same shape."""
     return colour_jitter(resized_crop(x, params), params)
+
+
+# Colour words and the RGB channel that dominates an object of that colour (the simulated cubes:
+# red (0.85, 0.12, 0.10), green (0.10, 0.70, 0.15), blue (0.12, 0.25, 0.85)).
+COLOUR_CHANNELS = {"red": 0, "green": 1, "blue": 2}
+CHANNEL_PERMUTATIONS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+_COLOUR_WORD = re.compile(r"\b(" + "|".join(COLOUR_CHANNELS) + r")\b", re.IGNORECASE)
+
+
+def permute_colours(images: torch.Tensor, instructions: Sequence[str], perms: Sequence[int]
+                    ) -> tuple[torch.Tensor, list[str]]:
+    """Colour-permutation augmentation for tasks that name objects by colour: sample i's images
+    (B, ..., 3, H, W) get their RGB channels reordered by CHANNEL_PERMUTATIONS[perms[i]] (new channel
+    c = old channel p[c]) and its instruction's colour words renamed to match (an object whose old
+    dominant channel was p[c] now shows channel c's colour). The scene, the target and the actions
+    stay what they were: one recorded scene teaches "red", "green" and "blue" for the same cube, so
+    a model cannot learn which cube to take from the scene's layout alone and must read the
+    instruction. Words keep their case style (lower / Capitalised / UPPER)."""
+    if images.shape[0] != len(instructions) or len(perms) != len(instructions):
+        raise ValueError(f"{images.shape[0]} images, {len(instructions)} instructions, {len(perms)} permutations")
+    names = {c: w for w, c in COLOUR_CHANNELS.items()}
+    out_images = images.clone()
+    out_text = []
+    for i, (text, k) in enumerate(zip(instructions, perms)):
+        p = CHANNEL_PERMUTATIONS[int(k)]
+        out_images[i] = images[i].index_select(-3, torch.tensor(p, device=images.device))
+        new_channel = {old: new for new, old in enumerate(p)}
+
+        def rename(m: re.Match, new_channel=new_channel) -> str:
+            word = m.group(0)
+            new = names[new_channel[COLOUR_CHANNELS[word.lower()]]]
+            return new.upper() if word.isupper() else new.capitalize() if word[0].isupper() else new
+
+        out_text.append(_COLOUR_WORD.sub(rename, text))
+    return out_images, out_text

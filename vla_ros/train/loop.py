@@ -35,7 +35,9 @@ from vla_ros.policies.vla.model import VLAModel
 from vla_ros.policies.vla.policy import TRAINING_FILE, state_names
 from vla_ros.policies.vla.presets import make_config
 from vla_ros.policies.vla.training import LossModule, inputs_from_pixels
-from vla_ros.train.augment import AugmentConfig, augment, sample_params, slice_params
+from vla_ros.train.augment import (
+    CHANNEL_PERMUTATIONS, AugmentConfig, augment, permute_colours, sample_params, slice_params,
+)
 from vla_ros.train.data import RAW_SPACE, ChunkConverter, DatasetSource, TrainingDataError, build_training_set
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,9 @@ class TrainConfig:
     early_frames: int = 0
     early_weight: int = 1
     goal_weight: float = 1.0  # weight of the goal head's loss (models with config goal_head only)
+    # Colour-permutation augmentation (`augment.permute_colours`): each sample's RGB channels in a
+    # random order and its instruction's colour words renamed to match. For tasks naming objects by colour.
+    colour_permutation: bool = False
     cache_dir: str | None = None
     resume: bool = False
     progress: bool = True
@@ -358,7 +363,7 @@ class Trainer:
         if self.dist.main:
             log.info(text)
 
-    def _batch(self, ids: np.ndarray, params: dict | None):
+    def _batch(self, ids: np.ndarray, params: dict | None, perms: np.ndarray | None = None):
         d = self.data
         mc = self.model.config
         size = mc.vision.image_size
@@ -369,6 +374,8 @@ class Trainer:
             x = augment(x, params)
         x = x.reshape(b, c, 3, size, size)
         instructions = [d.tasks[i] for i in d.sample_task[ids]]
+        if perms is not None:
+            x, instructions = permute_colours(x, instructions, perms)
         states = d.states[ids] if mc.state_dim else None
         inputs = inputs_from_pixels(self.model, x, instructions, states)
         actions = self.model.normalize_actions(d.actions[ids].astype(np.float64))
@@ -492,8 +499,13 @@ class Trainer:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _prepare(self, step: int):
-        ids = self.order.batch(step)[self.dist.rank * self.local_batch:(self.dist.rank + 1) * self.local_batch]
-        return self._batch(ids, self._step_params(step))
+        lo, hi = self.dist.rank * self.local_batch, (self.dist.rank + 1) * self.local_batch
+        ids = self.order.batch(step)[lo:hi]
+        perms = None
+        if self.cfg.colour_permutation:  # drawn for the global batch: a rank's slice is what one process draws
+            perms = np.random.default_rng([self.cfg.seed, step, 5]).integers(
+                0, len(CHANNEL_PERMUTATIONS), self.cfg.batch_size)[lo:hi]
+        return self._batch(ids, self._step_params(step), perms)
 
     def _loop(self, pool, pending, bar, t_start: float) -> TrainResult:
         cfg = self.cfg
@@ -582,6 +594,7 @@ class Trainer:
                 "val_episodes": list(d.val_episodes),
                 "samples": {"train": int(len(d.train_index)), "val": int(len(d.val_index))},
                 "early_frames": {"frames": cfg.early_frames, "weight": cfg.early_weight},
+                "colour_permutation": cfg.colour_permutation,
                 "goal": None if self.goal_stats is None else {
                     "weight": cfg.goal_weight, "mean_m": [round(float(v), 6) for v in self.goal_stats[0]],
                     "std_m": [round(float(v), 6) for v in self.goal_stats[1]]},
