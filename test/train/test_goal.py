@@ -137,3 +137,22 @@ def test_a_run_with_colour_permutation_is_reproducible_and_differs_from_one_with
 
     a, b, plain = run("a", colour_permutation=True), run("b", colour_permutation=True), run("plain")
     assert a == b and a != plain
+
+
+def test_the_goal_token_puts_the_goal_heads_prediction_into_the_prefix():
+    from vla_ros.policies.vla.training import inputs_from_pixels
+
+    cfg = make_config("default", **{**TINY, **CONV}, goal_head=True, goal_token=True, action_dim=8, state_dim=8,
+                      camera_slots=("front", "wrist"))
+    torch.manual_seed(0)
+    model = VLAModel(cfg)
+    inputs = inputs_from_pixels(model, torch.rand(2, 2, 3, 32, 32), ["pick up the red cube"] * 2, np.zeros((2, 8)))
+    plain = VLAModel(cfg.replace(goal_token=False))
+    assert model.encode_prefix(inputs).embeds.shape[1] == plain.encode_prefix(inputs).embeds.shape[1] + 1
+    actions = torch.randn(2, cfg.chunk_size, 8)
+    before = float(model.compute_loss(inputs, actions, torch.Generator().manual_seed(1)))
+    with torch.no_grad():
+        model.goal_head[-1].bias += 1.0  # another goal: the action loss (no goal target given) changes
+    assert float(model.compute_loss(inputs, actions, torch.Generator().manual_seed(1))) != pytest.approx(before)
+    with pytest.raises(ValueError, match="goal_token needs goal_head"):
+        cfg.replace(goal_head=False)

@@ -245,7 +245,10 @@ class VLAConfig:
     goal_head: an auxiliary training target (conv_film vision only): from the image tokens alone a
                  small MLP predicts where the episode's first grasp happens (the tool's x, y, z), so
                  that the FiLM-conditioned tokens must find the object the instruction names. It is
-                 not used at inference; the action head reads the same tokens.
+                 not used at inference unless goal_token; the action head reads the same tokens.
+    goal_token: the goal head's prediction, projected to the backbone width, is one more prefix token
+                 (after the state): the action head is told where the named object is, in three
+                 numbers, instead of having to find it again in the image tokens.
     """
 
     preset: str
@@ -266,6 +269,7 @@ class VLAConfig:
     action_norm: str = "bounds_q99"
     state_norm: str = "bounds_q99"
     goal_head: bool = False
+    goal_token: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_slots", tuple(str(s) for s in self.camera_slots))
@@ -297,6 +301,8 @@ class VLAConfig:
         if self.goal_head and self.vision.kind != "conv_film":
             raise ValueError(f"goal_head needs the FiLM conv encoder's few image tokens (vision.kind 'conv_film'), "
                              f"got {self.vision.kind!r}")
+        if self.goal_token and not self.goal_head:
+            raise ValueError("goal_token needs goal_head (the token is the goal head's prediction)")
         if not self.instruction_in_sequence and self.vision.kind != "conv_film":
             raise ValueError("instruction_in_sequence=False only makes sense with the FiLM conv encoder "
                              "(otherwise the model never sees the instruction)")

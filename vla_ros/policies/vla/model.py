@@ -155,6 +155,7 @@ class VLAModel(nn.Module):
             width = n_cam * config.vision.conv.num_tokens * hidden
             self.goal_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, GOAL_HIDDEN), nn.GELU(),
                                            nn.Linear(GOAL_HIDDEN, GOAL_DIM))
+        self.goal_proj = nn.Linear(GOAL_DIM, hidden) if config.goal_token else None
         self.tokenizer = tokenizer if tokenizer is not None else InstructionTokenizer.build(config.text)
         self.tokenizer.check_vocab(config.backbone.vocab_size)
         self.norm_stats = norm_stats if norm_stats is not None else identity_norm_stats(config)
@@ -284,6 +285,10 @@ class VLAModel(nn.Module):
         if self.state_proj is not None:
             parts.append(self.state_proj(inputs.state)[:, None])
             masks.append(torch.ones((b, 1), dtype=torch.bool, device=tokens.device))
+        goal = None if self.goal_head is None else self.goal_head(image.flatten(1))
+        if self.goal_proj is not None:
+            parts.append(self.goal_proj(goal)[:, None])
+            masks.append(torch.ones((b, 1), dtype=torch.bool, device=tokens.device))
         embeds = torch.cat(parts, dim=1)
         mask = torch.cat(masks, dim=1)
         # Left-pad: a stable sort on the mask moves padding first and keeps real tokens in order.
@@ -293,7 +298,7 @@ class VLAModel(nn.Module):
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
         return Prefix(embeds=embeds, mask=mask, positions=positions,
                       bidirectional=cfg.prefix_attention == "bidirectional",
-                      suffix_state=inputs.state if cfg.state_token == "suffix" else None, image_tokens=image)
+                      suffix_state=inputs.state if cfg.state_token == "suffix" else None, goal=goal)
 
     def compute_loss(self, inputs: VLAInputs, actions: torch.Tensor, generator: torch.Generator | None = None,
                      goals: torch.Tensor | None = None, goal_weight: float = 1.0) -> torch.Tensor:
@@ -313,7 +318,7 @@ class VLAModel(nn.Module):
                 raise ValueError(f"goals have shape {tuple(goals.shape)}, expected ({inputs.batch_size}, {GOAL_DIM})")
             known = torch.isfinite(goals).all(dim=1)
             if bool(known.any()):
-                pred = self.goal_head(prefix.image_tokens.flatten(1)).float()
+                pred = prefix.goal.float()
                 err = ((pred[known] - goals[known].to(pred.dtype)) ** 2).mean()
                 self.last_goal_loss = float(err.detach())
                 loss = loss + goal_weight * err
@@ -324,7 +329,7 @@ class VLAModel(nn.Module):
         """(B, 3) the goal head's normalised prediction (models built with goal_head only)."""
         if self.goal_head is None:
             raise ValueError("this model has no goal head (config goal_head is false)")
-        return self.goal_head(self.encode_prefix(inputs).image_tokens.flatten(1)).float()
+        return self.encode_prefix(inputs).goal.float()
 
     @torch.no_grad()
     def predict_actions(self, inputs: VLAInputs, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -25,7 +25,7 @@ class Prefix:
     positions: torch.Tensor
     bidirectional: bool = False
     suffix_state: torch.Tensor | None = None
-    image_tokens: torch.Tensor | None = None  # (B, cameras x tokens, H): what a goal head reads
+    goal: torch.Tensor | None = None  # (B, 3) the goal head's normalised prediction (models with one)
 
     def __post_init__(self) -> None:
         if self.embeds.ndim != 3:
