@@ -6,15 +6,14 @@
 #      Llama backbone) with RT-1's FiLM conv encoder (with coordinate channels, so that its tokens say
 #      where they look) at SIZE px on both cameras, chunks of 10 in ACTION_SPACE (ee_pose: absolute tool
 #      poses, so that an error does not add up over the descent), and the goal head (its image tokens
-#      also predict where the demonstration grasps: without it the model never used the instruction)
-#      whose prediction is a prefix token the action head reads (goal_token),
+#      also predict where the demonstration grasps: without it the model never used the instruction),
 #      with colour-permutation augmentation (RGB channels shuffled, the instruction's colour word renamed
 #      to match: the same scene asks for each colour, so the model cannot learn the target from the layout);
 #   3. evaluate it on held-out seeds (`vla-ros eval --seed 90001`: seeds no recording used);
 #   4. copy the model files to OUT_CKPT and write builtin.json (scripts/ship_builtin.py).
 #
 # Usage: scripts/train_builtin.sh [WORK_DIR]     (default artifacts/builtin_repro)
-# Environment knobs: ACTION_SPACE (ee_pose), EPISODES (200), SEED0 (0), SIZE (64), STEPS (12000), BATCH (32), LR (5e-4),
+# Environment knobs: ACTION_SPACE (ee_pose), EPISODES (200), SEED0 (0), SIZE (64), STEPS (15000), BATCH (32), LR (5e-4),
 # EARLY_FRAMES (15) / EARLY_WEIGHT (4: the first 1.5 s of every episode, where the instruction alone decides
 # which cube to go for, drawn 4x as often), GOAL_WEIGHT (1.0: the goal head's loss), EVAL_EPISODES (50),
 # EVAL_SEED (90001), EVAL_TIMEOUT (20 simulated s), OUT_CKPT (vla_ros/policies/builtin/fr3), THREADS (1),
@@ -27,7 +26,7 @@ ACTION_SPACE=${ACTION_SPACE:-ee_pose}
 EPISODES=${EPISODES:-200}
 SEED0=${SEED0:-0}
 SIZE=${SIZE:-64}
-STEPS=${STEPS:-12000}
+STEPS=${STEPS:-15000}
 BATCH=${BATCH:-32}
 LR=${LR:-5e-4}
 EARLY_FRAMES=${EARLY_FRAMES:-15}
@@ -46,7 +45,7 @@ export MUJOCO_GL=${MUJOCO_GL:-egl} MESA_SHADER_CACHE_DISABLE=true HF_HUB_OFFLINE
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
 mkdir -p "$WORK"
 
-VISION='{"goal_head": true, "goal_token": true, "vision": {"kind": "conv_film", "image_size": '"$SIZE"', "siglip": null, "conv": {"channels": [32, 64, 64], "num_tokens": 8, "coords": true}}}'
+VISION='{"goal_head": true, "vision": {"kind": "conv_film", "image_size": '"$SIZE"', "siglip": null, "conv": {"channels": [32, 64, 64], "num_tokens": 8, "coords": true}}}'
 
 t_all=$(date +%s)
 t0=$(date +%s)
