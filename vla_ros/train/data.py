@@ -191,25 +191,31 @@ class ChunkConverter:
         return out, valid
 
 
-def episode_goals(ep: EpisodeData, spec: EmbodimentSpec, kinematics=None) -> np.ndarray:
-    """(T, 3) for every frame the episode's goal: where the first arm's tool is commanded to be when
-    its gripper is first commanded to close after being open (the grasp: x, y, z in the base frame,
-    from the recorded joint command). All NaN when the episode never grasps (or the arm has no gripper)."""
-    conv = ChunkConverter(spec, "ee_pose", action_names(spec, "joint_position"), kinematics)
+def first_grasp_frame(gripper: np.ndarray) -> int | None:
+    """The first frame whose normalised gripper command is closed (< 0.5) after one that is open
+    (an episode may start with a stale close), or None when it never grasps."""
+    grip = np.asarray(gripper, np.float64)
+    opened = np.flatnonzero(grip >= 0.5)
+    if not opened.size:
+        return None
+    closing = np.flatnonzero((grip < 0.5) & (np.arange(grip.shape[0]) > opened[0]))
+    return int(closing[0]) if closing.size else None
+
+
+def episode_goals(ep: EpisodeData, spec: EmbodimentSpec, converter: ChunkConverter | None = None) -> np.ndarray:
+    """(T, 3) for every frame the episode's goal: where the first arm's tool is commanded to be at its
+    first grasp (`first_grasp_frame`; x, y, z in the base frame, from the recorded joint command). All
+    NaN when the episode never grasps (or the arm has no gripper). `converter`: an ee_pose
+    ChunkConverter of `spec` to reuse (one is built, with its kinematics, when None)."""
     arm = spec.arms[0]
     goal = np.full((ep.length, 3), np.nan)
     if arm.gripper is None or ep.length == 0:
         return goal
-    recorded = action_names(spec, "joint_position")
-    col = recorded.index(f"{arm.namespace}/gripper" if arm.namespace else "gripper")
-    grip = np.asarray(ep.action, np.float64)[:, col]
-    opened = np.flatnonzero(grip >= 0.5)
-    if not opened.size:
+    conv = converter or ChunkConverter(spec, "ee_pose", action_names(spec, "joint_position"))
+    col = conv.recorded.index(f"{arm.namespace}/gripper" if arm.namespace else "gripper")
+    g = first_grasp_frame(np.asarray(ep.action, np.float64)[:, col])
+    if g is None:
         return goal
-    closing = np.flatnonzero((grip < 0.5) & (np.arange(ep.length) > opened[0]))
-    if not closing.size:
-        return goal
-    g = int(closing[0])
     one = EpisodeData(ep.index, ep.task, ep.timestamps[g:g + 1], ep.state[g:g + 1], ep.action[g:g + 1], ep.frames)
     rows, _ = conv.episode_chunks(one, 1.0, 1)
     xyz = [next(i for i, n in enumerate(conv.names) if n.endswith("ee_pose/" + f)) for f in ("x", "y", "z")]
@@ -314,6 +320,8 @@ def build_training_set(
     keys: list[tuple[int, int]] = []
     per_ep: list[tuple[np.ndarray, ...]] = []
     goal_rows: list[np.ndarray] = []
+    goal_converter = ChunkConverter(converter.spec, "ee_pose", action_names(converter.spec, "joint_position")) \
+        if goals else None  # built once: it carries the kinematics
     images: dict[str, list[np.ndarray]] = {s: [] for s in slots}
     frame_offset = 0
     for si, src in enumerate(sources):
@@ -366,7 +374,7 @@ def build_training_set(
             per_ep.append((np.full(e.length, gid), frame_offset + row + np.arange(e.length),
                            np.full(e.length, tasks.index(e.task)), chunks.astype(np.float32), valid, state))
             if goals:
-                goal_rows.append(episode_goals(e, converter.spec))
+                goal_rows.append(episode_goals(e, converter.spec, goal_converter))
             row += e.length
         for slot in slots:
             images[slot].append(caches[slot])
