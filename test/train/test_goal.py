@@ -156,3 +156,88 @@ def test_the_goal_token_puts_the_goal_heads_prediction_into_the_prefix():
     assert float(model.compute_loss(inputs, actions, torch.Generator().manual_seed(1))) != pytest.approx(before)
     with pytest.raises(ValueError, match="goal_token needs goal_head"):
         cfg.replace(goal_head=False)
+
+
+def _conditioned_model():
+    from vla_ros.policies.vla.training import inputs_from_pixels
+
+    cfg = make_config("default", **{**TINY, **CONV}, goal_head=True, goal_condition=True, action_dim=8,
+                      state_dim=8, camera_slots=("front", "wrist"))
+    torch.manual_seed(0)
+    model = VLAModel(cfg)
+    inputs = inputs_from_pixels(model, torch.rand(2, 2, 3, 32, 32), ["pick up the red cube"] * 2, np.zeros((2, 8)))
+    return cfg, model, inputs
+
+
+def test_goal_condition_steers_the_flow_head_with_the_goal_heads_prediction_at_inference():
+    cfg, model, inputs = _conditioned_model()
+    prefix = model.encode_prefix(inputs)
+    torch.testing.assert_close(prefix.condition, prefix.goal)
+    assert not prefix.condition.requires_grad  # the action loss never trains the goal head through it
+    before = model.predict_actions(inputs, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        model.head.goal_in_proj.weight.zero_()
+        model.head.goal_in_proj.bias.zero_()
+    unconditioned = model.predict_actions(inputs, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        model.goal_head[-1].bias += 1.0  # another goal: no effect once the head ignores it
+    torch.testing.assert_close(model.predict_actions(inputs, torch.Generator().manual_seed(2)), unconditioned)
+    assert not torch.allclose(before, unconditioned)
+    for bad in ({"goal_head": False}, {"head": {"kind": "diffusion"}}):
+        with pytest.raises(ValueError, match="goal_condition needs goal_head"):
+            make_config("default", **{**TINY, **CONV, **bad}, goal_condition=True)
+    assert VLAConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))).goal_condition is True
+
+
+def test_in_training_the_flow_head_is_conditioned_on_the_true_goal_plus_noise():
+    _, model, inputs = _conditioned_model()
+    actions = torch.randn(2, model.config.chunk_size, 8)
+    goals = torch.tensor([[0.3, -0.2, 0.5], [float("nan")] * 3])
+    seen = []
+    real = model.head.loss
+
+    def spy(lm, prefix, acts, generator=None):
+        seen.append(prefix.condition.detach().clone())
+        return real(lm, prefix, acts, generator)
+
+    model.head.loss = spy
+    model.compute_loss(inputs, actions, torch.Generator().manual_seed(1), goals, goal_weight=0.0)
+    pred = model.predict_goal(inputs)
+    # teacher forcing: the known goal as given; a sample without one gets the goal head's prediction
+    torch.testing.assert_close(seen[0][0], goals[0])
+    torch.testing.assert_close(seen[0][1], pred[1])
+    sigma = torch.tensor([0.1, 0.2, 0.0])
+    model.compute_loss(inputs, actions, torch.Generator().manual_seed(1), goals, 0.0, sigma)
+    model.compute_loss(inputs, actions, torch.Generator().manual_seed(1), goals, 0.0, sigma)
+    noise = seen[1][0] - goals[0]
+    torch.testing.assert_close(seen[1], seen[2])  # the noise comes from the step's generator
+    assert 0 < abs(float(noise[0])) and 0 < abs(float(noise[1])) and float(noise[2]) == 0.0
+    torch.testing.assert_close(seen[1][1], pred[1])  # no noise on a predicted goal
+    # the noise is Gaussian with the given deviation per axis
+    many = torch.tensor([[0.0, 0.0, 0.0]]).repeat(2, 1)
+    draws = []
+    for k in range(300):
+        model.compute_loss(inputs, actions, torch.Generator().manual_seed(k), many, 0.0, sigma)
+        draws.append(seen[-1])
+    std = torch.cat(draws).std(0)
+    assert float(std[0]) == pytest.approx(0.1, rel=0.15) and float(std[1]) == pytest.approx(0.2, rel=0.15)
+
+
+def test_a_run_with_goal_noise_converts_it_to_goal_units_and_logs_it(tmp_path):
+    from vla_ros.train.loop import Trainer
+
+    src = memory_source(n=4, T=12)
+    base = dict(data=(), embodiment="fr3", steps=2, batch_size=4, save_every=2, val_every=2, val_episodes=1,
+                cache_dir=str(tmp_path / "cache"), progress=False, seed=1)
+    cfg = TrainConfig(out=str(tmp_path / "out"), **base, goal_noise_m=0.02,
+                      config_overrides={**TINY, **CONV, "goal_head": True, "goal_condition": True})
+    trainer = Trainer(cfg, sources=[src])
+    out = trainer.run().out
+    goal = json.loads((out / "training.json").read_text())["goal"]
+    assert goal["condition"] is True and goal["noise_m"] == 0.02
+    np.testing.assert_allclose(trainer.goal_noise.numpy(), 0.02 / np.asarray(goal["std_m"]), rtol=1e-4)
+    with pytest.raises(ValueError, match="needs config goal_condition"):
+        train(TrainConfig(out=str(tmp_path / "plain"), **base, goal_noise_m=0.02,
+                          config_overrides={**TINY, **CONV, "goal_head": True}), sources=[src])
+    with pytest.raises(ValueError, match="goal_noise_m must be"):
+        TrainConfig(out=str(tmp_path / "x"), **base, goal_noise_m=-1.0)

@@ -62,6 +62,9 @@ def train_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> Non
                         help="... are drawn this many times per epoch (1: uniform)")
     parser.add_argument("--goal-weight", type=float, default=1.0,
                         help="weight of the goal head's loss (a model built with --config '{\"goal_head\": true}')")
+    parser.add_argument("--goal-noise", type=float, default=0.0, metavar="M",
+                        help="per-axis standard deviation (m) of the noise on the demonstration's goal the flow head "
+                             "is conditioned on in training (--config '{\"goal_condition\": true}')")
     parser.add_argument("--colour-permutation", action="store_true",
                         help="augment with the RGB channels in a random order and the instruction's colour words "
                              "(red/green/blue) renamed to match: for tasks that name objects by colour")
@@ -92,7 +95,7 @@ def config_from_args(args: argparse.Namespace):
             keep_checkpoints=args.keep_checkpoints,
             val_every=args.val_every, val_episodes=args.val_episodes, val_samples=args.val_samples,
             min_episode_frames=args.min_episode_frames, early_frames=args.early_frames,
-            early_weight=args.early_weight, goal_weight=args.goal_weight,
+            early_weight=args.early_weight, goal_weight=args.goal_weight, goal_noise_m=args.goal_noise,
             colour_permutation=args.colour_permutation, cache_dir=args.cache_dir,
             resume=args.resume, progress=not args.no_progress,
         )

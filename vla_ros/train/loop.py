@@ -86,6 +86,10 @@ class TrainConfig:
     early_frames: int = 0
     early_weight: int = 1
     goal_weight: float = 1.0  # weight of the goal head's loss (models with config goal_head only)
+    # Standard deviation (m, per axis) of the noise added to the demonstration's goal the flow head is
+    # conditioned on in training (models with config goal_condition only): about the goal head's own
+    # error on unseen scenes, so that the head learns to correct it from the image.
+    goal_noise_m: float = 0.0
     # Colour-permutation augmentation (`augment.permute_colours`): each sample's RGB channels in a
     # random order and its instruction's colour words renamed to match. For tasks naming objects by colour.
     colour_permutation: bool = False
@@ -105,6 +109,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not (self.goal_weight >= 0 and math.isfinite(self.goal_weight)):
             raise ValueError(f"goal_weight must be a finite number >= 0, got {self.goal_weight}")
+        if not (self.goal_noise_m >= 0 and math.isfinite(self.goal_noise_m)):
+            raise ValueError(f"goal_noise_m must be a finite number >= 0, got {self.goal_noise_m}")
         if self.early_frames < 0:
             raise ValueError(f"early_frames must be >= 0, got {self.early_frames}")
         if self.warmup_steps < 0:
@@ -337,6 +343,12 @@ class Trainer:
                 raise TrainingDataError("the model has a goal head but no training episode grasps (its gripper is "
                                         "never commanded to close after being open): nothing to predict")
             self.goal_stats = (known.mean(0), np.maximum(known.std(0), 1e-3))
+        self.goal_noise = None
+        if cfg.goal_noise_m > 0:
+            if not mc.goal_condition:
+                raise ValueError("goal_noise_m is the noise on the goal the flow head is conditioned on: the model "
+                                 "needs config goal_condition")
+            self.goal_noise = torch.from_numpy(cfg.goal_noise_m / self.goal_stats[1]).float()
         self.lora = None
         if cfg.lora:
             from vla_ros.train.lora import LoRASettings, apply_lora
@@ -523,7 +535,7 @@ class Trainer:
             g = torch.Generator(device=self.device).manual_seed(seed_of(cfg.seed, step, 2, self.dist.rank))
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                loss = self.module(inputs, actions, g, goals, cfg.goal_weight)
+                loss = self.module(inputs, actions, g, goals, cfg.goal_weight, self.goal_noise)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"step {step + 1}: training loss is {float(loss)}; lower --lr")
             loss.backward()
@@ -596,7 +608,8 @@ class Trainer:
                 "early_frames": {"frames": cfg.early_frames, "weight": cfg.early_weight},
                 "colour_permutation": cfg.colour_permutation,
                 "goal": None if self.goal_stats is None else {
-                    "weight": cfg.goal_weight, "mean_m": [round(float(v), 6) for v in self.goal_stats[0]],
+                    "weight": cfg.goal_weight, "condition": model.config.goal_condition, "noise_m": cfg.goal_noise_m,
+                    "mean_m": [round(float(v), 6) for v in self.goal_stats[0]],
                     "std_m": [round(float(v), 6) for v in self.goal_stats[1]]},
                 "tasks": d.tasks,
                 "steps": cfg.steps,

@@ -245,10 +245,17 @@ class VLAConfig:
     goal_head: an auxiliary training target (conv_film vision only): from the image tokens alone a
                  small MLP predicts where the episode's first grasp happens (the tool's x, y, z), so
                  that the FiLM-conditioned tokens must find the object the instruction names. It is
-                 not used at inference unless goal_token; the action head reads the same tokens.
+                 not used at inference unless goal_token or goal_condition; the action head reads the
+                 same tokens.
     goal_token: the goal head's prediction, projected to the backbone width, is one more prefix token
                  (after the state): the action head is told where the named object is, in three
                  numbers, instead of having to find it again in the image tokens.
+    goal_condition: the flow head's action tokens are conditioned on a goal (added to each action
+                 token's embedding, as the time is): in training the demonstration's true goal plus
+                 Gaussian noise (teacher forcing: the head learns to go where the goal says and to
+                 correct the remaining error from the image), at inference the goal head's prediction.
+                 Without it the head never relied on the goal: on training scenes it could read the
+                 target from the layout it had memorised.
     """
 
     preset: str
@@ -270,6 +277,7 @@ class VLAConfig:
     state_norm: str = "bounds_q99"
     goal_head: bool = False
     goal_token: bool = False
+    goal_condition: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_slots", tuple(str(s) for s in self.camera_slots))
@@ -303,6 +311,9 @@ class VLAConfig:
                              f"got {self.vision.kind!r}")
         if self.goal_token and not self.goal_head:
             raise ValueError("goal_token needs goal_head (the token is the goal head's prediction)")
+        if self.goal_condition and not (self.goal_head and self.head.kind == "flow"):
+            raise ValueError(f"goal_condition needs goal_head (its prediction is the goal at inference) and the flow "
+                             f"head, got goal_head={self.goal_head} and head {self.head.kind!r}")
         if not self.instruction_in_sequence and self.vision.kind != "conv_film":
             raise ValueError("instruction_in_sequence=False only makes sense with the FiLM conv encoder "
                              "(otherwise the model never sees the instruction)")

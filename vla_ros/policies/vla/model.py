@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -30,7 +30,7 @@ from vla_ros.core.normalization import FeatureStats, NormStats
 from vla_ros.policies.vla.backbone import build_backbone
 from vla_ros.policies.vla.config import VLAConfig
 from vla_ros.policies.vla.heads import build_head
-from vla_ros.policies.vla.heads.common import Prefix
+from vla_ros.policies.vla.heads.common import GOAL_DIM, Prefix
 from vla_ros.policies.vla.text import MINILM_DIM, EncodedText, InstructionTokenizer, MiniLMEncoder
 from vla_ros.policies.vla.vision import build_vision
 
@@ -40,7 +40,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = InstructionTokenizer.FILENAME
 NORM_STATS_FILE = "norm_stats.json"
-GOAL_DIM = 3  # the goal head's target: the tool's x, y, z at the episode's first grasp
 GOAL_HIDDEN = 256
 # Pretrained frozen submodules that come from their own package, never from model.safetensors.
 _EXTERNAL_PREFIXES = ("instruction_encoder.",)
@@ -296,32 +295,48 @@ class VLAModel(nn.Module):
         mask = torch.gather(mask, 1, order)
         embeds = torch.gather(embeds, 1, order[..., None].expand_as(embeds))
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+        # At inference the flow head goes where the goal head points (no gradient through it: in
+        # training the condition is the demonstration's goal, see compute_loss).
+        condition = goal.detach() if cfg.goal_condition else None
         return Prefix(embeds=embeds, mask=mask, positions=positions,
                       bidirectional=cfg.prefix_attention == "bidirectional",
-                      suffix_state=inputs.state if cfg.state_token == "suffix" else None, goal=goal)
+                      suffix_state=inputs.state if cfg.state_token == "suffix" else None, goal=goal,
+                      condition=condition)
 
     def compute_loss(self, inputs: VLAInputs, actions: torch.Tensor, generator: torch.Generator | None = None,
-                     goals: torch.Tensor | None = None, goal_weight: float = 1.0) -> torch.Tensor:
+                     goals: torch.Tensor | None = None, goal_weight: float = 1.0,
+                     goal_noise: torch.Tensor | None = None) -> torch.Tensor:
         """Training loss of the head for normalised target actions (B, T, D); with `goals` (B, 3),
         normalised, NaN rows for samples without one) plus goal_weight x the goal head's mean squared
-        error. `last_goal_loss` keeps that error (a float; None without goals)."""
+        error. `last_goal_loss` keeps that error (a float; None without goals).
+
+        With config goal_condition the flow head is conditioned on `goals` plus Gaussian noise of
+        standard deviation `goal_noise` ((3,), normalised units; None: no noise) -- teacher forcing;
+        samples without a goal (NaN rows, or no `goals`) get the goal head's prediction instead."""
         expected = (inputs.batch_size, self.config.chunk_size, self.config.action_dim)
         if tuple(actions.shape) != expected:
             raise ValueError(f"target actions have shape {tuple(actions.shape)}, expected {expected}")
         prefix = self.encode_prefix(inputs)
-        loss = self.head.loss(self.backbone, prefix, actions, generator)
-        self.last_goal_loss = None
+        known = None
         if goals is not None:
             if self.goal_head is None:
                 raise ValueError("goals given but this model has no goal head (config goal_head is false)")
             if tuple(goals.shape) != (inputs.batch_size, GOAL_DIM):
                 raise ValueError(f"goals have shape {tuple(goals.shape)}, expected ({inputs.batch_size}, {GOAL_DIM})")
             known = torch.isfinite(goals).all(dim=1)
-            if bool(known.any()):
-                pred = prefix.goal.float()
-                err = ((pred[known] - goals[known].to(pred.dtype)) ** 2).mean()
-                self.last_goal_loss = float(err.detach())
-                loss = loss + goal_weight * err
+            if self.config.goal_condition and bool(known.any()):
+                given = goals.to(prefix.condition.dtype)
+                if goal_noise is not None:
+                    noise = torch.randn(given.shape, device=given.device, generator=generator)
+                    given = given + noise * goal_noise.to(device=given.device, dtype=given.dtype)
+                prefix = replace(prefix, condition=torch.where(known[:, None], given, prefix.condition))
+        loss = self.head.loss(self.backbone, prefix, actions, generator)
+        self.last_goal_loss = None
+        if known is not None and bool(known.any()):
+            pred = prefix.goal.float()
+            err = ((pred[known] - goals[known].to(pred.dtype)) ** 2).mean()
+            self.last_goal_loss = float(err.detach())
+            loss = loss + goal_weight * err
         return loss
 
     @torch.no_grad()

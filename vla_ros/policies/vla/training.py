@@ -117,5 +117,6 @@ class LossModule(torch.nn.Module):
         self.model = model
 
     def forward(self, inputs: VLAInputs, actions: torch.Tensor, generator: torch.Generator | None = None,
-                goals: torch.Tensor | None = None, goal_weight: float = 1.0) -> torch.Tensor:
-        return self.model.compute_loss(inputs, actions, generator, goals, goal_weight)
+                goals: torch.Tensor | None = None, goal_weight: float = 1.0,
+                goal_noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.compute_loss(inputs, actions, generator, goals, goal_weight, goal_noise)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+GOAL_DIM = 3  # the goal head's target: the tool's x, y, z at the episode's first grasp
+
 
 @dataclass(frozen=True)
 class Prefix:
@@ -26,6 +28,9 @@ class Prefix:
     bidirectional: bool = False
     suffix_state: torch.Tensor | None = None
     goal: torch.Tensor | None = None  # (B, 3) the goal head's normalised prediction (models with one)
+    # (B, 3) normalised goal the flow head's action tokens are conditioned on (config goal_condition):
+    # the goal head's prediction at inference, the demonstration's noisy true goal in training.
+    condition: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.embeds.ndim != 3:

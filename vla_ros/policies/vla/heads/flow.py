@@ -24,7 +24,7 @@ from transformers.cache_utils import DynamicCache
 
 from vla_ros.policies.vla.backbone import base_model, build_action_expert, run_decoder
 from vla_ros.policies.vla.config import VLAConfig
-from vla_ros.policies.vla.heads.common import Prefix, sinusoidal_embedding
+from vla_ros.policies.vla.heads.common import GOAL_DIM, Prefix, sinusoidal_embedding
 
 TIME_MIN_PERIOD = 4e-3
 TIME_MAX_PERIOD = 4.0
@@ -64,6 +64,7 @@ class FlowActionHead(nn.Module):
         self.action_time_mlp_out = nn.Linear(width, width)
         self.action_out_proj = nn.Linear(width, config.action_dim)
         self.state_proj = nn.Linear(config.state_dim, width) if config.state_token == "suffix" else None
+        self.goal_in_proj = nn.Linear(GOAL_DIM, width) if config.goal_condition else None
 
     def encode_prefix(self, lm: nn.Module, prefix: Prefix) -> DynamicCache:
         """Run the backbone over the prefix once; the returned cache holds every layer's K/V."""
@@ -77,6 +78,10 @@ class FlowActionHead(nn.Module):
         t_emb = sinusoidal_embedding(t, self.width, TIME_MIN_PERIOD, TIME_MAX_PERIOD).to(dtype)
         t_emb = t_emb[:, None, :].expand_as(a_emb)
         h = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([a_emb, t_emb], dim=-1))))
+        if self.goal_in_proj is not None:
+            if prefix.condition is None:
+                raise ValueError("this flow head is conditioned on a goal, but the prefix carries none")
+            h = h + self.goal_in_proj(prefix.condition.to(dtype))[:, None]
         leading = 0
         if self.state_proj is not None:
             if prefix.suffix_state is None:
