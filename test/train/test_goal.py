@@ -241,3 +241,32 @@ def test_a_run_with_goal_noise_converts_it_to_goal_units_and_logs_it(tmp_path):
                           config_overrides={**TINY, **CONV, "goal_head": True}), sources=[src])
     with pytest.raises(ValueError, match="goal_noise_m must be"):
         TrainConfig(out=str(tmp_path / "x"), **base, goal_noise_m=-1.0)
+
+
+def test_an_action_head_that_does_not_read_the_instruction_gets_it_only_through_the_goal():
+    from vla_ros.policies.vla.training import inputs_from_pixels
+
+    cfg = make_config("default", **{**TINY, **CONV}, goal_head=True, goal_condition=True,
+                      action_reads_instruction=False, action_dim=8, state_dim=8, camera_slots=("front", "wrist"))
+    torch.manual_seed(0)
+    model = VLAModel(cfg)
+    with torch.no_grad():  # FiLM layers start at zero (the identity): give the instruction a say
+        for film in model.vision.films:
+            film.gamma.weight.normal_(0.0, 0.5)
+    pix = torch.rand(1, 2, 3, 32, 32)
+    red, blue = (inputs_from_pixels(model, pix, [f"pick up the {c} cube"], np.zeros((1, 8))) for c in ("red", "blue"))
+    p_red, p_blue = model.encode_prefix(red), model.encode_prefix(blue)
+    # the same prefix (image tokens + state, no text tokens) whatever the instruction ...
+    assert p_red.embeds.shape[1] == 2 * 2 + 1
+    torch.testing.assert_close(p_red.embeds, p_blue.embeds)
+    # ... but the goal (the instruction-conditioned tokens through the goal head) differs,
+    assert not torch.allclose(p_red.goal, p_blue.goal)
+    # and with the same goal forced the actions are the same: nothing else carries the instruction
+    from dataclasses import replace
+
+    g = torch.Generator().manual_seed(4)
+    a_red = model.head.sample(model.backbone, replace(p_red, condition=p_blue.condition), g)
+    a_blue = model.head.sample(model.backbone, p_blue, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(a_red, a_blue)
+    with pytest.raises(ValueError, match="action_reads_instruction=False needs goal_condition"):
+        cfg.replace(goal_condition=False)

@@ -256,6 +256,11 @@ class VLAConfig:
                  correct the remaining error from the image), at inference the goal head's prediction.
                  Without it the head never relied on the goal: on training scenes it could read the
                  target from the layout it had memorised.
+    action_reads_instruction: False (needs goal_condition): the instruction reaches the action head
+                 only through the goal. The backbone's prefix is the image tokens encoded without the
+                 instruction (FiLM conditioned on zeros) and the state; the instruction-conditioned
+                 tokens feed the goal head alone. Language decides where, the action head how: it
+                 cannot tell the named cube from the others except by the goal it is given.
     """
 
     preset: str
@@ -278,6 +283,7 @@ class VLAConfig:
     goal_head: bool = False
     goal_token: bool = False
     goal_condition: bool = False
+    action_reads_instruction: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_slots", tuple(str(s) for s in self.camera_slots))
@@ -314,6 +320,9 @@ class VLAConfig:
         if self.goal_condition and not (self.goal_head and self.head.kind == "flow"):
             raise ValueError(f"goal_condition needs goal_head (its prediction is the goal at inference) and the flow "
                              f"head, got goal_head={self.goal_head} and head {self.head.kind!r}")
+        if not self.action_reads_instruction and not self.goal_condition:
+            raise ValueError("action_reads_instruction=False needs goal_condition (otherwise the action head never "
+                             "learns which object the instruction names)")
         if not self.instruction_in_sequence and self.vision.kind != "conv_film":
             raise ValueError("instruction_in_sequence=False only makes sense with the FiLM conv encoder "
                              "(otherwise the model never sees the instruction)")

@@ -267,13 +267,13 @@ class VLAModel(nn.Module):
             text_mask = inputs.text_mask
         mask_f = text_mask.to(text_emb.dtype)[..., None]
         text_pooled = (text_emb * mask_f).sum(1) / mask_f.sum(1).clamp(min=1.0)
-        feats = self.vision(inputs.pixels.flatten(0, 1), text_pooled.repeat_interleave(n_cam, dim=0))
-        tokens = self.projector(feats).unflatten(0, (b, n_cam))  # (B, C, N, H)
-        if self.camera_embed is not None:
-            tokens = tokens + self.camera_embed.to(tokens.dtype)[None, :, None, :]
-        image = tokens.flatten(1, 2)
-        image_mask = torch.ones(image.shape[:2], dtype=torch.bool, device=tokens.device)
-        if not cfg.instruction_in_sequence:
+        image = self._image_tokens(inputs.pixels, text_pooled)
+        goal = None if self.goal_head is None else self.goal_head(image.flatten(1))
+        if not cfg.action_reads_instruction:
+            # The action head's prefix: the scene encoded without the instruction, and no text tokens.
+            image = self._image_tokens(inputs.pixels, torch.zeros_like(text_pooled))
+        image_mask = torch.ones(image.shape[:2], dtype=torch.bool, device=image.device)
+        if not (cfg.instruction_in_sequence and cfg.action_reads_instruction):
             parts, masks = [image], [image_mask]
         elif cfg.image_position == "after_bos":
             # OpenVLA: <s>, the projected patches, then the prompt.
@@ -283,11 +283,10 @@ class VLAModel(nn.Module):
             parts, masks = [image, text_emb], [image_mask, text_mask]
         if self.state_proj is not None:
             parts.append(self.state_proj(inputs.state)[:, None])
-            masks.append(torch.ones((b, 1), dtype=torch.bool, device=tokens.device))
-        goal = None if self.goal_head is None else self.goal_head(image.flatten(1))
+            masks.append(torch.ones((b, 1), dtype=torch.bool, device=image.device))
         if self.goal_proj is not None:
             parts.append(self.goal_proj(goal)[:, None])
-            masks.append(torch.ones((b, 1), dtype=torch.bool, device=tokens.device))
+            masks.append(torch.ones((b, 1), dtype=torch.bool, device=image.device))
         embeds = torch.cat(parts, dim=1)
         mask = torch.cat(masks, dim=1)
         # Left-pad: a stable sort on the mask moves padding first and keeps real tokens in order.
@@ -302,6 +301,15 @@ class VLAModel(nn.Module):
                       bidirectional=cfg.prefix_attention == "bidirectional",
                       suffix_state=inputs.state if cfg.state_token == "suffix" else None, goal=goal,
                       condition=condition)
+
+    def _image_tokens(self, pixels: torch.Tensor, text_pooled: torch.Tensor) -> torch.Tensor:
+        """(B, cameras x tokens, H): every camera's projected tokens (with the camera embedding)."""
+        b, n_cam = pixels.shape[:2]
+        feats = self.vision(pixels.flatten(0, 1), text_pooled.repeat_interleave(n_cam, dim=0))
+        tokens = self.projector(feats).unflatten(0, (b, n_cam))  # (B, C, N, H)
+        if self.camera_embed is not None:
+            tokens = tokens + self.camera_embed.to(tokens.dtype)[None, :, None, :]
+        return tokens.flatten(1, 2)
 
     def compute_loss(self, inputs: VLAInputs, actions: torch.Tensor, generator: torch.Generator | None = None,
                      goals: torch.Tensor | None = None, goal_weight: float = 1.0,
