@@ -182,3 +182,27 @@ def test_launch_file_refuses_bad_arguments_before_starting_anything():
     module = _load_launch_file()
     with pytest.raises(BringupError, match="valid policies"):
         _expand(module, policy="gpt")
+
+
+def test_policy_auto_runs_what_was_measured_to_work_never_an_untrained_model(tmp_path, monkeypatch):
+    from vla_ros.policies import builtin
+
+    monkeypatch.setattr(builtin, "BUILTIN_DIR", tmp_path)
+
+    def chosen(**kw):
+        plan = plan_bringup(**{"embodiment": "fr3", **kw})
+        return plan.node("policy_node").parameters["policy"] if "policy_node" in plan.executables else "none"
+
+    assert chosen(sim="true") == "scripted"  # nothing shipped: the expert, in simulation
+    with pytest.raises(BringupError, match="policy' is 'auto': no policy named.*policy:=none to teleoperate"):
+        plan_bringup(embodiment="fr3", sim="false")  # a real arm: never an untrained model
+    assert chosen(sim="false", checkpoint="/ckpt") == "vla"
+    assert chosen(sim="true", teleop="joy") == "none"  # teleoperation publishes the chunks itself
+    (tmp_path / "fr3").mkdir()
+    (tmp_path / "fr3" / "config.json").write_text("{}")
+    (tmp_path / "fr3" / "builtin.json").write_text('{"eval": {"success_rate": 0.3}}')
+    assert chosen(sim="true") == "scripted"  # shipped but below the bar
+    (tmp_path / "fr3" / "builtin.json").write_text('{"eval": {"success_rate": 0.6}}')
+    assert chosen(sim="true") == "builtin" and chosen(sim="false") == "builtin"
+    assert chosen(embodiment="ur5e", sim="true") == "scripted"
+    assert chosen(sim="true", policy="scripted") == "scripted"  # a named policy is never replaced

@@ -33,7 +33,7 @@ TELEOP_DEVICES = ("none", "joy", "spacemouse", "keyboard", "leader")
 LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("embodiment", "fr3", "embodiment config: a name in config/ (fr3, franka, panda, ur5, ur5e, aloha) or a YAML path"),
     LaunchArgument("sim", "false", "true: start the MuJoCo simulated arm (sim_node) and run on simulated time; false: expect the vendor driver to be running"),
-    LaunchArgument("policy", "vla", "policy registry name (scripted, replay, vla, openvla, pi0, ...) or 'none' to start no policy node (teleoperation only)"),
+    LaunchArgument("policy", "auto", "policy registry name (scripted, replay, vla, builtin, openvla, pi0, ...), 'none' to start no policy node (teleoperation only), or 'auto': vla with a checkpoint, else the built-in VLA where one passed its evaluation, else (sim:=true) the scripted expert; none with teleop"),
     LaunchArgument("checkpoint", "", "checkpoint folder for the policy (vla / openvla / pi0); empty: the policy's built-in default"),
     LaunchArgument("policy_kwargs", "{}", "extra policy factory arguments as a JSON object, e.g. '{\"unnorm_key\": \"bridge_orig\"}'"),
     LaunchArgument("inference_mode", "async", "async: start the next inference early so the arm never waits; sync: infer, execute the chunk open-loop, infer again"),
@@ -121,7 +121,7 @@ def _namespace(value: str) -> str:
 def plan_bringup(
     embodiment: str = "fr3",
     sim: str | bool = False,
-    policy: str = "vla",
+    policy: str = "auto",
     checkpoint: str = "",
     policy_kwargs: str = "{}",
     inference_mode: str = "async",
@@ -172,6 +172,16 @@ def plan_bringup(
     if record_on and not str(dataset).strip():
         raise BringupError("record:=true needs dataset:=<output folder> (where the recorder writes the episodes)")
 
+    if policy_side and policy == "auto":
+        if role == "all" and teleop != "none":
+            policy = "none"  # teleoperating: the device publishes the chunks
+        else:
+            from vla_ros.policies.builtin import default_policy
+
+            try:
+                policy = default_policy(embodiment, checkpoint, sim_on)
+            except ValueError as exc:
+                raise BringupError(f"launch argument 'policy' is 'auto': {exc}") from exc
     if policy_side:
         policies = available_policies()
         if policy != "none" and policy not in policies:

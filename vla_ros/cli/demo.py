@@ -67,7 +67,9 @@ class DemoReport:
 
 def demo_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     parser.add_argument("--embodiment", default="fr3", help="embodiment config (fr3, panda, ur5, ur5e, aloha)")
-    parser.add_argument("--policy", default="scripted", help="registered policy name (default: scripted)")
+    parser.add_argument("--policy", default=None,
+                        help="registered policy name (default: the built-in VLA where one passed its evaluation "
+                             "(vla_ros/policies/builtin/), else the scripted expert; 'vla' with --checkpoint)")
     parser.add_argument("--checkpoint", default="", help="checkpoint for the policy factory (e.g. --policy vla)")
     parser.add_argument("--policy-kwargs", default="{}", help="YAML/JSON mapping of policy factory arguments")
     parser.add_argument("--episodes", type=int, default=3, help="number of episodes (default 3)")
@@ -93,10 +95,12 @@ def check_episode_args(args: argparse.Namespace) -> None:
 
 
 def demo_run(args: argparse.Namespace) -> int:
+    from vla_ros.cli.eval_cmd import resolve_policy
+
     check_episode_args(args)
     report = run_demo(
         embodiment=args.embodiment,
-        policy=args.policy,
+        policy=resolve_policy(args.policy, args.checkpoint, args.embodiment),
         episodes=args.episodes,
         seed=args.seed,
         timeout_s=args.timeout_s,

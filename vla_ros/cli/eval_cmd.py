@@ -623,18 +623,14 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def resolve_policy(policy: str | None, checkpoint: str, embodiment: str = "fr3") -> str:
-    """--policy as given; else "vla" with --checkpoint; else the shipped built-in VLA of the
-    embodiment when one exists and its measured held-out success rate reaches
-    `builtin.DEFAULT_MIN_SUCCESS_RATE`; else the scripted expert."""
+    """--policy as given; else `builtin.default_policy` in simulation: "vla" with --checkpoint, the
+    shipped built-in VLA of the embodiment when its measured held-out success rate reaches
+    `builtin.DEFAULT_MIN_SUCCESS_RATE`, else the scripted expert."""
     if policy:
         return policy
-    if checkpoint:
-        return "vla"
-    try:
-        from vla_ros.policies.builtin import builtin_is_default
-    except ImportError:
-        return "scripted"
-    return "builtin" if builtin_is_default(embodiment) else "scripted"
+    from vla_ros.policies.builtin import default_policy
+
+    return default_policy(embodiment, checkpoint, sim=True)
 
 
 def eval_run(args: argparse.Namespace) -> int:

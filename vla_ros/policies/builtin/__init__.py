@@ -48,3 +48,19 @@ def builtin_is_default(embodiment: str) -> bool:
         return False
     rate = (meta.get("eval") or {}).get("success_rate")
     return isinstance(rate, (int, float)) and rate >= DEFAULT_MIN_SUCCESS_RATE
+
+
+def default_policy(embodiment: str, checkpoint: str = "", sim: bool = True) -> str:
+    """The policy the commands and the launch file run when none is named: "vla" with a checkpoint;
+    else the embodiment's shipped built-in VLA when its measured held-out success rate reaches
+    DEFAULT_MIN_SUCCESS_RATE; else, in simulation, the scripted expert. ValueError on a real robot
+    with none of these (an untrained model must not be what a bare launch drives)."""
+    if checkpoint:
+        return "vla"
+    if builtin_is_default(embodiment):
+        return "builtin"
+    if sim:
+        return "scripted"
+    raise ValueError(f"no policy named, no checkpoint given and no built-in policy for '{embodiment}' that passed its "
+                     f"evaluation: name one (policy:=vla checkpoint:=DIR, policy:=openvla/pi0 with a checkpoint) or "
+                     f"use policy:=none to teleoperate")
