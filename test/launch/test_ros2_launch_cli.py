@@ -95,8 +95,12 @@ def test_show_args_lists_every_argument_with_its_description():
         (["sim:=true", "policy:=scripted", "policy_kwargs:={oops"], "launch argument 'policy_kwargs' is not valid JSON"),
         (["policy:=scripted", "sim:=false"], "policy 'scripted' reads simulation ground truth and only runs with sim:=true"),
         (["record:=true", "policy:=none"], "record:=true needs dataset:=<output folder>"),
+        # no policy named for a real arm: refused, not an untrained model driving it
+        (["embodiment:=ur5e", "sim:=false"], "launch argument 'policy' is 'auto': no policy named, no checkpoint "
+                                             "given and no built-in policy for 'ur5e' that passed its evaluation"),
     ],
-    ids=["unknown-embodiment", "unknown-policy", "bad-json", "scripted-without-sim", "record-without-dataset"],
+    ids=["unknown-embodiment", "unknown-policy", "bad-json", "scripted-without-sim", "record-without-dataset",
+         "real-arm-without-policy"],
 )
 def test_bad_arguments_end_the_launch_with_the_reason_and_start_nothing(arguments, message):
     launch = Launch(*arguments)
