@@ -270,3 +270,14 @@ def test_an_action_head_that_does_not_read_the_instruction_gets_it_only_through_
     torch.testing.assert_close(a_red, a_blue)
     with pytest.raises(ValueError, match="action_reads_instruction=False needs goal_condition"):
         cfg.replace(goal_condition=False)
+
+
+def test_goal_normalisation_floors_the_spread_and_adds_no_noise_where_the_goals_do_not_vary():
+    from vla_ros.train.loop import GOAL_STD_FLOOR_M, goal_normalisation
+
+    # x spread 0.05 m, y 0.1 m, z all at table height (2 mm apart)
+    goals = np.array([[0.40, -0.1, 0.019], [0.50, 0.1, 0.021], [0.45, 0.0, 0.020], [0.45, 0.0, 0.020]])
+    mean, std, noise = goal_normalisation(goals, 0.025)
+    np.testing.assert_allclose(mean, [0.45, 0.0, 0.020])
+    np.testing.assert_allclose(std, [np.sqrt(0.0025 / 2), np.sqrt(0.01 / 2), GOAL_STD_FLOOR_M])
+    np.testing.assert_allclose(noise, [0.025 / std[0], 0.025 / std[1], 0.0])

@@ -51,6 +51,20 @@ LORA_SAVES = ("merged", "adapter", "both")
 ADAPTER_DIR = "adapter"
 
 
+# The goal's normalisation spread is at least this (m): the goals of a task that grasps at one height
+# vary by millimetres in z, and dividing by that would make a millimetre's error a unit of loss.
+GOAL_STD_FLOOR_M = 0.01
+
+
+def goal_normalisation(goals: np.ndarray, noise_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, std, noise) of the training goals (N, 3) in metres: the goal is normalised as
+    (g - mean) / std, std at least GOAL_STD_FLOOR_M; `noise` is `noise_m` in those units per axis, 0 on
+    an axis the goals do not vary on (std below the floor: all grasps at table height) -- there is
+    nothing to be robust about there, and noise would be all the condition says on that axis."""
+    spread = goals.std(0)
+    std = np.maximum(spread, GOAL_STD_FLOOR_M)
+    return goals.mean(0), std, np.where(spread >= GOAL_STD_FLOOR_M, noise_m / std, 0.0)
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: tuple[str, ...]
@@ -342,13 +356,14 @@ class Trainer:
             if not len(known):
                 raise TrainingDataError("the model has a goal head but no training episode grasps (its gripper is "
                                         "never commanded to close after being open): nothing to predict")
-            self.goal_stats = (known.mean(0), np.maximum(known.std(0), 1e-3))
+            mean, std, noise = goal_normalisation(known, cfg.goal_noise_m)
+            self.goal_stats = (mean, std)
         self.goal_noise = None
         if cfg.goal_noise_m > 0:
             if not mc.goal_condition:
                 raise ValueError("goal_noise_m is the noise on the goal the flow head is conditioned on: the model "
                                  "needs config goal_condition")
-            self.goal_noise = torch.from_numpy(cfg.goal_noise_m / self.goal_stats[1]).float()
+            self.goal_noise = torch.from_numpy(noise).float()
         self.lora = None
         if cfg.lora:
             from vla_ros.train.lora import LoRASettings, apply_lora
