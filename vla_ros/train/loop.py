@@ -65,6 +65,7 @@ def goal_normalisation(goals: np.ndarray, noise_m: float) -> tuple[np.ndarray, n
     std = np.maximum(spread, GOAL_STD_FLOOR_M)
     return goals.mean(0), std, np.where(spread >= GOAL_STD_FLOOR_M, noise_m / std, 0.0)
 
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: tuple[str, ...]
