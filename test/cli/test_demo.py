@@ -18,8 +18,14 @@ def _args(*argv):
 
 
 def test_defaults_match_make_demo():
+    from vla_ros.cli.eval_cmd import resolve_policy
+    from vla_ros.policies.builtin import builtin_is_default
+
     args = _args()
-    assert (args.embodiment, args.policy, args.episodes, args.seed) == ("fr3", "scripted", 3, 0)
+    assert (args.embodiment, args.policy, args.episodes, args.seed) == ("fr3", None, 3, 0)
+    # no --policy: the built-in VLA once one passed its evaluation, until then the scripted expert
+    expected = "builtin" if builtin_is_default("fr3") else "scripted"
+    assert resolve_policy(args.policy, args.checkpoint, args.embodiment) == expected
 
 
 @pytest.mark.parametrize(

@@ -366,14 +366,19 @@ def test_forward_stream_holds_within_one_period_after_chunks_stop(ros, fr3_forwa
         # (The stream flows while holding too: wait for the decision, not for commands.)
         assert rig.spin_until(lambda: rig.node.core.chunks_accepted == 1 and len(rig.commands) > 5)
         end_s = rig.node.core.to_clock(rig.node.core.scheduler.plan.end_time_s)
-        rig.spin(max(0.0, end_s - rig.now()) + 1.0)  # generous: a loaded machine delays the stream
-        arrivals = [np.array(m.data) for m in rig.commands]
-        q = np.array(arrivals)
+        rig.spin(max(0.0, end_s - rig.now()))
+
+        def holding():  # the last 20 commands all the same position
+            tail = np.array([m.data for m in rig.commands[-20:]])
+            return len(tail) == 20 and np.allclose(tail, tail[-1], atol=1e-9)
+
+        # Generous: on a loaded 2-core machine the stream's last ticks arrive late (seen: still 1.2 mrad
+        # short 20 commands before the end of a 1 s wait past the plan's end).
+        assert rig.spin_until(holding, timeout=5.0)
+        q = np.array([np.array(m.data) for m in rig.commands])
         # Within limits the whole way (velocity between consecutive commands at >= 1/100 s spacing
         # cannot be checked exactly through DDS timing; the final position can): it holds the last target.
         assert q[-1][0] == pytest.approx(0.25, abs=1e-6)
-        tail = q[-20:]
-        assert np.allclose(tail, tail[-1], atol=1e-9)
         # Never past the last target, up to the limiter's discrete braking under timer jitter: a
         # tick that comes sooner than the last one brakes less in it (seen: 0.1 mrad on a loaded
         # machine with the executor's threads; position limits are clipped separately, exactly).
