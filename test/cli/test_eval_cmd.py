@@ -69,6 +69,10 @@ def test_episode_starts_at_the_reset_poses_not_at_stale_ones():
     samples = [(9.9, stale), (10.0, _scene()), (10.03, _scene()), (10.06, moved), (10.09, moved)]
     assert episode_start_index(samples, initial) == 1
     assert episode_start_index(samples[:1], initial) is None
+    # the arm brushes the blue cube: it rocks by 1 cm and settles back; then it is lifted away
+    rocked, lifted = _scene(z_blue=H + 0.01), _scene(z_blue=0.1)
+    samples = [(9.9, stale), (10.0, _scene()), (10.03, _scene()), (10.06, rocked), (10.09, _scene()), (10.12, lifted)]
+    assert episode_start_index(samples, initial) == 1
 
 
 def _outcome(index, asked, lifted, success, t=5.0, rms=None):

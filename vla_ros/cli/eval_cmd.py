@@ -43,6 +43,7 @@ DEFAULT_EVAL_SEED = 90001
 NONE = "none"  # "no cube lifted" in the confusion
 PICK_TEXT = "pick up the {colour} cube"  # vla_ros.sim.tasks.PICK_INSTRUCTION (not imported: mujoco)
 _POSE_MATCH_M = 2e-3
+_OTHER_SCENE_M = 0.03  # a cube this far from its initial position: not this episode's reset
 
 
 # ---------------------------------------------------------------------------- pure analysis
@@ -74,17 +75,23 @@ _OBSERVER_DEPTH = 2000  # messages kept per subscription while the observer's ex
 
 
 def episode_start_index(samples: Sequence[tuple[float, dict[str, np.ndarray]]],
-                        initial_xyz: dict[str, np.ndarray], tol_m: float = _POSE_MATCH_M) -> int | None:
-    """Index of the last sample whose cube positions all equal the episode's initial ones,
-    searching back from the end to the first one of that run: where the reset's stream starts."""
-    def matches(poses: dict[str, np.ndarray]) -> bool:
-        return all(n in poses and np.linalg.norm(poses[n][:3, 3] - xyz) <= tol_m for n, xyz in initial_xyz.items())
+                        initial_xyz: dict[str, np.ndarray], tol_m: float = _POSE_MATCH_M,
+                        other_scene_m: float = _OTHER_SCENE_M) -> int | None:
+    """Index of the first sample of the reset: searching back from the end, the earliest sample
+    whose cube positions all equal the episode's initial ones (within tol_m) before a sample of
+    another scene (a cube more than other_scene_m away: the previous episode's). A cube the arm
+    brushes, which rocks and settles back, interrupts the run of matching samples without ending it
+    (taken for the reset, it started the episode's window seconds late)."""
+    def distances(poses: dict[str, np.ndarray]) -> list[float]:
+        return [float(np.linalg.norm(poses[n][:3, 3] - xyz)) if n in poses else float("inf")
+                for n, xyz in initial_xyz.items()]
 
     found = None
     for i in range(len(samples) - 1, -1, -1):
-        if matches(samples[i][1]):
+        d = distances(samples[i][1])
+        if max(d) <= tol_m:
             found = i
-        elif found is not None:
+        elif found is not None and max(d) > other_scene_m:
             break
     return found
 
