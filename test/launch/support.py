@@ -86,6 +86,17 @@ def output_of(proc_output, action) -> str:
     return "".join(event.text.decode(errors="replace") for event in events)
 
 
+def assert_output_free_of(text: str, *forbidden: str, context_lines: int = 6) -> None:
+    """AssertionError naming the first forbidden string found in `text`, with the lines around it
+    (a launch's whole output is far too long for a CI log to show)."""
+    lines = text.splitlines()
+    for needle in forbidden:
+        for index, line in enumerate(lines):
+            if needle in line:
+                window = "\n".join(lines[max(0, index - context_lines):index + context_lines + 1])
+                raise AssertionError(f"{needle!r} in the output (line {index + 1} of {len(lines)}):\n{window}")
+
+
 def wait_for_output(proc_output, action, text: str, timeout_s: float) -> str:
     """Wait until `text` appears in the process's output; returns the output (AssertionError with
     its tail otherwise)."""
