@@ -330,3 +330,46 @@ def test_norm_stats_lacking_the_rule_statistics_are_refused():
                        "state": FeatureStats(mean=np.zeros(8), std=np.ones(8))})
     with pytest.raises(ValueError, match=r"'action'.*rule 'mean_std' needs statistics \['mean', 'std'\]"):
         VLAModel(m.config, tokenizer=m.tokenizer, norm_stats=stats)
+
+
+def test_spatial_softmax_tokens_hold_the_expected_position_of_their_attention():
+    from vla_ros.policies.vla.config import ConvConfig
+    from vla_ros.policies.vla.vision import coordinate_maps
+
+    # strides (2, 1): a 16 px image gives an 8x8 last feature map (RT-1's all-2 strides: 4x4)
+    enc = FiLMConvEncoder(ConvConfig(channels=(8, 16), num_tokens=2, coords=True, pooling="spatial_softmax",
+                                     strides=(2, 1)), cond_dim=4)
+    assert enc.convs[0].stride == (2, 2) and enc.convs[1].stride == (1, 1)
+    # token 0: all its attention on pixel (row 2, col 5); token 1: split equally between (1, 1) and
+    # (1, 2), so its position is halfway between those pixel centres (sub-pixel, unlike an argmax).
+    logits = torch.full((1, 2, 8, 8), -60.0)
+    logits[0, 0, 2, 5] = 60.0
+    logits[0, 1, 1, 1] = logits[0, 1, 1, 2] = 60.0
+
+    class FixedAttention(torch.nn.Module):
+        def forward(self, x):
+            assert x.shape[-2:] == (8, 8)
+            return logits.expand(x.shape[0], -1, -1, -1)
+
+    enc.token_learner.attention = FixedAttention()
+    with torch.no_grad():
+        tokens = enc(torch.rand(3, 3, 16, 16), torch.zeros(3, 4))
+    grid = coordinate_maps(8, 8)
+    pixel = 2.0 / 7.0  # pixel-centre spacing in [-1, 1]
+    assert torch.allclose(tokens[:, 0, 16:], torch.tensor([-1 + 5 * pixel, -1 + 2 * pixel]), atol=1e-6)
+    assert torch.allclose(tokens[:, 1, 16:], torch.tensor([-1 + 1.5 * pixel, -1 + pixel]), atol=1e-6)
+    assert torch.allclose(tokens[:, 0, 16:], grid[:, 2, 5], atol=1e-6)
+    # the feature part is the attended pixels' features (a weighted mean, not divided by 64)
+    assert float(tokens[:, 0, :16].abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"pooling": "max"}, "pooling must be"),
+    ({"strides": (2,)}, "strides must give 1 or 2 for each of the 2"),
+    ({"strides": (2, 3)}, "strides must give 1 or 2"),
+])
+def test_conv_config_refuses_unknown_pooling_and_bad_strides(bad, match):
+    from vla_ros.policies.vla.config import ConvConfig
+
+    with pytest.raises(ValueError, match=match):
+        ConvConfig(channels=(8, 16), **bad)

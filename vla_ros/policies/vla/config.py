@@ -72,12 +72,28 @@ class ConvConfig:
     channels: tuple[int, ...] = (16, 32, 64)
     num_tokens: int = 8  # TokenLearner output tokens per image (RT-1: 8)
     coords: bool = False
+    # "token_learner": RT-1's sigmoid maps averaged over the image; "spatial_softmax": each map is a
+    # softmax over the pixels, so a token is an attention-weighted mean and, with coords, its last two
+    # entries are the expected (x, y) of what it attends to (the soft keypoints of Levine et al. 2016).
+    pooling: str = "token_learner"
+    strides: tuple[int, ...] | None = None  # per conv block; None: 2 everywhere (RT-1)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         if not self.channels or any(c <= 0 for c in self.channels):
             raise ValueError(f"ConvConfig.channels must be a non-empty tuple of positive ints, got {self.channels}")
         _positive("ConvConfig", num_tokens=self.num_tokens)
+        if self.pooling not in ("token_learner", "spatial_softmax"):
+            raise ValueError(f"ConvConfig.pooling must be 'token_learner' or 'spatial_softmax', got {self.pooling!r}")
+        if self.strides is not None:
+            object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+            if len(self.strides) != len(self.channels) or any(s not in (1, 2) for s in self.strides):
+                raise ValueError(f"ConvConfig.strides must give 1 or 2 for each of the {len(self.channels)} conv "
+                                 f"blocks, got {self.strides}")
+
+    @property
+    def block_strides(self) -> tuple[int, ...]:
+        return self.strides if self.strides is not None else (2,) * len(self.channels)
 
 
 @dataclass(frozen=True)

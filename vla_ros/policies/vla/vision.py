@@ -106,19 +106,28 @@ class FiLM(nn.Module):
 
 
 class TokenLearner(nn.Module):
-    """RT-1's TokenLearner: S learned spatial attention maps pool a feature map into S tokens."""
+    """RT-1's TokenLearner: S learned spatial attention maps pool a feature map into S tokens.
 
-    def __init__(self, channels: int, num_tokens: int) -> None:
+    softmax=False: sigmoid maps averaged over the pixels, as in the TokenLearner paper (a token's
+    scale then also says how much of the image its map covers). softmax=True: each map is a
+    distribution over the pixels, so a token is a weighted mean of the features: applied to
+    coordinate channels it is the expected position of what the map attends to, with sub-pixel
+    resolution (spatial softmax).
+    """
+
+    def __init__(self, channels: int, num_tokens: int, softmax: bool = False) -> None:
         super().__init__()
         self.attention = nn.Sequential(
             nn.Conv2d(channels, channels, kernel_size=1), nn.GELU(), nn.Conv2d(channels, num_tokens, kernel_size=1)
         )
+        self.softmax = softmax
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Sigmoid maps (not softmax), as in the TokenLearner paper; mean over space normalises them.
-        maps = torch.sigmoid(self.attention(x)).flatten(2)  # (B, S, HW)
+        logits = self.attention(x).flatten(2)  # (B, S, HW)
         feats = x.flatten(2)  # (B, C, HW)
-        return torch.einsum("bsn,bcn->bsc", maps, feats) / maps.shape[-1]
+        if self.softmax:
+            return torch.einsum("bsn,bcn->bsc", torch.softmax(logits, dim=-1), feats)
+        return torch.einsum("bsn,bcn->bsc", torch.sigmoid(logits), feats) / logits.shape[-1]
 
 
 def coordinate_maps(height: int, width: int) -> torch.Tensor:
@@ -132,7 +141,9 @@ class FiLMConvEncoder(nn.Module):
     """RT-1 / BC-Z style: strided conv blocks, each FiLM-conditioned on the instruction embedding.
 
     With `ConvConfig.coords` the last feature map gets two coordinate channels first: a token then
-    holds its attention map's (unnormalised) mean x and y, i.e. where in the image it looked.
+    holds its attention map's mean x and y, i.e. where in the image it looked (unnormalised with
+    RT-1's pooling, the expected position with `pooling: spatial_softmax`). `strides` of 1 keep a
+    finer last feature map (finer keypoints) at more compute.
 
     The conditioning vector is layer-normalised (no parameters) before the FiLM layers, as RT-1's
     unit-norm sentence embedding is: the mean of an instruction's token embeddings (initialised
@@ -148,13 +159,13 @@ class FiLMConvEncoder(nn.Module):
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         self.films = nn.ModuleList()
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
-            self.convs.append(nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1))
+        for c_in, c_out, stride in zip(chans[:-1], chans[1:], cfg.block_strides):
+            self.convs.append(nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1))
             self.norms.append(nn.GroupNorm(min(8, c_out), c_out))
             self.films.append(FiLM(cond_dim, c_out))
         self.coords = cfg.coords
         feature_dim = cfg.channels[-1] + (2 if cfg.coords else 0)
-        self.token_learner = TokenLearner(feature_dim, cfg.num_tokens)
+        self.token_learner = TokenLearner(feature_dim, cfg.num_tokens, softmax=cfg.pooling == "spatial_softmax")
         self.tokens_per_image = cfg.num_tokens
         self.out_dim = feature_dim
         self.cond_dim = cond_dim
