@@ -112,6 +112,51 @@ def test_expert_picks_the_instructed_cube_fr3(fr3_setup, seed):
     assert all(poses[n][2, 3] < 0.03 for n in poses if n != target)
 
 
+def test_expert_detour_shows_a_correction_from_off_centre_and_still_picks(fr3_setup):
+    """With detour_offset_m the expert first stops off-centre above the cube (a different point
+    each episode, repeatable from detour_seed), then corrects and picks as before."""
+    spec, kin, hw = fr3_setup
+    params = {"detour_offset_m": 0.05, "detour_seed": 7}
+    policy = make_policy("scripted", embodiment=spec, kinematics=kin, params=params)
+    arm = spec.arms[0]
+    seen = []  # (stamp, tool xy - cube xy, tool z - cube z, phase) at every call
+    infer = policy.infer
+
+    def spying_infer(observation):
+        chunk = infer(observation)
+        q = observation.positions_for(spec.joint_names)
+        tool = kin.frame_pose(q, arm.tool_frame)[:3, 3]  # world = URDF root here
+        cube = np.asarray(observation.privileged["objects"][hw.task.target])[:3, 3]
+        seen.append((observation.stamp_s, tool[:2] - cube[:2], tool[2] - cube[2], policy.phase))
+        return chunk
+
+    policy.infer = spying_infer
+    detours = []
+    for seed in (0, 1):
+        seen.clear()
+        result = run_episode(hw, policy, seed, timeout_s=14.0, kinematics=kin)
+        assert result.success, f"seed {seed}: {result}"
+        # reset() drew this episode's detour: 2-5 cm off, 6-10 cm up
+        detours.append(policy._detour_rng.bit_generator.state["state"]["state"])
+        offsets = [float(np.linalg.norm(d)) for _, d, _, phase in seen if phase == "approach"]
+        heights = [z for _, d, z, phase in seen if phase == "approach" and np.linalg.norm(d) > 0.015]
+        # the tool hovered off-centre above the cube (slowed near the detour point: several calls
+        # 1.5-5.5 cm off at 5-11 cm up) before the descent started centred
+        hover = [o for o, h in zip([o for o in offsets if o > 0.015], heights) if 0.05 < h < 0.11 and o < 0.055]
+        assert len(hover) >= 3, (seed, offsets[-20:], heights[-20:])
+        first_descend = next(i for i, (_, _, _, phase) in enumerate(seen) if phase == "descend")
+        assert float(np.linalg.norm(seen[first_descend][1])) < 0.012
+    assert detours[0] != detours[1]
+    # the same seed gives the same detours
+    again = make_policy("scripted", embodiment=spec, kinematics=kin, params=params)
+    first = make_policy("scripted", embodiment=spec, kinematics=kin, params=params)
+    assert np.allclose(again.detour[0], first.detour[0]) and again.detour[1] == first.detour[1]
+    assert 0.02 - 1e-9 <= float(np.linalg.norm(first.detour[0])) <= 0.05 + 1e-9
+    assert 0.06 - 1e-9 <= first.detour[1] <= 0.10 + 1e-9
+    with pytest.raises(ValueError, match="detour_offset_m"):
+        ExpertParams(detour_offset_m=0.5)
+
+
 @pytest.mark.parametrize("name", ["ur5", "panda"])
 def test_expert_succeeds_on_other_single_arms(name):
     spec = load_embodiment(name)

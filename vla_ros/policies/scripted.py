@@ -55,6 +55,13 @@ class ExpertParams:
     receive_standoff_m: float = 0.10
     retreat_height_m: float = 0.08
     tilt_first_rad: float = 0.3  # travel only once the tool points this close to straight down
+    # Demonstrations for learning (single-arm pick): before aligning above the cube, first stop at a
+    # point off-centre by 0.4-1 x `detour_offset_m` (random direction), 0.6-1 x the pregrasp height
+    # above the cube, then correct. A policy trained only on perfect approaches never sees the cube
+    # off-centre in its wrist camera, so it cannot correct its own misses (DART's argument: show the
+    # expert recovering from the learner's errors). 0 = straight approach. `detour_seed` seeds it.
+    detour_offset_m: float = 0.0
+    detour_seed: int = 0
     handover_pick_pitch_rad: float = 0.52  # 30 deg down: reachable at table height away from the wrist singularity
 
     def __post_init__(self) -> None:
@@ -63,6 +70,8 @@ class ExpertParams:
                 raise ValueError(f"ExpertParams.{name} must be positive, got {getattr(self, name)}")
         if not self.horizon_s > 0.0:
             raise ValueError(f"ExpertParams.horizon_s must be positive, got {self.horizon_s}")
+        if not 0.0 <= self.detour_offset_m <= 0.1:
+            raise ValueError(f"ExpertParams.detour_offset_m must be within [0, 0.1] m, got {self.detour_offset_m}")
 
 
 @dataclass(frozen=True)
@@ -211,6 +220,7 @@ class ScriptedExpert:
         self.horizon_steps = max(1, int(round(self.params.horizon_s / self.period_s)))
         self._home_q = np.concatenate([np.asarray(a.home_rad, dtype=float) for a in embodiment.arms])
         self.axes = {arm.name: (grasp_axes or {}).get(arm.name, _default_axes(arm)) for arm in embodiment.arms}
+        self._detour_rng = np.random.default_rng(self.params.detour_seed)
         if len(embodiment.arms) not in (1, 2):
             raise ValueError(f"the scripted expert handles one or two arms, '{embodiment.name}' has {len(embodiment.arms)}")
         for arm in embodiment.arms:
@@ -230,6 +240,13 @@ class ScriptedExpert:
         self._hold_right: tuple[np.ndarray, np.ndarray] | None = None
         self._release_from: tuple[np.ndarray, np.ndarray] | None = None
         self._stamp_s = 0.0
+        # this episode's detour: (world-frame horizontal offset, height above the cube), or None
+        self.detour: tuple[np.ndarray, float] | None = None
+        if self.params.detour_offset_m > 0.0 and len(self.spec.arms) == 1:
+            angle = self._detour_rng.uniform(0.0, 2.0 * math.pi)
+            radius = self.params.detour_offset_m * self._detour_rng.uniform(0.4, 1.0)
+            height = self.params.pregrasp_height_m * self._detour_rng.uniform(0.6, 1.0)
+            self.detour = (radius * np.array([math.cos(angle), math.sin(angle), 0.0]), height)
 
     # ------------------------------------------------------------------ helpers
     def _set_phase(self, phase: str, stamp_s: float) -> None:
@@ -391,6 +408,16 @@ class ScriptedExpert:
         stamp = obs.stamp_s
         gripper = GRIPPER_OPEN
         # Transitions (checked in order so one observation can advance several phases).
+        if self.phase == "approach" and self.detour is not None:
+            offset_world, height = self.detour
+            base_R = np.linalg.inv(T_wb)[:3, :3]
+            detour_p = c + base_R @ offset_world + up * height
+            # reached (closely: the plan brakes into it, so the tool nearly stops there): from here
+            # the ordinary approach corrects to the cube
+            if np.linalg.norm(tool_p - detour_p) < 0.4 * p.position_tolerance_m and ori_err < p.orientation_tolerance_rad:
+                self.detour = None
+            else:
+                pre_p = detour_p
         if self.phase == "approach":
             if np.linalg.norm(tool_p - pre_p) < p.position_tolerance_m and ori_err < p.orientation_tolerance_rad:
                 self._set_phase("descend", stamp)
