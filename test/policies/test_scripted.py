@@ -157,6 +157,48 @@ def test_expert_detour_shows_a_correction_from_off_centre_and_still_picks(fr3_se
         ExpertParams(detour_offset_m=0.5)
 
 
+def test_expert_aim_error_shrinks_on_the_way_down_and_it_still_picks(fr3_setup):
+    """With aim_error_m the expert aims off-centre by 0.5-1 x aim_error_m (one direction per
+    episode) at aim_error_height_m and above, by a share proportional to the height below it, and
+    at the cube itself at the grasp: the descent starts off-centre and is corrected on the way."""
+    spec, kin, hw = fr3_setup
+    params = {"aim_error_m": 0.04, "aim_error_height_m": 0.2, "detour_seed": 3}
+    policy = make_policy("scripted", embodiment=spec, kinematics=kin, params=params)
+    arm = spec.arms[0]
+    seen = []  # (phase, tool - cube) at every call
+    infer = policy.infer
+
+    def spying_infer(observation):
+        chunk = infer(observation)
+        tool = kin.frame_pose(observation.positions_for(spec.joint_names), arm.tool_frame)[:3, 3]
+        seen.append((policy.phase, tool - np.asarray(observation.privileged["objects"][hw.task.target])[:3, 3]))
+        return chunk
+
+    policy.infer = spying_infer
+    errors = []
+    for seed in (0, 1):
+        seen.clear()
+        result = run_episode(hw, policy, seed, timeout_s=12.0, kinematics=kin)
+        assert result.success, f"seed {seed}: {result}"
+        error = policy.aim_error.copy()
+        errors.append(error)
+        assert 0.02 - 1e-9 <= float(np.linalg.norm(error)) <= 0.04 + 1e-9 and error[2] == 0.0
+        descent = [d for phase, d in seen if phase == "descend"]
+        start, end = descent[0], descent[-1]
+        # aligned above where it aims at ~10 cm: half the error there (tolerance 1.2 cm)
+        assert 0.09 < start[2] < 0.115
+        assert np.linalg.norm(start[:2] - 0.5 * error[:2]) < 0.012 + 1e-3
+        assert np.linalg.norm(start[:2]) > 0.01  # really off-centre
+        assert np.linalg.norm(end[:2]) < 0.008 and end[2] < 0.015  # corrected by the grasp
+    assert not np.allclose(errors[0], errors[1])
+    with pytest.raises(ValueError, match="aim_error_m"):
+        ExpertParams(aim_error_m=0.2)
+    with pytest.raises(ValueError, match="aim_error_height_m"):
+        ExpertParams(aim_error_height_m=0.0)
+    # off by default: the expert aims at the cube
+    assert np.all(make_policy("scripted", embodiment=spec, kinematics=kin).aim_error == 0.0)
+
+
 @pytest.mark.parametrize("name", ["ur5", "panda"])
 def test_expert_succeeds_on_other_single_arms(name):
     spec = load_embodiment(name)

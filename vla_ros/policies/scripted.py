@@ -62,6 +62,15 @@ class ExpertParams:
     # expert recovering from the learner's errors). 0 = straight approach. `detour_seed` seeds it.
     detour_offset_m: float = 0.0
     detour_seed: int = 0
+    # Also for learning, and Markovian where the detour is not (a detour's labels depend on whether
+    # it was done yet, which no observation shows; a policy trained on them hovers off-centre): the
+    # expert aims at the cube plus an error that shrinks with the tool's height above it -- 0.5-1 x
+    # `aim_error_m` in a random horizontal direction (one per episode, from `detour_seed`) at
+    # `aim_error_height_m` and above, none at the grasp -- as a visual servo's estimate sharpens on
+    # the way down. Averaged over episodes the label at a state still points at the cube, and the
+    # data shows the tool off-centre near the cube, corrected during the descent. 0 = exact aim.
+    aim_error_m: float = 0.0
+    aim_error_height_m: float = 0.2
     handover_pick_pitch_rad: float = 0.52  # 30 deg down: reachable at table height away from the wrist singularity
 
     def __post_init__(self) -> None:
@@ -72,6 +81,10 @@ class ExpertParams:
             raise ValueError(f"ExpertParams.horizon_s must be positive, got {self.horizon_s}")
         if not 0.0 <= self.detour_offset_m <= 0.1:
             raise ValueError(f"ExpertParams.detour_offset_m must be within [0, 0.1] m, got {self.detour_offset_m}")
+        if not 0.0 <= self.aim_error_m <= 0.05:
+            raise ValueError(f"ExpertParams.aim_error_m must be within [0, 0.05] m, got {self.aim_error_m}")
+        if not self.aim_error_height_m > 0.0:
+            raise ValueError(f"ExpertParams.aim_error_height_m must be positive, got {self.aim_error_height_m}")
 
 
 @dataclass(frozen=True)
@@ -247,6 +260,12 @@ class ScriptedExpert:
             radius = self.params.detour_offset_m * self._detour_rng.uniform(0.4, 1.0)
             height = self.params.pregrasp_height_m * self._detour_rng.uniform(0.6, 1.0)
             self.detour = (radius * np.array([math.cos(angle), math.sin(angle), 0.0]), height)
+        # this episode's aim error at aim_error_height_m and above (world frame, horizontal)
+        self.aim_error = np.zeros(3)
+        if self.params.aim_error_m > 0.0 and len(self.spec.arms) == 1:
+            angle = self._detour_rng.uniform(0.0, 2.0 * math.pi)
+            radius = self.params.aim_error_m * self._detour_rng.uniform(0.5, 1.0)
+            self.aim_error = radius * np.array([math.cos(angle), math.sin(angle), 0.0])
 
     # ------------------------------------------------------------------ helpers
     def _set_phase(self, phase: str, stamp_s: float) -> None:
@@ -401,9 +420,11 @@ class ScriptedExpert:
         tool_p, tool_R = T_bt[:3, 3], T_bt[:3, :3]
         c = cube[:3, 3]
         R_grasp = self._grasp_rotation_for(arm, cube, tool_R, up)
-        grasp_p = c - up * p.grasp_depth_m
-        pre_p = c + up * p.pregrasp_height_m
-        horizontal_err = float(np.linalg.norm((tool_p - c) - up * float(up @ (tool_p - c))))
+        height = float(up @ (tool_p - c))
+        aim = c + np.linalg.inv(T_wb)[:3, :3] @ self.aim_error * min(1.0, max(height, 0.0) / p.aim_error_height_m)
+        grasp_p = aim - up * p.grasp_depth_m
+        pre_p = aim + up * p.pregrasp_height_m
+        horizontal_err = float(np.linalg.norm((tool_p - aim) - up * float(up @ (tool_p - aim))))  # from where it aims
         ori_err = _rotation_angle(R_grasp @ tool_R.T)
         stamp = obs.stamp_s
         gripper = GRIPPER_OPEN
