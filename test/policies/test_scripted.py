@@ -112,40 +112,44 @@ def test_expert_picks_the_instructed_cube_fr3(fr3_setup, seed):
     assert all(poses[n][2, 3] < 0.03 for n in poses if n != target)
 
 
+def _run_watching_the_tool(hw, kin, policy, seed, timeout_s):
+    """run_episode, and (phase, tool position - target cube position) at every call of the expert."""
+    tool_frame = policy.spec.arms[0].tool_frame
+    seen = []
+    infer = policy.infer
+
+    def spying_infer(observation):
+        chunk = infer(observation)
+        tool = kin.frame_pose(observation.positions_for(policy.spec.joint_names), tool_frame)[:3, 3]  # world = URDF root
+        seen.append((policy.phase, tool - np.asarray(observation.privileged["objects"][hw.task.target])[:3, 3]))
+        return chunk
+
+    policy.infer = spying_infer
+    try:
+        return run_episode(hw, policy, seed, timeout_s=timeout_s, kinematics=kin), seen
+    finally:
+        del policy.infer
+
+
 def test_expert_detour_shows_a_correction_from_off_centre_and_still_picks(fr3_setup):
     """With detour_offset_m the expert first stops off-centre above the cube (a different point
     each episode, repeatable from detour_seed), then corrects and picks as before."""
     spec, kin, hw = fr3_setup
     params = {"detour_offset_m": 0.05, "detour_seed": 7}
     policy = make_policy("scripted", embodiment=spec, kinematics=kin, params=params)
-    arm = spec.arms[0]
-    seen = []  # (stamp, tool xy - cube xy, tool z - cube z, phase) at every call
-    infer = policy.infer
-
-    def spying_infer(observation):
-        chunk = infer(observation)
-        q = observation.positions_for(spec.joint_names)
-        tool = kin.frame_pose(q, arm.tool_frame)[:3, 3]  # world = URDF root here
-        cube = np.asarray(observation.privileged["objects"][hw.task.target])[:3, 3]
-        seen.append((observation.stamp_s, tool[:2] - cube[:2], tool[2] - cube[2], policy.phase))
-        return chunk
-
-    policy.infer = spying_infer
     detours = []
     for seed in (0, 1):
-        seen.clear()
-        result = run_episode(hw, policy, seed, timeout_s=14.0, kinematics=kin)
+        result, seen = _run_watching_the_tool(hw, kin, policy, seed, timeout_s=14.0)
         assert result.success, f"seed {seed}: {result}"
         # reset() drew this episode's detour: 2-5 cm off, 6-10 cm up
         detours.append(policy._detour_rng.bit_generator.state["state"]["state"])
-        offsets = [float(np.linalg.norm(d)) for _, d, _, phase in seen if phase == "approach"]
-        heights = [z for _, d, z, phase in seen if phase == "approach" and np.linalg.norm(d) > 0.015]
         # the tool hovered off-centre above the cube (slowed near the detour point: several calls
         # 1.5-5.5 cm off at 5-11 cm up) before the descent started centred
-        hover = [o for o, h in zip([o for o in offsets if o > 0.015], heights) if 0.05 < h < 0.11 and o < 0.055]
-        assert len(hover) >= 3, (seed, offsets[-20:], heights[-20:])
-        first_descend = next(i for i, (_, _, _, phase) in enumerate(seen) if phase == "descend")
-        assert float(np.linalg.norm(seen[first_descend][1])) < 0.012
+        hover = [d for phase, d in seen
+                 if phase == "approach" and 0.015 < np.linalg.norm(d[:2]) < 0.055 and 0.05 < d[2] < 0.11]
+        assert len(hover) >= 3, (seed, seen[-20:])
+        first_descend = next(d for phase, d in seen if phase == "descend")
+        assert float(np.linalg.norm(first_descend[:2])) < 0.012
     assert detours[0] != detours[1]
     # the same seed gives the same detours
     again = make_policy("scripted", embodiment=spec, kinematics=kin, params=params)
@@ -164,21 +168,9 @@ def test_expert_aim_error_shrinks_on_the_way_down_and_it_still_picks(fr3_setup):
     spec, kin, hw = fr3_setup
     params = {"aim_error_m": 0.04, "aim_error_height_m": 0.2, "detour_seed": 3}
     policy = make_policy("scripted", embodiment=spec, kinematics=kin, params=params)
-    arm = spec.arms[0]
-    seen = []  # (phase, tool - cube) at every call
-    infer = policy.infer
-
-    def spying_infer(observation):
-        chunk = infer(observation)
-        tool = kin.frame_pose(observation.positions_for(spec.joint_names), arm.tool_frame)[:3, 3]
-        seen.append((policy.phase, tool - np.asarray(observation.privileged["objects"][hw.task.target])[:3, 3]))
-        return chunk
-
-    policy.infer = spying_infer
     errors = []
     for seed in (0, 1):
-        seen.clear()
-        result = run_episode(hw, policy, seed, timeout_s=12.0, kinematics=kin)
+        result, seen = _run_watching_the_tool(hw, kin, policy, seed, timeout_s=12.0)
         assert result.success, f"seed {seed}: {result}"
         error = policy.aim_error.copy()
         errors.append(error)
