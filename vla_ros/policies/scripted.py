@@ -430,9 +430,8 @@ class ScriptedExpert:
         gripper = GRIPPER_OPEN
         # Transitions (checked in order so one observation can advance several phases).
         if self.phase == "approach" and self.detour is not None:
-            offset_world, height = self.detour
-            base_R = np.linalg.inv(T_wb)[:3, :3]
-            detour_p = c + base_R @ offset_world + up * height
+            offset_world, detour_height = self.detour
+            detour_p = c + np.linalg.inv(T_wb)[:3, :3] @ offset_world + up * detour_height
             # reached (closely: the plan brakes into it, so the tool nearly stops there): from here
             # the ordinary approach corrects to the cube
             if np.linalg.norm(tool_p - detour_p) < 0.4 * p.position_tolerance_m and ori_err < p.orientation_tolerance_rad:
