@@ -111,6 +111,22 @@ def test_a_poll_after_close_at_decides_no_slot_past_the_save():
     assert asm.end_s is None  # the next episode is not capped
 
 
+def test_a_save_whose_frames_never_came_counts_their_slots_as_dropped():
+    # The streams stop at 0.5 s; the save request comes at 1.0 s and its wait for them runs out.
+    # A bag converted to its end stops where the cameras stop; a save counts the rest as dropped:
+    # every slot whose window closed by the save (0.0 .. 0.9 s) is a row or a counted drop. (Slot
+    # 0.0 precedes feed's first command.)
+    before_first_command = {"no command sent to arm 'arm' yet": 1}
+    for count_undelivered, dropped in ((False, before_first_command),
+                                       (True, {**before_first_command, "no frame from camera 'front'": 4})):
+        _, asm = make_assembler()
+        asm.reset_episode(0.0)
+        feed(asm, 0.5)
+        frames = asm.flush(1.0, count_undelivered=count_undelivered)
+        assert [round(f.stamp_s, 3) for f in frames] == [0.1, 0.2, 0.3, 0.4, 0.5]
+        assert dict(asm.report.dropped) == dropped
+
+
 def test_no_command_yet_drops_the_slot():
     spec, asm = make_assembler()
     asm.reset_episode(0.0)

@@ -393,11 +393,16 @@ class FrameAssembler:
         until_s = now_s - self.wait_s
         return self._ready(until_s if self.end_s is None else min(until_s, self.end_s), patient=True)
 
-    def flush(self, end_s: float) -> list[AssembledFrame]:
-        """At the end of an episode: every slot whose window closed by end_s (the newest camera
-        frame bounds it: slots past what the cameras delivered are not counted as dropped)."""
+    def flush(self, end_s: float, count_undelivered: bool = False) -> list[AssembledFrame]:
+        """At the end of an episode: every slot whose window closed by end_s. By default the newest
+        camera frame bounds it (a bag converted to its end: slots past what the cameras recorded are
+        not the episode's). With count_undelivered -- a save request at end_s whose wait for queued
+        readings ran out -- the slots up to end_s are the episode's all the same, and those whose
+        frames never came are counted as dropped rather than left out of the count."""
         if not self.recording:
             return []
+        if count_undelivered:
+            return self._ready(end_s)
         newest = min(s.newest_s for s in self.cameras.values()) if self.cameras else end_s
         return self._ready(min(end_s, newest + self.half_s))
 

@@ -318,16 +318,26 @@ class RecorderNode(ReleasingLifecycleNode):
         # Readings published before the request may still be queued (a busy process): give them up
         # to max_wait_s (wall) to arrive, so the episode ends where the operator saved it.
         deadline = time.monotonic() + float(self._p("max_wait_s"))
-        while time.monotonic() < deadline:
+        delivered = False
+        while not delivered:
             with self._lock:
-                if self.assembler is None or self.assembler._streams_past(now - self.assembler.half_s):
-                    break
+                delivered = self.assembler is None or self.assembler._streams_past(now - self.assembler.half_s)
+            if delivered or time.monotonic() >= deadline:
+                break
             time.sleep(0.02)
         with self._lock:
             if self.episode is None:
                 response.success, response.message = False, "no episode is being recorded"
                 return response
-            self._add(self.assembler.flush(now))
+            # Readings still missing now were due before the save and never came (a starved process,
+            # a stalled camera): their slots are counted as dropped, not left out of the count.
+            dropped_before = self.assembler.report.dropped_total
+            self._add(self.assembler.flush(now, count_undelivered=True))
+            if not delivered:
+                self.get_logger().warning(
+                    f"save: the streams had not reached the save request's time after max_wait_s "
+                    f"{self._p('max_wait_s')} s; {self.assembler.report.dropped_total - dropped_before} "
+                    "slot(s) before it counted as dropped")
             report = self.assembler.report
             ep = self.episode
             extra = {
