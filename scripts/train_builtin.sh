@@ -21,7 +21,7 @@
 # Environment knobs: ACTION_SPACE (ee_pose), EPISODES (200), SEED0 (0), SIZE (64), STEPS (8000), BATCH (32), LR (5e-4),
 # EARLY_FRAMES (15) / EARLY_WEIGHT (4: the first 1.5 s of every episode, where the instruction alone decides
 # which cube to go for, drawn 4x as often), GOAL_WEIGHT (1.0: the goal head's loss), EVAL_EPISODES (50),
-# AIM_ERROR (0.04), GOAL_NOISE (0.025), EVAL_SEED (90001), EVAL_TIMEOUT (20 simulated s), OUT_CKPT (vla_ros/policies/builtin/fr3), THREADS (2),
+# MAX_EPISODES (all: train on the first N recorded episodes, for a learning curve), AIM_ERROR (0.04), GOAL_NOISE (0.025), EVAL_SEED (90001), EVAL_TIMEOUT (20 simulated s), OUT_CKPT (vla_ros/policies/builtin/fr3), THREADS (2),
 # STAGES ("record train eval ship"; e.g. STAGES="eval ship" reuses WORK_DIR/data and WORK_DIR/ckpt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,7 +71,8 @@ if has train; then
     --chunk-size 10 --config "$VISION" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 200 \
     --no-augment --val-every 1000 --val-episodes 6 --val-samples 256 --save-every 1000 --seed 0 --min-episode-frames 20 \
     --early-frames "$EARLY_FRAMES" --early-weight "$EARLY_WEIGHT" --goal-weight "$GOAL_WEIGHT" --goal-noise "$GOAL_NOISE" --colour-permutation \
-    --threads "$THREADS" --cache-dir "$WORK/cache" --no-progress --json | tee "$WORK/train.log"
+    ${MAX_EPISODES:+--max-episodes "$MAX_EPISODES"} --threads "$THREADS" --cache-dir "$WORK/cache" --no-progress --json \
+    | tee "$WORK/train.log"
 fi
 t_train=$(( $(date +%s) - t0 ))
 

@@ -155,3 +155,15 @@ def test_episodes_cut_short_are_left_out_and_the_rest_keep_their_frames(tmp_path
     np.testing.assert_array_equal(ts.pixels(rows)[:, 1], expected)
     every = build_training_set([src], conv, PERIOD, 3, ("front", "wrist"), 32, tmp_path, val_episodes=0)
     assert every.num_samples == 19  # by default only empty episodes are left out
+
+
+def test_max_episodes_keeps_the_first_ones_in_data_order(tmp_path):
+    # a learning curve's smaller datasets are prefixes of the full one, across --data folders too
+    spec = fr3()
+    a, b = memory_source(n=2, T=6, name="a"), memory_source(n=3, T=5, name="b")
+    conv = ChunkConverter(spec, "joint_position", a.action_names)
+    ts = build_training_set([a, b], conv, PERIOD, 3, ("front",), 32, tmp_path, val_episodes=0, max_episodes=3)
+    assert list(ts.episode_keys) == [(0, 0), (0, 1), (1, 0)]
+    assert ts.num_samples == 6 + 6 + 5
+    every = build_training_set([a, b], conv, PERIOD, 3, ("front",), 32, tmp_path, val_episodes=0)
+    assert every.num_samples == 6 + 6 + 5 + 5 + 5

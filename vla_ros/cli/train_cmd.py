@@ -55,6 +55,8 @@ def train_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> Non
     parser.add_argument("--val-samples", type=int, default=64, help="validation frames per evaluation")
     parser.add_argument("--min-episode-frames", type=int, default=1,
                         help="leave out episodes with fewer frames (recordings cut short)")
+    parser.add_argument("--max-episodes", type=int, default=None, metavar="N",
+                        help="train on the first N episodes only (in --data order; for a learning curve)")
     parser.add_argument("--early-frames", type=int, default=0,
                         help="the first N frames of every episode (where the policy must decide, from the image and "
                              "the instruction alone, which object to go for) ...")
@@ -94,7 +96,8 @@ def config_from_args(args: argparse.Namespace):
             lora_rank=args.lora_rank, lora_save=args.lora_save, save_every=args.save_every,
             keep_checkpoints=args.keep_checkpoints,
             val_every=args.val_every, val_episodes=args.val_episodes, val_samples=args.val_samples,
-            min_episode_frames=args.min_episode_frames, early_frames=args.early_frames,
+            min_episode_frames=args.min_episode_frames, max_episodes=args.max_episodes,
+            early_frames=args.early_frames,
             early_weight=args.early_weight, goal_weight=args.goal_weight, goal_noise_m=args.goal_noise,
             colour_permutation=args.colour_permutation, cache_dir=args.cache_dir,
             resume=args.resume, progress=not args.no_progress,

@@ -307,11 +307,14 @@ def build_training_set(
     log_fn=None,
     min_episode_frames: int = 1,
     goals: bool = False,
+    max_episodes: int | None = None,
 ) -> TrainingSet:
     """Read every episode of `sources`, convert the actions, fill (or reuse) the frame caches and
     split whole episodes into training and held-out validation sets (seeded). Episodes shorter than
     `min_episode_frames` (a recording cut short) are left out, and named. With `goals`, each
-    sample's episode goal too (`episode_goals`)."""
+    sample's episode goal too (`episode_goals`). With `max_episodes`, only the first that many
+    episodes kept (in the order of `sources`, then of their episodes) are used: a learning curve's
+    smaller datasets are prefixes of the full one."""
     say = log_fn or log.info
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -359,7 +362,7 @@ def build_training_set(
         if short:
             say(f"{src.name}: leaving out {len(short)} episode(s) shorter than {min_episode_frames} frames: {short}")
         for e in episodes:
-            if e.length < max(min_episode_frames, 1):
+            if e.length < max(min_episode_frames, 1) or (max_episodes is not None and len(keys) >= max_episodes):
                 row += e.length  # their frames stay in the cache, unused
                 continue
             chunks, valid = converter.episode_chunks(e, period_s, chunk_size)

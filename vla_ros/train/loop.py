@@ -95,6 +95,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_samples: int = 64
     min_episode_frames: int = 1  # shorter episodes (recordings cut short) are left out
+    max_episodes: int | None = None  # use only the first N episodes kept (learning curves)
     # The first early_frames frames of every episode are drawn early_weight times per epoch: there
     # the policy must choose its target from the image and the instruction alone; later frames
     # also show it in the arm's own position, and dominate a uniform draw.
@@ -126,6 +127,8 @@ class TrainConfig:
             raise ValueError(f"goal_weight must be a finite number >= 0, got {self.goal_weight}")
         if not (self.goal_noise_m >= 0 and math.isfinite(self.goal_noise_m)):
             raise ValueError(f"goal_noise_m must be a finite number >= 0, got {self.goal_noise_m}")
+        if self.max_episodes is not None and self.max_episodes < 1:
+            raise ValueError(f"max_episodes must be >= 1, got {self.max_episodes}")
         if self.early_frames < 0:
             raise ValueError(f"early_frames must be >= 0, got {self.early_frames}")
         if self.warmup_steps < 0:
@@ -340,7 +343,7 @@ class Trainer:
             self.sources, self.converter, self.spec.policy_period_s, mc.chunk_size, mc.camera_slots,
             mc.vision.image_size, cache, cfg.val_fraction, cfg.val_episodes, cfg.seed,
             state_dim=mc.state_dim or None, log_fn=self._say, min_episode_frames=cfg.min_episode_frames,
-            goals=mc.goal_head)
+            goals=mc.goal_head, max_episodes=cfg.max_episodes)
         if self.dist.main:  # one process fills the frame cache, the others read it
             self.data = build()
         self.dist.barrier()
