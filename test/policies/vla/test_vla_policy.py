@@ -113,6 +113,20 @@ def test_samples_past_the_training_range_are_clipped_to_it(rule):
     np.testing.assert_array_equal(clipped[:, 6], raw[:, 6])  # an unmasked column is not clipped
 
 
+def test_execute_steps_sends_the_first_rows_of_the_same_prediction():
+    spec = load_embodiment("fr3")
+    full = make_vla_policy(spec, preset="default", seed=5, warmup=False)
+    cut = make_vla_policy(spec, preset="default", seed=5, warmup=False, execute_steps=4)
+    obs = _observation(spec)
+    whole, head = full.infer(obs), cut.infer(obs)
+    assert whole.values.shape == (16, 7) and head.values.shape == (4, 7)
+    np.testing.assert_array_equal(head.values, whole.values[:4])  # the same sample, its first 4 rows
+    assert head.period_s == whole.period_s and head.stamp_s == whole.stamp_s
+    for bad in (0, 17):
+        with pytest.raises(ValueError, match=r"execute_steps must be in \[1, chunk_size 16\]"):
+            make_vla_policy(spec, preset="default", warmup=False, execute_steps=bad)
+
+
 def test_reset_makes_stochastic_heads_repeat():
     spec = load_embodiment("fr3")
     policy = make_vla_policy(spec, preset="octo", seed=7)

@@ -76,8 +76,12 @@ class VLAPolicy:
     needs_privileged = False
 
     def __init__(self, model: VLAModel, embodiment: EmbodimentSpec, seed: int = 0, warmup: bool = True,
-                 action_space: str | None = None, clip_actions: bool = True) -> None:
+                 action_space: str | None = None, clip_actions: bool = True, execute_steps: int | None = None) -> None:
         cfg = model.config
+        if execute_steps is not None and not 1 <= int(execute_steps) <= cfg.chunk_size:
+            raise ValueError(f"execute_steps must be in [1, chunk_size {cfg.chunk_size}], got {execute_steps}")
+        # Rows of each predicted chunk that are sent (None: all): fewer rows, a sooner replan.
+        self.execute_steps = None if execute_steps is None else int(execute_steps)
         self.spec = embodiment
         self.model = model.eval()
         # Bounds and quantile normalisations map the training data's [q01, q99] (or [min, max]) to [-1, 1]: a sample
@@ -131,7 +135,7 @@ class VLAPolicy:
             outside = (normalised.abs() > 1.0) & mask
             self.clipped_values += int(outside.sum())
             normalised = torch.where(mask, normalised.clamp(-1.0, 1.0), normalised)
-        values = self.model.unnormalize_actions(normalised)[0]
+        values = self.model.unnormalize_actions(normalised)[0][:self.execute_steps]
         if not np.all(np.isfinite(values)):
             raise FloatingPointError(f"the VLA model produced non-finite actions for '{observation.instruction}'")
         return ActionChunk(names=self.action_names, values=values, period_s=self.period_s,
@@ -146,6 +150,7 @@ def make_vla_policy(
     seed: int = 0,
     warmup: bool = True,
     clip_actions: bool = True,
+    execute_steps: int | None = None,
     **overrides: Any,
 ) -> VLAPolicy:
     """Build the "vla" policy.
@@ -154,6 +159,9 @@ def make_vla_policy(
                 `preset` sized to the embodiment (its action space, camera slots and state).
     clip_actions: clip the model's normalised output to [-1, 1], the training data's action range
                 (bounds and quantile normalisations); False passes samples through as they come.
+    execute_steps: send only the first N rows of each predicted chunk (default: all of them). The
+                policy node infers again when `lookahead_steps` rows are left, so a chunk of 10 cut
+                to 5 replans every 3 rows instead of every 8: more closed-loop correction.
     overrides:  VLAConfig fields for the preset (e.g. head={"kind": "diffusion"}); not allowed
                 with a checkpoint, whose config.json is authoritative.
     """
@@ -182,7 +190,8 @@ def make_vla_policy(
             model = VLAModel(make_config(preset, **sized)).to(device=dev, dtype=dtype)
         log.info("built an untrained '%s' VLA (%d parameters) for '%s' on %s", preset, model.num_parameters(),
                  spec.name, dev)
-    return VLAPolicy(model, spec, seed=seed, warmup=warmup, action_space=action_space, clip_actions=clip_actions)
+    return VLAPolicy(model, spec, seed=seed, warmup=warmup, action_space=action_space, clip_actions=clip_actions,
+                     execute_steps=execute_steps)
 
 
 def trained_action_space(checkpoint: str | Path, spec: EmbodimentSpec) -> str | None:
