@@ -63,20 +63,34 @@ def test_demo_through_the_real_graph():
     assert len(lines) == 2
 
 
-@pytest.mark.slow
-def test_cli_prints_one_line_per_episode_and_json_last():
-    env = dict(os.environ)
-    out = subprocess.run(
-        [sys.executable, "-m", "vla_ros.cli.main", "demo", "--episodes", "1", "--seed", "7", "--json"],
-        capture_output=True, text=True, timeout=240, env=env,
-    )  # fmt: skip
+def _demo_cli(*argv: str) -> tuple[list[str], dict]:
+    out = subprocess.run([sys.executable, "-m", "vla_ros.cli.main", "demo", *argv, "--json"],
+                         capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     lines = [line for line in out.stdout.splitlines() if line.strip()]
+    return lines, json.loads(lines[-1])
+
+
+@pytest.mark.slow
+def test_cli_prints_one_line_per_episode_and_json_last():
+    lines, summary = _demo_cli("--policy", "scripted", "--episodes", "1", "--seed", "7")
     assert lines[-2].startswith("episode 1/1  seed 7  success")
-    summary = json.loads(lines[-1])
     assert summary["episodes"] == 1 and summary["successes"] == 1 and summary["success_rate"] == 1.0
     assert summary["embodiment"] == "fr3" and summary["policy"] == "scripted"
     assert summary["mean_episode_time_s"] > 0 and summary["real_time_factor"] > 0
+
+
+@pytest.mark.slow
+def test_make_demo_runs_the_default_policy_through_the_graph():
+    # `make demo` names no policy: the shipped built-in VLA once it passed its evaluation (it looks at
+    # the cameras: no ground truth), else the scripted expert. One episode, its line and summary.
+    from vla_ros.policies.builtin import builtin_is_default
+
+    expected = "builtin" if builtin_is_default("fr3") else "scripted"
+    lines, summary = _demo_cli("--episodes", "1", "--seed", "2")
+    assert summary["policy"] == expected and summary["episodes"] == 1 and summary["embodiment"] == "fr3"
+    assert lines[-2].startswith("episode 1/1  seed 2  ") and ("success" in lines[-2] or "FAILED" in lines[-2])
+    assert summary["real_time_factor"] > 0
 
 
 @pytest.mark.slow
