@@ -73,7 +73,7 @@ def test_shipped_checkpoint_size_and_metadata():
     # the recording seeds never overlap the evaluation seeds (vla-ros eval's default 90001...)
     assert ds["record_seeds"] and max(ds["record_seeds"]) < 90001
     assert meta["training"]["steps"] == training["steps"] >= 500
-    assert training["embodiment"] == "fr3" and training["action_space"] == "ee_delta"
+    assert training["embodiment"] == "fr3" and training["action_space"] == "ee_pose"  # absolute tool poses
     assert training["camera_slots"] == ["front", "wrist"]
     assert meta["eval"]["episodes"] >= 10 and 0.0 <= meta["eval"]["success_rate"] <= 1.0
 
@@ -81,6 +81,8 @@ def test_shipped_checkpoint_size_and_metadata():
 def test_shipped_checkpoint_loads_offline_and_reproduces_its_reference_chunk(monkeypatch):
     import json
 
+    from vla_ros.core.action_spaces import action_names
+    from vla_ros.core.embodiment import load_embodiment
     from vla_ros.policies.base import make_policy
 
     folder = _shipped()
@@ -91,7 +93,9 @@ def test_shipped_checkpoint_loads_offline_and_reproduces_its_reference_chunk(mon
     obs = _reference_observation(ref)
     policy.reset()
     chunk = policy.infer(obs)
-    assert list(chunk.names) == ref["names"] and chunk.values.shape == (10, 7)
+    # ee_pose chunks: the tool position, its orientation quaternion and the gripper
+    assert list(chunk.names) == ref["names"] == list(action_names(load_embodiment("fr3"), "ee_pose"))
+    assert chunk.values.shape == (10, 8)
     np.testing.assert_allclose(chunk.values, np.asarray(ref["chunk"]), atol=1e-4)
     policy.reset()
     np.testing.assert_array_equal(policy.infer(obs).values, chunk.values)  # deterministic after reset
