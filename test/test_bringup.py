@@ -203,6 +203,10 @@ def test_policy_auto_runs_what_was_measured_to_work_never_an_untrained_model(tmp
     (tmp_path / "fr3" / "builtin.json").write_text('{"eval": {"success_rate": 0.3}}')
     assert chosen(sim="true") == "scripted"  # shipped but below the bar
     (tmp_path / "fr3" / "builtin.json").write_text('{"eval": {"success_rate": 0.6}}')
-    assert chosen(sim="true") == "builtin" and chosen(sim="false") == "builtin"
+    assert chosen(sim="true") == "builtin"
+    # on a real arm the policy trained in simulation runs only when named
+    with pytest.raises(BringupError, match="no policy named and no checkpoint given for the real 'fr3'"):
+        plan_bringup(embodiment="fr3", sim="false")
+    assert chosen(sim="false", policy="builtin") == "builtin"
     assert chosen(embodiment="ur5e", sim="true") == "scripted"
     assert chosen(sim="true", policy="scripted") == "scripted"  # a named policy is never replaced

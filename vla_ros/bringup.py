@@ -33,7 +33,7 @@ TELEOP_DEVICES = ("none", "joy", "spacemouse", "keyboard", "leader")
 LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("embodiment", "fr3", "embodiment config: a name in config/ (fr3, franka, panda, ur5, ur5e, aloha) or a YAML path"),
     LaunchArgument("sim", "false", "true: start the MuJoCo simulated arm (sim_node) and run on simulated time; false: expect the vendor driver to be running"),
-    LaunchArgument("policy", "auto", "policy registry name (scripted, replay, vla, builtin, openvla, pi0, ...), 'none' to start no policy node (teleoperation only), or 'auto': vla with a checkpoint, else the built-in VLA where one passed its evaluation, else (sim:=true) the scripted expert; none with teleop"),
+    LaunchArgument("policy", "auto", "policy registry name (scripted, replay, vla, builtin, openvla, pi0, ...), 'none' to start no policy node (teleoperation only), or 'auto': vla with a checkpoint, else (sim:=true) the built-in VLA where one passed its evaluation, else the scripted expert; a real arm needs one named; none with teleop"),
     LaunchArgument("checkpoint", "", "checkpoint folder for the policy (vla / openvla / pi0); empty: the policy's built-in default"),
     LaunchArgument("policy_kwargs", "{}", "extra policy factory arguments as a JSON object, e.g. '{\"unnorm_key\": \"bridge_orig\"}'"),
     LaunchArgument("inference_mode", "async", "async: start the next inference early so the arm never waits; sync: infer, execute the chunk open-loop, infer again"),

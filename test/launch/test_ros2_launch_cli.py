@@ -95,9 +95,10 @@ def test_show_args_lists_every_argument_with_its_description():
         (["sim:=true", "policy:=scripted", "policy_kwargs:={oops"], "launch argument 'policy_kwargs' is not valid JSON"),
         (["policy:=scripted", "sim:=false"], "policy 'scripted' reads simulation ground truth and only runs with sim:=true"),
         (["record:=true", "policy:=none"], "record:=true needs dataset:=<output folder>"),
-        # no policy named for a real arm: refused, not an untrained model driving it
-        (["embodiment:=ur5e", "sim:=false"], "launch argument 'policy' is 'auto': no policy named, no checkpoint "
-                                             "given and no built-in policy for 'ur5e' that passed its evaluation"),
+        # no policy named for a real arm: refused -- neither an untrained model nor the FR3's simulation-trained
+        # built-in policy drives it unless named
+        (["embodiment:=fr3", "sim:=false"], "launch argument 'policy' is 'auto': no policy named and no checkpoint "
+                                            "given for the real 'fr3'"),
     ],
     ids=["unknown-embodiment", "unknown-policy", "bad-json", "scripted-without-sim", "record-without-dataset",
          "real-arm-without-policy"],

@@ -125,3 +125,16 @@ def test_builtin_is_default_only_with_a_measured_success_rate_at_the_bar(tmp_pat
         assert builtin.builtin_is_default("fr3") is expected, rate
     (tmp_path / "fr3" / "builtin.json").write_text("not json")
     assert not builtin.builtin_is_default("fr3")
+
+
+def test_a_bare_launch_on_a_real_arm_never_defaults_to_the_simulation_trained_policy(tmp_path, monkeypatch):
+    from vla_ros.policies import builtin
+
+    monkeypatch.setattr(builtin, "BUILTIN_DIR", tmp_path)
+    (tmp_path / "fr3").mkdir()
+    (tmp_path / "fr3" / "config.json").write_text("{}")
+    (tmp_path / "fr3" / "builtin.json").write_text('{"eval": {"success_rate": 0.9}}')
+    assert builtin.default_policy("fr3", sim=True) == "builtin"
+    assert builtin.default_policy("fr3", "/a/ckpt", sim=False) == "vla"
+    with pytest.raises(ValueError, match=r"no policy named and no checkpoint given for the real 'fr3'.*policy:=builtin"):
+        builtin.default_policy("fr3", sim=False)

@@ -52,15 +52,14 @@ def builtin_is_default(embodiment: str) -> bool:
 
 def default_policy(embodiment: str, checkpoint: str = "", sim: bool = True) -> str:
     """The policy the commands and the launch file run when none is named: "vla" with a checkpoint;
-    else the embodiment's shipped built-in VLA when its measured held-out success rate reaches
-    DEFAULT_MIN_SUCCESS_RATE; else, in simulation, the scripted expert. ValueError on a real robot
-    with none of these (an untrained model must not be what a bare launch drives)."""
+    else, in simulation, the embodiment's shipped built-in VLA when its measured held-out success
+    rate reaches DEFAULT_MIN_SUCCESS_RATE, else the scripted expert. ValueError on a real robot
+    without a checkpoint: neither an untrained model nor one trained only in simulation is what a
+    bare launch drives (a built-in policy runs on a real arm only when named: policy:=builtin)."""
     if checkpoint:
         return "vla"
-    if builtin_is_default(embodiment):
-        return "builtin"
     if sim:
-        return "scripted"
-    raise ValueError(f"no policy named, no checkpoint given and no built-in policy for '{embodiment}' that passed its "
-                     f"evaluation: name one (policy:=vla checkpoint:=DIR, policy:=openvla/pi0 with a checkpoint) or "
-                     f"use policy:=none to teleoperate")
+        return "builtin" if builtin_is_default(embodiment) else "scripted"
+    raise ValueError(f"no policy named and no checkpoint given for the real '{embodiment}': name one "
+                     f"(policy:=vla checkpoint:=DIR, policy:=openvla/pi0 with a checkpoint; policy:=builtin runs "
+                     f"the policy trained in simulation) or use policy:=none to teleoperate")
