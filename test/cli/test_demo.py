@@ -30,7 +30,8 @@ def test_defaults_match_make_demo():
 
 @pytest.mark.parametrize(
     "argv, fragment",
-    [(["--episodes", "0"], "--episodes"), (["--timeout-s", "-1"], "--timeout-s"), (["--real-time-factor", "-2"], "--real-time-factor")],
+    [(["--episodes", "0"], "--episodes"), (["--timeout-s", "-1"], "--timeout-s"), (["--real-time-factor", "-2"], "--real-time-factor"),
+     (["--min-success-rate", "1.5"], "--min-success-rate")],
 )
 def test_bad_arguments_name_the_option(argv, fragment):
     with pytest.raises(SystemExit, match=fragment):
@@ -63,21 +64,32 @@ def test_demo_through_the_real_graph():
     assert len(lines) == 2
 
 
-def _demo_cli(*argv: str) -> tuple[list[str], dict]:
+def _demo_cli(*argv: str, rc: int = 0) -> tuple[list[str], dict]:
     out = subprocess.run([sys.executable, "-m", "vla_ros.cli.main", "demo", *argv, "--json"],
                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert out.returncode == rc, out.stdout[-2000:] + out.stderr[-2000:]
     lines = [line for line in out.stdout.splitlines() if line.strip()]
     return lines, json.loads(lines[-1])
 
 
 @pytest.mark.slow
 def test_cli_prints_one_line_per_episode_and_json_last():
-    lines, summary = _demo_cli("--policy", "scripted", "--episodes", "1", "--seed", "7")
+    lines, summary = _demo_cli("--policy", "scripted", "--episodes", "1", "--seed", "7", "--min-success-rate", "1")
     assert lines[-2].startswith("episode 1/1  seed 7  success")
     assert summary["episodes"] == 1 and summary["successes"] == 1 and summary["success_rate"] == 1.0
     assert summary["embodiment"] == "fr3" and summary["policy"] == "scripted"
     assert summary["mean_episode_time_s"] > 0 and summary["real_time_factor"] > 0
+
+
+@pytest.mark.slow
+def test_a_failed_episode_is_a_result_unless_a_minimum_rate_is_asked_for():
+    # A 0.5 s timeout fails every episode: exit 0 by default (make demo must not break on a miss of a
+    # policy that succeeds 60 % of the time), exit 1 with --min-success-rate.
+    args = ("--policy", "scripted", "--episodes", "1", "--seed", "7", "--timeout-s", "0.5")
+    lines, summary = _demo_cli(*args)
+    assert summary["successes"] == 0 and "FAILED" in lines[-2]
+    _, strict = _demo_cli(*args, "--min-success-rate", "0.5", rc=1)
+    assert strict["success_rate"] == 0.0
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vla_ros.cli.demo import DEFAULT_TIMEOUT_S, EpisodeReport, check_episode_args
+from vla_ros.cli.demo import DEFAULT_TIMEOUT_S, EpisodeReport, add_min_success_rate, check_episode_args
 
 log = logging.getLogger(__name__)
 
@@ -611,8 +611,7 @@ def eval_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None
     parser.add_argument("--video", default="", metavar="DIR", help="write an mp4 per episode into DIR")
     parser.add_argument("--video-camera", default=None, help="camera slot for --video (default: the first camera)")
     parser.add_argument("--report", default="", metavar="PNG", help="write the report figure to PNG")
-    parser.add_argument("--min-success-rate", type=float, default=0.0,
-                        help="exit 1 when the success rate is below this (default 0: never)")
+    add_min_success_rate(parser)
     parser.add_argument("--ask-each-colour", action="store_true",
                         help="run the scenes once per cube colour, asking for that colour (3x the episodes; "
                              "the asked-vs-lifted confusion shows whether the instruction decides)")
@@ -621,8 +620,6 @@ def eval_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> None
 
 def _check_args(args: argparse.Namespace) -> None:
     check_episode_args(args)
-    if not 0.0 <= args.min_success_rate <= 1.0:
-        raise SystemExit(f"--min-success-rate must be in [0, 1], got {args.min_success_rate}")
     if args.checkpoint and not Path(args.checkpoint).exists():
         raise SystemExit(f"--checkpoint {args.checkpoint} does not exist")
     if args.report and not args.report.lower().endswith(".png"):
