@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduce the built-in FR3 policy checkpoint from nothing, and print the timings:
+# Reproduce a built-in policy checkpoint (FR3 by default; EMBODIMENT=ur5e for the UR5e) from nothing,
+# and print the timings:
 #   1. record EPISODES scripted demonstrations (seeds SEED0, SEED0+1, ...) through the ROS graph
 #      into a LeRobotDataset v3.0 folder (`vla-ros record`, via scripts/record_builtin.py), the expert
 #      aiming AIM_ERROR m off the cube at 20 cm up and closer as it descends (an error in one random
@@ -18,15 +19,17 @@
 #   4. copy the model files to OUT_CKPT and write builtin.json (scripts/ship_builtin.py).
 #
 # Usage: scripts/train_builtin.sh [WORK_DIR]     (default artifacts/builtin_repro)
-# Environment knobs: ACTION_SPACE (ee_pose), EPISODES (200), SEED0 (0), SIZE (64), STEPS (8000), BATCH (32), LR (5e-4),
+# Environment knobs: EMBODIMENT (fr3), ACTION_SPACE (ee_pose), EPISODES (200), SEED0 (0), SIZE (64), STEPS (8000), BATCH (32), LR (5e-4),
 # EARLY_FRAMES (15) / EARLY_WEIGHT (4: the first 1.5 s of every episode, where the instruction alone decides
 # which cube to go for, drawn 4x as often), GOAL_WEIGHT (1.0: the goal head's loss), EVAL_EPISODES (50),
-# MAX_EPISODES (all: train on the first N recorded episodes, for a learning curve), AIM_ERROR (0.04), GOAL_NOISE (0.025), EVAL_SEED (90001), EVAL_TIMEOUT (20 simulated s), OUT_CKPT (vla_ros/policies/builtin/fr3), THREADS (2),
+# MAX_EPISODES (all: train on the first N recorded episodes, for a learning curve), EXTRA_DATA (more dataset
+# folders to train on as well, space-separated: e.g. a second recording made with SEED0=200 into another WORK_DIR), AIM_ERROR (0.04), GOAL_NOISE (0.025), EVAL_SEED (90001), EVAL_TIMEOUT (20 simulated s), OUT_CKPT (vla_ros/policies/builtin/$EMBODIMENT), THREADS (2),
 # STAGES ("record train eval ship"; e.g. STAGES="eval ship" reuses WORK_DIR/data and WORK_DIR/ckpt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${1:-artifacts/builtin_repro}
+EMBODIMENT=${EMBODIMENT:-fr3}
 ACTION_SPACE=${ACTION_SPACE:-ee_pose}
 EPISODES=${EPISODES:-200}
 SEED0=${SEED0:-0}
@@ -42,7 +45,8 @@ AIM_ERROR=${AIM_ERROR:-0.04}
 EVAL_EPISODES=${EVAL_EPISODES:-50}
 EVAL_SEED=${EVAL_SEED:-90001}
 EVAL_TIMEOUT=${EVAL_TIMEOUT:-20}
-OUT_CKPT=${OUT_CKPT:-vla_ros/policies/builtin/fr3}
+OUT_CKPT=${OUT_CKPT:-vla_ros/policies/builtin/$EMBODIMENT}
+EXTRA_DATA=${EXTRA_DATA:-}
 THREADS=${THREADS:-2}
 STAGES=${STAGES:-record train eval ship}
 PY=${PY:-.venv/bin/python}
@@ -58,16 +62,16 @@ t_all=$(date +%s)
 t0=$(date +%s)
 if has record; then
   echo "== record: $EPISODES scripted episodes, seeds $SEED0.. -> $WORK/data"
-  "$PY" scripts/record_builtin.py --embodiment fr3 --out "$WORK/data" --episodes "$EPISODES" --seed "$SEED0" \
+  "$PY" scripts/record_builtin.py --embodiment "$EMBODIMENT" --out "$WORK/data" --episodes "$EPISODES" --seed "$SEED0" \
     --fps 10 --policy-kwargs '{"params": {"aim_error_m": '"$AIM_ERROR"', "aim_error_height_m": 0.2, "detour_seed": '"$SEED0"'}}' | sed -u 's/\r/\n/g' | grep --line-buffered -a -E '^episode|^\{' | tee "$WORK/record.log" || true
 fi
 t_record=$(( $(date +%s) - t0 ))
 
 t0=$(date +%s)
 if has train; then
-  echo "== train: $STEPS steps, batch $BATCH -> $WORK/ckpt"
+  echo "== train: $STEPS steps, batch $BATCH, data $WORK/data $EXTRA_DATA -> $WORK/ckpt"
   rm -rf "$WORK/ckpt"
-  "$PY" -m vla_ros.cli.main train --data "$WORK/data" --out "$WORK/ckpt" --embodiment fr3 --action-space "$ACTION_SPACE" \
+  "$PY" -m vla_ros.cli.main train --data "$WORK/data" $EXTRA_DATA --out "$WORK/ckpt" --embodiment "$EMBODIMENT" --action-space "$ACTION_SPACE" \
     --chunk-size 10 --config "$VISION" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 200 \
     --no-augment --val-every 1000 --val-episodes 6 --val-samples 256 --save-every 1000 --seed 0 --min-episode-frames 20 \
     --early-frames "$EARLY_FRAMES" --early-weight "$EARLY_WEIGHT" --goal-weight "$GOAL_WEIGHT" --goal-noise "$GOAL_NOISE" --colour-permutation \
@@ -79,7 +83,7 @@ t_train=$(( $(date +%s) - t0 ))
 t0=$(date +%s)
 if has eval; then
   echo "== eval: $EVAL_EPISODES held-out episodes from seed $EVAL_SEED"
-  "$PY" -m vla_ros.cli.main eval --embodiment fr3 --policy vla --checkpoint "$WORK/ckpt" \
+  "$PY" -m vla_ros.cli.main eval --embodiment "$EMBODIMENT" --policy vla --checkpoint "$WORK/ckpt" \
     --episodes "$EVAL_EPISODES" --seed "$EVAL_SEED" --timeout-s "$EVAL_TIMEOUT" --json 2>/dev/null \
     | sed -u 's/\r/\n/g' | grep --line-buffered -a -E '^episode|^\{' | tee "$WORK/eval.log" || true
 fi
@@ -91,7 +95,7 @@ if has ship; then
   for f in config.json model.safetensors tokenizer.json norm_stats.json training.json loss_curve.png; do
     if [[ -f "$WORK/ckpt/$f" ]]; then cp "$WORK/ckpt/$f" "$OUT_CKPT/"; fi
   done
-  "$PY" scripts/ship_builtin.py "$WORK" "$OUT_CKPT" "$t_record" "$t_train" "$t_eval"
+  "$PY" scripts/ship_builtin.py "$EMBODIMENT" "$WORK" "$OUT_CKPT" "$t_record" "$t_train" "$t_eval" $EXTRA_DATA
   du -sh "$OUT_CKPT"
 fi
 echo "timings: record ${t_record} s, train ${t_train} s, eval ${t_eval} s, total $(( $(date +%s) - t_all )) s"

@@ -39,28 +39,40 @@ def test_builtin_vision_override_builds_a_model():
 
 
 # ---------------------------------------------------------------------------- the shipped checkpoint
-def _shipped():
+def _shipped_embodiments() -> list[str]:
     from vla_ros.policies.builtin import BUILTIN_DIR
 
-    folder = BUILTIN_DIR / "fr3"
-    if not (folder / "config.json").is_file():
-        pytest.skip("no shipped fr3 checkpoint in this tree")
-    return folder
+    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file())
+
+
+SHIPPED = _shipped_embodiments()
+
+
+def _shipped(embodiment: str):
+    from vla_ros.policies.builtin import BUILTIN_DIR
+
+    return BUILTIN_DIR / embodiment
+
+
+def test_fr3_ships_a_builtin_checkpoint():
+    assert "fr3" in SHIPPED  # make demo's default policy
 
 
 def _reference_observation(ref: dict):
     from vla_ros.core.types import Observation
 
-    names = tuple(f"fr3_joint{i}" for i in range(1, 8)) + ("fr3_finger_joint1",)
+    # builtin.json's own record of the observation (the first FR3 checkpoint's had no joint_names)
+    names = tuple(ref.get("joint_names") or [f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1"])
     images = {s: np.full((224, 224, 3), ref["image_value"], np.uint8) for s in ("front", "wrist")}
     return Observation(stamp_s=0.0, images=images, joint_names=names,
                        joint_positions=np.asarray(ref["joint_positions"], np.float64), instruction=ref["instruction"])
 
 
-def test_shipped_checkpoint_size_and_metadata():
+@pytest.mark.parametrize("embodiment", SHIPPED)
+def test_shipped_checkpoint_size_and_metadata(embodiment):
     import json
 
-    folder = _shipped()
+    folder = _shipped(embodiment)
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size <= 30 * 1024 * 1024, f"{folder} holds {size / 2**20:.1f} MB > 30 MB"
     for f in ("config.json", "model.safetensors", "tokenizer.json", "norm_stats.json", "training.json", "builtin.json"):
@@ -73,29 +85,32 @@ def test_shipped_checkpoint_size_and_metadata():
     # the recording seeds never overlap the evaluation seeds (vla-ros eval's default 90001...)
     assert ds["record_seeds"] and max(ds["record_seeds"]) < 90001
     assert meta["training"]["steps"] == training["steps"] >= 500
-    assert training["embodiment"] == "fr3" and training["action_space"] == "ee_pose"  # absolute tool poses
+    assert meta["embodiment"] == training["embodiment"] == embodiment and training["action_space"] == "ee_pose"  # absolute tool poses
     assert training["camera_slots"] == ["front", "wrist"]
     assert meta["eval"]["episodes"] >= 10 and 0.0 <= meta["eval"]["success_rate"] <= 1.0
 
 
-def test_shipped_checkpoint_loads_offline_and_reproduces_its_reference_chunk(monkeypatch):
+@pytest.mark.parametrize("embodiment", SHIPPED)
+def test_shipped_checkpoint_loads_offline_and_reproduces_its_reference_chunk(monkeypatch, embodiment):
     import json
 
     from vla_ros.core.action_spaces import action_names
     from vla_ros.core.embodiment import load_embodiment
     from vla_ros.policies.base import make_policy
 
-    folder = _shipped()
+    folder = _shipped(embodiment)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ref = json.loads((folder / "builtin.json").read_text())["reference"]
-    policy = make_policy("builtin", embodiment="fr3", warmup=False)
+    policy = make_policy("builtin", embodiment=embodiment, warmup=False)
     assert policy.model.config.chunk_size == 10 and policy.model.config.vision.kind == "conv_film"
     obs = _reference_observation(ref)
     policy.reset()
     chunk = policy.infer(obs)
     # ee_pose chunks: the tool position, its orientation quaternion and the gripper
-    assert list(chunk.names) == ref["names"] == list(action_names(load_embodiment("fr3"), "ee_pose"))
-    assert chunk.values.shape == (10, 8)
+    spec = load_embodiment(embodiment)
+    assert list(chunk.names) == ref["names"] == list(action_names(spec, "ee_pose"))
+    # per arm: the tool position (3), its orientation quaternion (4) and the gripper (1)
+    assert chunk.values.shape == (10, 8 * len(spec.arms))
     np.testing.assert_allclose(chunk.values, np.asarray(ref["chunk"]), atol=1e-4)
     policy.reset()
     np.testing.assert_array_equal(policy.infer(obs).values, chunk.values)  # deterministic after reset
