@@ -111,3 +111,29 @@ def test_demo_aloha_hand_over_through_the_real_graph():
     assert report.successes == 1, report.summary()
     assert report.episodes[0].instruction == "transfer the cube from the left arm to the right arm"
     assert set(report.render_ms) == {"cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist"}
+
+
+@pytest.mark.slow
+def test_demo_refuses_to_run_on_a_domain_whose_clock_another_simulation_publishes():
+    # A second `vla-ros demo` (or record/eval) started next to a running one on the same
+    # ROS_DOMAIN_ID: its sim finds the other /clock publisher, stops, and the command exits 1 with
+    # the reason and the way out, instead of running two interleaved clocks.
+    import rclpy
+    from rclpy.node import Node
+    from rosgraph_msgs.msg import Clock
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = Node("running_sim", context=context)
+    node.create_publisher(Clock, "/clock", 10)
+    try:
+        out = subprocess.run([sys.executable, "-m", "vla_ros.cli.main", "demo", "--policy", "scripted", "--episodes", "1"],
+                             capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("vla-ros demo: another node already publishes /clock on ROS_DOMAIN_ID"), out.stderr[-2000:]
+    assert "/running_sim" in last and "ROS_DOMAIN_ID=N" in last
+    assert "Traceback" not in out.stderr

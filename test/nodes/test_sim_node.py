@@ -180,7 +180,8 @@ def test_real_time_factor_is_capped(graph):
     assert 0.0 < rtf <= 2.0 * 1.1
 
 
-def test_aloha_topics_live_under_the_arm_namespaces():
+def test_aloha_topics_live_under_the_arm_namespaces(own_ros_domain):
+    # own domain: the module's fr3 sim already publishes /clock on the module's
     context = rclpy.Context()
     rclpy.init(context=context)
     sim = SimNode(context=context, parameter_overrides=[Parameter("embodiment", value="aloha"), Parameter("real_time_factor", value=0.0)])
@@ -282,3 +283,60 @@ def test_success_since_is_the_start_of_the_streak_on_the_sims_clock_and_a_reset_
         assert _wait(lambda: sim.success_since_s is None)
     finally:
         hw.is_success = real_check
+
+
+def _sim_graph(name: str, *extra_nodes: Node):
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    sim = SimNode(name, context=context, parameter_overrides=[Parameter("joint_state_rate_hz", value=100.0)])
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(sim)
+    return context, sim, Spinner(executor)
+
+
+def _close(context, sim, spinner, *nodes) -> None:
+    assert spinner.stop(timeout_s=60.0)
+    sim.destroy_node()
+    for n in nodes:
+        n.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def test_a_simulation_started_on_a_clock_someone_publishes_refuses_to_run(own_ros_domain):
+    # Two graphs started on one ROS domain (a `vla-ros record` running, a `vla-ros demo` started in
+    # another terminal) would interleave two /clock streams: every node's time jumps back and forth.
+    # The newcomer finds the other publisher within its claim window, stops its physics and ends its
+    # executor with the reason.
+    other = rclpy.Context()
+    rclpy.init(context=other)
+    elsewhere = Node("other_sim", context=other)
+    elsewhere.create_publisher(Clock, "/clock", 10)
+    context, sim, spinner = _sim_graph("sim_newcomer")
+    try:
+        assert _wait(lambda: not spinner.is_alive(), timeout_s=30.0)
+        assert isinstance(spinner.error, RuntimeError) and str(spinner.error) == sim.fault
+        assert f"already publishes /clock on ROS_DOMAIN_ID {own_ros_domain} (2 publishers" in sim.fault
+        assert "/other_sim" in sim.fault and "namespace:=" in sim.fault
+        frozen = sim.hw.time_s
+        time.sleep(0.3)
+        assert sim.hw.time_s == frozen  # its physics stopped: nothing moves
+    finally:
+        _close(context, sim, spinner)
+        elsewhere.destroy_node()
+        rclpy.shutdown(context=other)
+
+
+def test_an_established_simulation_logs_a_newcomer_on_its_clock_and_goes_on(own_ros_domain, monkeypatch):
+    from vla_ros.nodes import sim_node as sn
+
+    monkeypatch.setattr(sn, "CLOCK_CLAIM_WINDOW_S", 0.0)  # past its window from the start
+    context, sim, spinner = _sim_graph("sim_established")
+    intruder = Node("intruder", context=context)
+    intruder.create_publisher(Clock, "/clock", 10)
+    try:
+        assert _wait(lambda: sim.count_publishers("/clock") == 2)
+        t0 = sim.hw.time_s
+        time.sleep(1.2)  # two checks at least
+        assert spinner.is_alive() and sim.fault == "" and sim.hw.time_s > t0
+    finally:
+        _close(context, sim, spinner, intruder)

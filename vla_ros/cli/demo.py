@@ -172,6 +172,8 @@ class _Supervisor:
         future = self.reset_client.call_async(self._trigger.Request())
         deadline = time.monotonic() + timeout_wall_s
         while not future.done():
+            if self.sim.fault:  # the sim stopped: nobody will answer
+                raise RuntimeError(self.sim.fault)
             if time.monotonic() > deadline:
                 raise RuntimeError("sim/reset did not answer")
             time.sleep(0.005)
@@ -184,7 +186,19 @@ class _Supervisor:
 def _wait_sim_time(sim, duration_s: float, stop: threading.Event | None = None) -> None:
     end = sim.hw.time_s + duration_s
     while sim.hw.time_s < end and (stop is None or not stop.is_set()):
+        if sim.fault:  # its physics stopped: simulated time will not advance
+            raise RuntimeError(sim.fault)
         time.sleep(0.002)
+
+
+def executor_stopped(spinner) -> RuntimeError:
+    """The error an in-process graph raises when its executor ended: the callback's own reason."""
+    from vla_ros.nodes.runtime import NodeRefusal
+
+    if isinstance(spinner.error, NodeRefusal):  # a node stopped on purpose: its reason says it all
+        return RuntimeError(str(spinner.error))
+    return RuntimeError(f"the executor stopped: {spinner.error!r}" if spinner.error is not None
+                        else "the executor stopped; see the node logs above")
 
 
 def _transition(node, name: str, verb: str) -> None:
@@ -298,7 +312,7 @@ def run_demo(
                     report = EpisodeReport(k, seed + k, instruction, False, timeout_s, time.monotonic() - wall0, start_s)
                     break
                 if not spinner.is_alive():
-                    raise RuntimeError("the executor stopped; see the node logs above")
+                    raise executor_stopped(spinner)
                 time.sleep(0.01)
             reports.append(report)
             if on_episode is not None:

@@ -71,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
             add_arguments(p, argv[1:])
             runners[name] = run
     args = parser.parse_args(argv)
-    return int(runners[args.command](args) or 0)
+    try:
+        return int(runners[args.command](args) or 0)
+    except RuntimeError as err:
+        # the graph's own refusals (another simulation on this domain's clock, a failed lifecycle
+        # transition, a reset that did not answer): the reason, not a traceback
+        print(f"vla-ros {args.command}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from vla_ros.cli.demo import DEFAULT_TIMEOUT_S, _Supervisor, _transition, _wait_sim_time
+from vla_ros.cli.demo import DEFAULT_TIMEOUT_S, _Supervisor, _transition, _wait_sim_time, executor_stopped
 
 
 @dataclass(frozen=True)
@@ -314,7 +314,7 @@ class RecordSession:
             if self.sim_time_s() - start_s > timeout_s:
                 return False, timeout_s
             if not self._spinner.is_alive():
-                raise RuntimeError("the executor stopped; see the node logs above")
+                raise executor_stopped(self._spinner)
             if progress is not None and time.monotonic() - last > 0.5 and self.recorder is not None:
                 last = time.monotonic()
                 v = self.recorder.status_values()

@@ -22,7 +22,8 @@ without `/clock` is never. Here the signal only sets an event; the main thread w
 event (signal handlers run in the main thread), the executor never has to wake up for it.
 
 Exit codes: 0 after a signal; 1 when the node cannot be built, autostart fails, or a callback
-raises (the executor thread ends): a launch then sees a required node die and ends the graph.
+raises (the executor thread ends): a launch then sees a required node die and ends the graph. A
+node that stops on purpose raises `NodeRefusal` from a callback: logged as its reason, no traceback.
 """
 
 from __future__ import annotations
@@ -144,6 +145,11 @@ def _wait_for_callbacks(executor: Executor, timeout_s: float) -> bool:
     return True
 
 
+class NodeRefusal(RuntimeError):
+    """Raised from a callback by a node that must stop running (e.g. a sim that finds another
+    simulation on its clock): ends the executor like any error, logged as the reason alone."""
+
+
 class BackgroundSpinner:
     """An executor spun on a daemon thread, for the in-process graphs (`vla-ros demo|eval|record`,
     the benches, the tests), with the stop that rclpy's own `executor.spin()` + `shutdown()` lacks.
@@ -173,6 +179,9 @@ class BackgroundSpinner:
                 self.executor.spin_once(timeout_sec=self.period_s)
         except ExternalShutdownException:
             pass
+        except NodeRefusal as err:
+            self.error = err
+            self._logger.fatal(f"stopping: {err}")
         except Exception as err:  # noqa: BLE001 - kept for the owner: is_alive() turns False
             self.error = err
             self._logger.fatal(f"a callback raised; exiting: {err!r}\n{traceback.format_exc()}")

@@ -5,7 +5,10 @@ Publishes (relative names; ALOHA per-arm topics under the arm namespace):
   gripper joint) at `joint_state_rate_hz`;
 - the configured camera topics (sensor_msgs/Image rgb8 or CompressedImage) at `camera_rate_hz`,
   stamped with the simulated capture time; a camera nobody subscribes to is not rendered;
-- `/clock` (rosgraph_msgs/Clock) in sim-time mode, with every joint-state tick;
+- `/clock` (rosgraph_msgs/Clock) in sim-time mode, with every joint-state tick. One simulation per
+  clock topic: a sim that finds another publisher on it within CLOCK_CLAIM_WINDOW_S of its first check
+  stops its physics and ends its executor with the reason (`fault`; two clocks interleaved make
+  every node's time jump back and forth), the established one logs the intruder and goes on;
 - `instruction` (std_msgs/String, reliable + transient-local), re-published on every reset;
 - `sim/objects` (MarkerArray, one CUBE per object, ns = object name, world frame),
   `sim/success` (std_msgs/Bool) at `success_rate_hz`, `diagnostics` at 1 Hz (real-time factor,
@@ -56,6 +59,7 @@ from vla_ros.core.embodiment import ArmSpec, load_embodiment
 from vla_ros.core.jtc import TrajectoryCommand, TrajectoryPoint
 from vla_ros.nodes import conversions as cv
 from vla_ros.nodes.real_interfaces import SimRealInterfaces
+from vla_ros.nodes.runtime import NodeRefusal
 from vla_ros.sim.hardware import SimulatedHardware
 from vla_ros.sim.scene import CUBE_HALF_SIZE_M, CUBE_COLOURS
 
@@ -66,6 +70,12 @@ OBJECTS_HISTORY_DEPTH = 600  # sim/objects writer history (see SimNode.__init__)
 CLOCK_MODES = ("sim", "wall")
 
 PHYSICS_SWITCH_INTERVAL_S = 5e-4  # GIL switch interval while the physics thread runs (see SimNode.start)
+# /clock ownership (see SimNode._check_clock_owner): a sim that finds another publisher on its clock
+# topic within this many wall seconds of its first check (its executor's first turn with the physics
+# running: an in-process graph may load a model for seconds before it spins) refuses to run; after
+# that it is the established one and only logs the newcomer (which refuses within its own window).
+CLOCK_CLAIM_WINDOW_S = 10.0  # discovery on a loaded 2-core machine took seconds
+CLOCK_CHECK_PERIOD_S = 0.5
 
 
 def _desc(text: str) -> ParameterDescriptor:
@@ -173,6 +183,8 @@ class SimNode(Node):
         self._wall_start_s = 0.0
         self._run_wall_start_s = 0.0
         self._sim_start_s = 0.0
+        self.fault = ""  # why the physics stopped on its own ("" while it may run)
+        self._clock_checked_since_s: float | None = None  # monotonic time of the first clock check
         self._rtf_window: list[tuple[float, float]] = []
         self.last_rejection = ""
         self.rejections = 0
@@ -210,8 +222,38 @@ class SimNode(Node):
         self.real_interfaces = SimRealInterfaces(self, self.spec, self.hw, self._commands.put,
                                                  lambda: self._stamp_offset_s)
         self._publish_instruction()
+        if self._clock_pub is not None:
+            # the node's own clock is the wall clock: sim_node never runs on simulated time
+            self._clock_timer = self.create_timer(CLOCK_CHECK_PERIOD_S, self._check_clock_owner)
         if p("autostart"):
             self.start()
+
+    def _check_clock_owner(self) -> None:
+        """Executor timer (wall time). Raises NodeRefusal -- ending the executor, so the process
+        or the in-process graph stops with the reason -- when another node publishes this sim's clock
+        topic within CLOCK_CLAIM_WINDOW_S of its first check; the physics is stopped first."""
+        if self._thread is None or self.fault:
+            return
+        if self._clock_checked_since_s is None:
+            self._clock_checked_since_s = time.monotonic()
+        topic = self._clock_pub.topic_name
+        infos = self.get_publishers_info_by_topic(topic)
+        if len(infos) <= 1:
+            return
+        nodes = sorted({f"{i.node_namespace.rstrip('/')}/{i.node_name}" for i in infos})
+        domain = self.context.get_domain_id()
+        if time.monotonic() - self._clock_checked_since_s > CLOCK_CLAIM_WINDOW_S:
+            self.get_logger().error(
+                f"{len(infos)} publishers on {topic} (nodes {nodes}) on ROS_DOMAIN_ID {domain}: another simulation "
+                f"started on this clock; it stops itself, this one goes on", throttle_duration_sec=10.0)
+            return
+        self.fault = (
+            f"another node already publishes {topic} on ROS_DOMAIN_ID {domain} ({len(infos)} publishers, nodes "
+            f"{nodes}): two simulated clocks would interleave and every node's time would jump. This simulation "
+            f"stopped (nothing moves). Run each graph on its own ROS_DOMAIN_ID (export ROS_DOMAIN_ID=N), or give "
+            f"each launch its own namespace (namespace:=NAME, which moves the clock to /NAME/clock)")
+        self.stop()
+        raise NodeRefusal(self.fault)  # the spinner logs it
 
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
