@@ -105,6 +105,26 @@ def test_make_demo_runs_the_default_policy_through_the_graph():
     assert summary["real_time_factor"] > 0
 
 
+def _other_shipped_builtins() -> list[str]:
+    from vla_ros.policies.builtin import BUILTIN_DIR
+
+    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file() and p.name != "fr3")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("embodiment", _other_shipped_builtins())
+def test_demo_runs_each_other_shipped_builtin_policy_through_the_graph(embodiment):
+    # Another arm's shipped built-in VLA (the FR3's runs in the make-demo test above): the default with no
+    # policy named once it passed its evaluation, its chunks through that arm's controller and sim.
+    from vla_ros.policies.builtin import builtin_is_default
+
+    lines, summary = _demo_cli("--embodiment", embodiment, "--episodes", "1", "--seed", "3",
+                               *(() if builtin_is_default(embodiment) else ("--policy", "builtin")))
+    assert summary["policy"] == "builtin" and summary["embodiment"] == embodiment and summary["episodes"] == 1
+    assert lines[-2].startswith("episode 1/1  seed 3  ") and ("success" in lines[-2] or "FAILED" in lines[-2])
+    assert summary["real_time_factor"] > 0
+
+
 @pytest.mark.slow
 def test_demo_aloha_hand_over_through_the_real_graph():
     report = run_demo(embodiment="aloha", episodes=1, seed=2)
