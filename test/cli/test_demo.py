@@ -106,9 +106,9 @@ def test_make_demo_runs_the_default_policy_through_the_graph():
 
 
 def _other_shipped_builtins() -> list[str]:
-    from vla_ros.policies.builtin import BUILTIN_DIR
+    from vla_ros.policies.builtin import shipped_embodiments
 
-    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file() and p.name != "fr3")
+    return [e for e in shipped_embodiments() if e != "fr3"]
 
 
 @pytest.mark.slow

@@ -40,9 +40,9 @@ def test_builtin_vision_override_builds_a_model():
 
 # ---------------------------------------------------------------------------- the shipped checkpoint
 def _shipped_embodiments() -> list[str]:
-    from vla_ros.policies.builtin import BUILTIN_DIR
+    from vla_ros.policies.builtin import shipped_embodiments
 
-    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file())
+    return shipped_embodiments()
 
 
 SHIPPED = _shipped_embodiments()

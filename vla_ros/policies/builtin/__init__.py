@@ -14,11 +14,16 @@ from typing import Any
 BUILTIN_DIR = Path(__file__).resolve().parent
 
 
+def shipped_embodiments() -> list[str]:
+    """The embodiments with a shipped checkpoint folder, sorted."""
+    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file())
+
+
 def builtin_checkpoint(embodiment: str) -> Path:
     """The shipped checkpoint folder of `embodiment`; FileNotFoundError naming those that exist."""
     folder = BUILTIN_DIR / embodiment
     if not (folder / "config.json").is_file():
-        have = sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file())
+        have = shipped_embodiments()
         raise FileNotFoundError(f"no built-in checkpoint for embodiment '{embodiment}' (looked in {folder}); "
                                 f"built-in checkpoints exist for: {', '.join(have) or 'none'}")
     return folder
