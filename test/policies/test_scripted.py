@@ -191,6 +191,42 @@ def test_expert_aim_error_shrinks_on_the_way_down_and_it_still_picks(fr3_setup):
     assert np.all(make_policy("scripted", embodiment=spec, kinematics=kin).aim_error == 0.0)
 
 
+def test_expert_miss_closes_beside_the_cube_then_picks_it(fr3_setup):
+    """With miss_fraction 1 the first grasp closes miss_offset_m beside the cube, across the
+    fingers (nothing lifted), the expert opens, comes back and picks it; the episode still succeeds."""
+    spec, kin, hw = fr3_setup
+    params = {"aim_error_m": 0.04, "detour_seed": 3, "miss_fraction": 1.0, "miss_offset_m": 0.04}
+    policy = make_policy("scripted", embodiment=spec, kinematics=kin, params=params)
+    result, seen = _run_watching_the_tool(hw, kin, policy, 0, timeout_s=20.0)
+    assert result.success, result
+    phases = [phase for phase, _ in seen]
+    closes = [i for i in range(1, len(phases)) if phases[i] == "close" and phases[i - 1] != "close"]
+    assert len(closes) == 2, phases
+    first, second = seen[closes[0]][1], seen[closes[1]][1]
+    # the first close: 4 cm (+- the 0.6 x 1.2 cm arrival tolerance) off horizontally, at grasp height
+    assert 0.033 < float(np.linalg.norm(first[:2])) < 0.048 and abs(first[2]) < 0.015
+    # between the two: open again (approach) after the lift found the cube left behind
+    assert "approach" in phases[closes[0]:closes[1]]
+    assert float(np.linalg.norm(second[:2])) < 0.008
+    assert policy.miss is False
+    # only the miss was added to the seed's random stream: the aim error is the one drawn without it
+    plain = make_policy("scripted", embodiment=spec, kinematics=kin, params={"aim_error_m": 0.04, "detour_seed": 3})
+    again = make_policy("scripted", embodiment=spec, kinematics=kin, params=params)
+    assert np.allclose(plain.aim_error, again.aim_error) and again.miss is True
+    # a fraction draws per episode: about half of 200 episodes with 0.5, none by default
+    half = make_policy("scripted", embodiment=spec, kinematics=kin, params={"miss_fraction": 0.5, "detour_seed": 1})
+    draws = []
+    for _ in range(200):
+        half.reset()
+        draws.append(half.miss)
+    assert 70 < sum(draws) < 130
+    assert make_policy("scripted", embodiment=spec, kinematics=kin).miss is False
+    with pytest.raises(ValueError, match="miss_fraction"):
+        ExpertParams(miss_fraction=1.5)
+    with pytest.raises(ValueError, match="miss_offset_m"):
+        ExpertParams(miss_offset_m=0.01)
+
+
 @pytest.mark.parametrize("name", ["ur5", "panda"])
 def test_expert_succeeds_on_other_single_arms(name):
     spec = load_embodiment(name)

@@ -71,6 +71,15 @@ class ExpertParams:
     # data shows the tool off-centre near the cube, corrected during the descent. 0 = exact aim.
     aim_error_m: float = 0.0
     aim_error_height_m: float = 0.2
+    # Also for learning: in `miss_fraction` of the episodes (drawn from `detour_seed`) the first grasp
+    # is aimed `miss_offset_m` beside the cube (across the fingers' closing direction, to the side
+    # away from the other cubes), so the fingers close on nothing; the lift then finds the cube left
+    # behind, the gripper opens and the expert picks it properly. Without such episodes the data never
+    # shows a closed, empty gripper near the cube, and a policy that misses lifts nothing and holds
+    # there as if it had the cube. The missed approach itself is no example to learn from: training
+    # can leave it out (`vla-ros train --skip-missed-grasps`). 0 = never.
+    miss_fraction: float = 0.0
+    miss_offset_m: float = 0.04
     handover_pick_pitch_rad: float = 0.52  # 30 deg down: reachable at table height away from the wrist singularity
 
     def __post_init__(self) -> None:
@@ -85,6 +94,13 @@ class ExpertParams:
             raise ValueError(f"ExpertParams.aim_error_m must be within [0, 0.05] m, got {self.aim_error_m}")
         if not self.aim_error_height_m > 0.0:
             raise ValueError(f"ExpertParams.aim_error_height_m must be positive, got {self.aim_error_height_m}")
+        if not 0.0 <= self.miss_fraction <= 1.0:
+            raise ValueError(f"ExpertParams.miss_fraction must be within [0, 1], got {self.miss_fraction}")
+        if not 0.03 <= self.miss_offset_m <= 0.06:
+            raise ValueError(
+                f"ExpertParams.miss_offset_m must be within [0.03, 0.06] m (clear of the cube, short of the next), "
+                f"got {self.miss_offset_m}"
+            )
 
 
 @dataclass(frozen=True)
@@ -266,6 +282,11 @@ class ScriptedExpert:
             angle = self._detour_rng.uniform(0.0, 2.0 * math.pi)
             radius = self.params.aim_error_m * self._detour_rng.uniform(0.5, 1.0)
             self.aim_error = radius * np.array([math.cos(angle), math.sin(angle), 0.0])
+        # whether this episode's first grasp goes beside the cube (drawn only when asked for, so
+        # that the detours and aim errors of a seed stay what they were without it)
+        self.miss = False
+        if self.params.miss_fraction > 0.0 and len(self.spec.arms) == 1:
+            self.miss = bool(self._detour_rng.uniform() < self.params.miss_fraction)
 
     # ------------------------------------------------------------------ helpers
     def _set_phase(self, phase: str, stamp_s: float) -> None:
@@ -422,6 +443,8 @@ class ScriptedExpert:
         R_grasp = self._grasp_rotation_for(arm, cube, tool_R, up)
         height = float(up @ (tool_p - c))
         aim = c + np.linalg.inv(T_wb)[:3, :3] @ self.aim_error * min(1.0, max(height, 0.0) / p.aim_error_height_m)
+        if self.miss and self.phase in ("approach", "descend", "close"):
+            aim = aim + self._miss_offset(obs, arm, T_wb, c, R_grasp, up)
         grasp_p = aim - up * p.grasp_depth_m
         pre_p = aim + up * p.pregrasp_height_m
         horizontal_err = float(np.linalg.norm((tool_p - aim) - up * float(up @ (tool_p - aim))))  # from where it aims
@@ -450,6 +473,7 @@ class ScriptedExpert:
                 self._set_phase("close", stamp)
         if self.phase == "close" and self._elapsed(stamp) >= p.close_time_s:
             self._set_phase("lift", stamp)
+            self.miss = False  # missed once (on purpose): from here on the expert aims at the cube
         if self.phase in ("lift", "hold") and float(np.linalg.norm(c - tool_p)) > p.lost_distance_m:
             self._set_phase("approach", stamp)  # dropped or missed it: start over
         if self.phase in ("close", "lift", "hold"):
@@ -472,6 +496,24 @@ class ScriptedExpert:
                 self._set_phase("hold", stamp)
         rows = self._rows(arm.name, T_bt, goal_p, goal_R, speed)
         return np.column_stack([rows, np.full(self.horizon_steps, gripper)])
+
+    def _miss_offset(self, obs: Observation, arm: ArmSpec, T_wb: np.ndarray, c: np.ndarray,
+                     R_grasp: np.ndarray, up: np.ndarray) -> np.ndarray:
+        """Base-frame offset of a deliberate miss: miss_offset_m horizontally across the closing
+        direction of `R_grasp` (so the open fingers straddle empty table beside the cube), to the side
+        whose landing point is farther from the other objects."""
+        closing = R_grasp[:, _AXES[self.axes[arm.name].closing]]
+        side = np.cross(up, closing)
+        side /= np.linalg.norm(side)
+        T_bw = np.linalg.inv(T_wb)
+        others = [(T_bw @ np.asarray(T, dtype=float))[:3, 3] for T in obs.privileged["objects"].values()]
+        others = [o for o in others if np.linalg.norm(o - c) > 1e-6]
+
+        def clearance(sign: float) -> float:
+            landing = c + sign * self.params.miss_offset_m * side
+            return min((float(np.linalg.norm(o - landing)) for o in others), default=float("inf"))
+
+        return max((1.0, -1.0), key=clearance) * self.params.miss_offset_m * side
 
     def _nearest_rotation(self, arm: ArmSpec, approach: np.ndarray, closing: np.ndarray, current: np.ndarray) -> np.ndarray:
         """Of the two finger orientations (closing axis +/-), the one nearer `current`."""
