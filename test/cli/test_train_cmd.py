@@ -26,8 +26,10 @@ def _args(*argv):
 
 def test_arguments_become_the_config():
     cfg = config_from_args(_args("--data", "a", "b", "--out", "o", "--steps", "7", "--lora", "--action-space",
-                                 "joint_position", "--config", '{"chunk_size": 8}', "--no-augment"))
-    assert cfg.data == ("a", "b") and cfg.steps == 7 and cfg.lora and cfg.lora_rank == 32
+                                 "joint_position", "--config", '{"chunk_size": 8}', "--no-augment",
+                                 "--skip-missed-grasps"))
+    assert cfg.data == ("a", "b") and cfg.steps == 7 and cfg.lora and cfg.lora_rank == 32 and cfg.skip_missed_grasps
+    assert not config_from_args(_args("--data", "a", "--out", "o")).skip_missed_grasps
     assert cfg.action_space == "joint_position" and cfg.config_overrides == {"chunk_size": 8} and not cfg.augment
 
 

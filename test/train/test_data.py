@@ -167,3 +167,30 @@ def test_max_episodes_keeps_the_first_ones_in_data_order(tmp_path):
     assert ts.num_samples == 6 + 6 + 5
     every = build_training_set([a, b], conv, PERIOD, 3, ("front",), 32, tmp_path, val_episodes=0)
     assert every.num_samples == 6 + 6 + 5 + 5 + 5
+
+
+def test_skip_missed_grasps_leaves_out_the_approach_to_a_grasp_let_go_again(tmp_path):
+    spec = fr3()
+    eps = episodes(n=2, T=10)
+    # episode 0 misses: closes at 2, opens at 5, closes at 7; episode 1 grasps once (at frame 7)
+    eps[0]["action"][:, 7] = [1, 1, 0, 0, 0, 1, 1, 0, 0, 0]
+    eps[1]["action"][:, 7] = [1, 1, 1, 1, 1, 1, 1, 0, 0, 0]
+    names = action_names(spec, "joint_position")
+    src = MemorySource(eps, 10.0, names, names, ("front",), name="miss", robot_type="fr3")
+    conv = ChunkConverter(spec, "joint_position", src.action_names)
+    said = []
+    ts = build_training_set([src], conv, PERIOD, 3, ("front",), 32, tmp_path, val_episodes=0, goals=True,
+                            skip_missed_grasps=True, log_fn=said.append)
+    every = build_training_set([src], conv, PERIOD, 3, ("front",), 32, tmp_path, val_episodes=0, goals=True)
+    assert every.num_samples == 20 and ts.num_samples == 18
+    first = ts.sample_episode == 0
+    # the samples left are frames 2..9 of episode 0 (its frame numbers kept: early-frame weighting
+    # counts from the episode's start) and all of episode 1; their chunks, states, goals and cached
+    # frames are those of the same frames in the full set
+    np.testing.assert_array_equal(ts.frame_in_episode()[first], np.arange(2, 10))
+    np.testing.assert_array_equal(ts.frame_in_episode()[~first], np.arange(10))
+    np.testing.assert_array_equal(ts.actions, every.actions[2:])
+    np.testing.assert_array_equal(ts.states, every.states[2:])
+    np.testing.assert_array_equal(ts.goals, every.goals[2:])
+    np.testing.assert_array_equal(ts.pixels(np.arange(18)), every.pixels(np.arange(2, 20)))
+    assert any("leaving out the approaches to missed grasps, 2 frames of 1 episode(s): [0]" in s for s in said)

@@ -14,7 +14,7 @@ from test.train.helpers import TINY, episodes, fr3, memory_source
 from vla_ros.policies.vla.config import VLAConfig
 from vla_ros.policies.vla.model import VLAModel
 from vla_ros.policies.vla.presets import make_config
-from vla_ros.train.data import EpisodeData, episode_goals
+from vla_ros.train.data import EpisodeData, episode_goals, grasp_frames, missed_grasp_frames
 from vla_ros.train.loop import TrainConfig, train
 
 CONV = {"vision": {"kind": "conv_film", "image_size": 32, "siglip": None,
@@ -53,6 +53,30 @@ def test_the_goal_is_where_the_tool_is_at_the_first_close_after_opening():
     np.testing.assert_allclose(at_home[0], READY_TCP_M, atol=2e-3)
     assert np.all(np.isnan(episode_goals(_episode([1.0, 1.0, 0.9]), spec)))  # never closes
     assert np.all(np.isnan(episode_goals(_episode([0.0, 0.0, 0.0]), spec)))  # never opens
+
+
+def test_a_regrasped_episode_s_goal_is_its_last_grasp_and_its_missed_approach_is_marked():
+    spec = fr3()
+    home = np.asarray(spec.arms[0].home_rad)
+    #        0    1    2    3    4    5    6    7    8    9
+    grip = [1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]  # closes at 2 (missed), opens at 5, closes at 7
+    q = np.tile(home, (10, 1))
+    q[7:, 0] = -0.4  # the second grasp happens with joint 1 turned by -0.4 rad
+    assert grasp_frames(np.array(grip)) == [2, 7]
+    assert grasp_frames(np.array([0.0, 0.0, 1.0, 0.2])) == [3]  # a stale close at the start is no grasp
+    assert grasp_frames(np.array([1.0, 1.0])) == []
+    r = np.hypot(READY_TCP_M[0], READY_TCP_M[1])
+    np.testing.assert_allclose(episode_goals(_episode(grip, q), spec),
+                               np.tile([r * np.cos(-0.4), r * np.sin(-0.4), READY_TCP_M[2]], (10, 1)), atol=2e-3)
+    # the frames leading to the missed grasp (0, 1) are marked; the closed, empty gripper (2-4), the
+    # re-approach (5, 6) and the grasp that held (7-9) are not
+    np.testing.assert_array_equal(missed_grasp_frames(np.array(grip)), [1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    # two misses: each approach back to where the gripper opened before it
+    two = np.array([1, 0, 0, 1, 1, 0, 1, 1, 0, 0], float)
+    np.testing.assert_array_equal(missed_grasp_frames(two), [1, 0, 0, 1, 1, 0, 0, 0, 0, 0])
+    # one grasp, or none: nothing missed
+    assert not missed_grasp_frames(np.array([1.0, 1.0, 0.0, 0.0])).any()
+    assert not missed_grasp_frames(np.array([1.0, 1.0])).any()
 
 
 def test_the_goal_loss_is_the_weighted_mse_of_the_goal_head_on_known_goals():

@@ -57,6 +57,9 @@ def train_add_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> Non
                         help="leave out episodes with fewer frames (recordings cut short)")
     parser.add_argument("--max-episodes", type=int, default=None, metavar="N",
                         help="train on the first N episodes only (in --data order; for a learning curve)")
+    parser.add_argument("--skip-missed-grasps", action="store_true",
+                        help="leave out the frames that lead to a grasp the episode lets go of again (an approach "
+                             "that missed, e.g. the scripted expert's miss_fraction episodes); the recovery stays")
     parser.add_argument("--early-frames", type=int, default=0,
                         help="the first N frames of every episode (where the policy must decide, from the image and "
                              "the instruction alone, which object to go for) ...")
@@ -97,6 +100,7 @@ def config_from_args(args: argparse.Namespace):
             keep_checkpoints=args.keep_checkpoints,
             val_every=args.val_every, val_episodes=args.val_episodes, val_samples=args.val_samples,
             min_episode_frames=args.min_episode_frames, max_episodes=args.max_episodes,
+            skip_missed_grasps=args.skip_missed_grasps,
             early_frames=args.early_frames,
             early_weight=args.early_weight, goal_weight=args.goal_weight, goal_noise_m=args.goal_noise,
             colour_permutation=args.colour_permutation, cache_dir=args.cache_dir,

@@ -191,31 +191,55 @@ class ChunkConverter:
         return out, valid
 
 
-def first_grasp_frame(gripper: np.ndarray) -> int | None:
-    """The first frame whose normalised gripper command is closed (< 0.5) after one that is open
-    (an episode may start with a stale close), or None when it never grasps."""
+def grasp_frames(gripper: np.ndarray) -> list[int]:
+    """Every frame whose normalised gripper command turns closed (< 0.5) from open (an episode may
+    start with a stale close, which is no grasp): one per grasp, in order."""
+    closed = np.asarray(gripper, np.float64) < 0.5
+    return [int(t) for t in np.flatnonzero(closed[1:] & ~closed[:-1]) + 1]
+
+
+def missed_grasp_frames(gripper: np.ndarray) -> np.ndarray:
+    """bool (T,): the frames that lead to a grasp the episode lets go of again before its last grasp --
+    from the start, or from where the gripper opened, up to that close. In a demonstration that
+    ends holding the object these are approaches that missed (the rest of the episode, closed on
+    nothing, opening and coming back, shows how to recover and stays)."""
     grip = np.asarray(gripper, np.float64)
-    opened = np.flatnonzero(grip >= 0.5)
-    if not opened.size:
-        return None
-    closing = np.flatnonzero((grip < 0.5) & (np.arange(grip.shape[0]) > opened[0]))
-    return int(closing[0]) if closing.size else None
+    out = np.zeros(grip.shape[0], dtype=bool)
+    closes = grasp_frames(grip)
+    start = 0
+    for g in closes[:-1]:
+        out[start:g] = True
+        reopened = np.flatnonzero(grip[g:] >= 0.5)
+        start = g + int(reopened[0]) if reopened.size else grip.shape[0]
+    return out
+
+
+def _gripper_column(conv: ChunkConverter) -> int:
+    """The column of the first arm's gripper command in the dataset's action vectors."""
+    arm = conv.spec.arms[0]
+    name = f"{arm.namespace}/gripper" if arm.namespace else "gripper"
+    if conv.order is not None:
+        return conv.order[conv.recorded.index(name)]
+    if name not in conv.names:
+        raise TrainingDataError(f"the dataset's actions {list(conv.names)} have no '{name}' command")
+    return list(conv.names).index(name)
 
 
 def episode_goals(ep: EpisodeData, spec: EmbodimentSpec, converter: ChunkConverter | None = None) -> np.ndarray:
     """(T, 3) for every frame the episode's goal: where the first arm's tool is commanded to be at its
-    first grasp (`first_grasp_frame`; x, y, z in the base frame, from the recorded joint command). All
-    NaN when the episode never grasps (or the arm has no gripper). `converter`: an ee_pose
-    ChunkConverter of `spec` to reuse (one is built, with its kinematics, when None)."""
+    last grasp (`grasp_frames`; x, y, z in the base frame, from the recorded joint command) -- the
+    one a demonstration ends with, after any that missed; the only one in most. All NaN when the
+    episode never grasps (or the arm has no gripper). `converter`: an ee_pose ChunkConverter of
+    `spec` to reuse (one is built, with its kinematics, when None)."""
     arm = spec.arms[0]
     goal = np.full((ep.length, 3), np.nan)
     if arm.gripper is None or ep.length == 0:
         return goal
     conv = converter or ChunkConverter(spec, "ee_pose", action_names(spec, "joint_position"))
-    col = conv.recorded.index(f"{arm.namespace}/gripper" if arm.namespace else "gripper")
-    g = first_grasp_frame(np.asarray(ep.action, np.float64)[:, col])
-    if g is None:
+    closes = grasp_frames(np.asarray(ep.action, np.float64)[:, _gripper_column(conv)])
+    if not closes:
         return goal
+    g = closes[-1]
     one = EpisodeData(ep.index, ep.task, ep.timestamps[g:g + 1], ep.state[g:g + 1], ep.action[g:g + 1], ep.frames)
     rows, _ = conv.episode_chunks(one, 1.0, 1)
     xyz = [next(i for i, n in enumerate(conv.names) if n.endswith("ee_pose/" + f)) for f in ("x", "y", "z")]
@@ -263,6 +287,7 @@ class TrainingSet:
     val_index: np.ndarray
     val_episodes: tuple[int, ...]
     goals: np.ndarray | None = None  # (N, 3) float64, NaN rows: no grasp in that episode (see episode_goals)
+    sample_in_episode: np.ndarray | None = None  # (N,) frame number within the episode (None: samples are whole episodes)
 
     @property
     def num_samples(self) -> int:
@@ -280,6 +305,8 @@ class TrainingSet:
 
     def frame_in_episode(self) -> np.ndarray:
         """(N,) each sample's frame number within its episode (0 = the episode's first frame)."""
+        if self.sample_in_episode is not None:
+            return self.sample_in_episode
         ep = self.sample_episode
         if ep.shape[0] == 0:
             return np.zeros(0, dtype=np.int64)
@@ -308,13 +335,15 @@ def build_training_set(
     min_episode_frames: int = 1,
     goals: bool = False,
     max_episodes: int | None = None,
+    skip_missed_grasps: bool = False,
 ) -> TrainingSet:
     """Read every episode of `sources`, convert the actions, fill (or reuse) the frame caches and
     split whole episodes into training and held-out validation sets (seeded). Episodes shorter than
     `min_episode_frames` (a recording cut short) are left out, and named. With `goals`, each
     sample's episode goal too (`episode_goals`). With `max_episodes`, only the first that many
     episodes kept (in the order of `sources`, then of their episodes) are used: a learning curve's
-    smaller datasets are prefixes of the full one."""
+    smaller datasets are prefixes of the full one. With `skip_missed_grasps`, the frames that lead to
+    a grasp the episode lets go of again (`missed_grasp_frames`, first arm) are no samples."""
     say = log_fn or log.info
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -358,6 +387,7 @@ def build_training_set(
             if caches[slot].shape[0] != total:
                 raise TrainingDataError(f"{path}: cache holds {caches[slot].shape[0]} frames, expected {total}; delete it")
         row = 0
+        skipped: list[tuple[int, int]] = []  # (episode, frames left out) of missed grasps
         short = [e.index for e in episodes if e.length < max(min_episode_frames, 1)]
         if short:
             say(f"{src.name}: leaving out {len(short)} episode(s) shorter than {min_episode_frames} frames: {short}")
@@ -372,19 +402,29 @@ def build_training_set(
                                         f"takes {state_dim}")
             if e.task not in tasks:
                 tasks.append(e.task)
+            keep = np.ones(e.length, dtype=bool)
+            if skip_missed_grasps and converter.spec.arms[0].gripper is not None:
+                keep = ~missed_grasp_frames(np.asarray(e.action, np.float64)[:, _gripper_column(converter)])
+                if not keep.all():
+                    skipped.append((e.index, int((~keep).sum())))
             gid = len(keys)
             keys.append((si, e.index))
-            per_ep.append((np.full(e.length, gid), frame_offset + row + np.arange(e.length),
-                           np.full(e.length, tasks.index(e.task)), chunks.astype(np.float32), valid, state))
+            frames = np.arange(e.length)
+            per_ep.append(tuple(x[keep] for x in (
+                np.full(e.length, gid), frame_offset + row + frames, np.full(e.length, tasks.index(e.task)),
+                chunks.astype(np.float32), valid, state, frames)))
             if goals:
-                goal_rows.append(episode_goals(e, converter.spec, goal_converter))
+                goal_rows.append(episode_goals(e, converter.spec, goal_converter)[keep])
             row += e.length
+        if skipped:
+            say(f"{src.name}: leaving out the approaches to missed grasps, {sum(n for _, n in skipped)} frames of "
+                f"{len(skipped)} episode(s): {[k for k, _ in skipped]}")
         for slot in slots:
             images[slot].append(caches[slot])
         frame_offset += total
     if not keys:
         raise TrainingDataError("no episodes in the given datasets")
-    cat = [np.concatenate([p[i] for p in per_ep]) for i in range(6)]
+    cat = [np.concatenate([p[i] for p in per_ep]) for i in range(7)]
     merged = {s: (v[0] if len(v) == 1 else np.concatenate(v)) for s, v in images.items()}
     n_ep = len(keys)
     k_val = val_episodes if val_episodes is not None else int(round(val_fraction * n_ep))
@@ -393,4 +433,4 @@ def build_training_set(
     is_val = np.isin(cat[0], held)
     return TrainingSet(slots, image_size, tuple(converter.names), tasks, keys, cat[0], cat[1], cat[2], cat[3],
                        cat[4], cat[5], merged, np.flatnonzero(~is_val), np.flatnonzero(is_val), held,
-                       np.concatenate(goal_rows) if goals else None)
+                       np.concatenate(goal_rows) if goals else None, cat[6])

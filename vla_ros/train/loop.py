@@ -96,6 +96,9 @@ class TrainConfig:
     val_samples: int = 64
     min_episode_frames: int = 1  # shorter episodes (recordings cut short) are left out
     max_episodes: int | None = None  # use only the first N episodes kept (learning curves)
+    # Leave out the frames leading to a grasp the episode lets go of again (an approach that missed:
+    # `data.missed_grasp_frames`); what follows it, the recovery, stays.
+    skip_missed_grasps: bool = False
     # The first early_frames frames of every episode are drawn early_weight times per epoch: there
     # the policy must choose its target from the image and the instruction alone; later frames
     # also show it in the arm's own position, and dominate a uniform draw.
@@ -343,7 +346,7 @@ class Trainer:
             self.sources, self.converter, self.spec.policy_period_s, mc.chunk_size, mc.camera_slots,
             mc.vision.image_size, cache, cfg.val_fraction, cfg.val_episodes, cfg.seed,
             state_dim=mc.state_dim or None, log_fn=self._say, min_episode_frames=cfg.min_episode_frames,
-            goals=mc.goal_head, max_episodes=cfg.max_episodes)
+            goals=mc.goal_head, max_episodes=cfg.max_episodes, skip_missed_grasps=cfg.skip_missed_grasps)
         if self.dist.main:  # one process fills the frame cache, the others read it
             self.data = build()
         self.dist.barrier()
