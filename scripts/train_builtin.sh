@@ -45,6 +45,7 @@ EARLY_WEIGHT=${EARLY_WEIGHT:-4}
 GOAL_WEIGHT=${GOAL_WEIGHT:-1.0}
 GOAL_NOISE=${GOAL_NOISE:-0.025}
 AIM_ERROR=${AIM_ERROR:-0.04}
+MISS_FRACTION=${MISS_FRACTION:-0}
 EVAL_EPISODES=${EVAL_EPISODES:-50}
 EVAL_SEED=${EVAL_SEED:-90001}
 EVAL_TIMEOUT=${EVAL_TIMEOUT:-20}
@@ -66,7 +67,7 @@ t0=$(date +%s)
 if has record; then
   echo "== record: $EPISODES scripted episodes, seeds $SEED0.. -> $WORK/data"
   "$PY" scripts/record_builtin.py --embodiment "$EMBODIMENT" --out "$WORK/data" --episodes "$EPISODES" --seed "$SEED0" \
-    --fps 10 --policy-kwargs '{"params": {"aim_error_m": '"$AIM_ERROR"', "aim_error_height_m": 0.2, "detour_seed": '"$SEED0"'}}' | sed -u 's/\r/\n/g' | grep --line-buffered -a -E '^episode|^\{' | tee "$WORK/record.log" || true
+    --fps 10 --policy-kwargs '{"params": {"aim_error_m": '"$AIM_ERROR"', "aim_error_height_m": 0.2, "detour_seed": '"$SEED0"', "miss_fraction": '"$MISS_FRACTION"'}}' | sed -u 's/\r/\n/g' | grep --line-buffered -a -E '^episode|^\{' | tee "$WORK/record.log" || true
 fi
 t_record=$(( $(date +%s) - t0 ))
 
@@ -78,7 +79,7 @@ if has train; then
     --chunk-size 10 --config "$VISION" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 200 \
     --no-augment --val-every 1000 --val-episodes 6 --val-samples 256 --save-every 1000 --seed 0 --min-episode-frames 20 \
     --early-frames "$EARLY_FRAMES" --early-weight "$EARLY_WEIGHT" --goal-weight "$GOAL_WEIGHT" --goal-noise "$GOAL_NOISE" --colour-permutation \
-    ${MAX_EPISODES:+--max-episodes "$MAX_EPISODES"} --threads "$THREADS" --cache-dir "$WORK/cache" --no-progress --json \
+    --skip-missed-grasps ${MAX_EPISODES:+--max-episodes "$MAX_EPISODES"} --threads "$THREADS" --cache-dir "$WORK/cache" --no-progress --json \
     | tee "$WORK/train.log"
 fi
 t_train=$(( $(date +%s) - t0 ))
