@@ -157,6 +157,19 @@ def test_the_reset_sample_stamped_like_the_last_one_before_it_starts_the_window(
     assert o.lifted == "green_cube" and o.lift_time_s == pytest.approx(14.0 - 11.968)
 
 
+def test_the_video_has_one_frame_per_simulated_instant_the_newest():
+    from vla_ros.cli.eval_cmd import video_frames
+
+    # the sim waited for the graph with its clock at 10.0 s (the camera went on publishing that
+    # instant), then ran; a frame stamped before the window and one after it are not in the video
+    f = [np.full((2, 2, 3), k, np.uint8) for k in range(8)]
+    stamped = [(9.9, f[0]), (10.0, f[1]), (10.0, f[2]), (10.0, f[3]), (10.1, f[5]), (10.033, f[4]), (10.2, f[6]),
+               (12.0, f[7])]
+    got = video_frames(stamped, 10.0, 10.5)
+    assert [int(x[0, 0, 0]) for x in got] == [3, 4, 5, 6]
+    assert video_frames([], 0.0, 1.0) == []
+
+
 def test_the_supervisor_times_success_on_the_sims_clock():
     from types import SimpleNamespace
 

@@ -382,6 +382,19 @@ def episode_end_s(report: EpisodeReport, reset_s: float, hold_s: float) -> float
     return start + report.episode_time_s + hold_s
 
 
+def video_frames(stamped: Sequence[tuple[float, np.ndarray]], start_s: float, end_s: float) -> list[np.ndarray]:
+    """The scene camera's frames of [start_s, end_s] in simulated-time order, one per stamp: while
+    the simulated clock stands (before the first episode the sim waits for the graph; a reset takes
+    no time) the camera goes on publishing the same instant, and the video showed seconds of a still
+    arm that never happened in the episode. Of frames with one stamp the last to arrive is kept
+    (after a reset: the new scene)."""
+    last: dict[float, np.ndarray] = {}
+    for t, frame in sorted(stamped, key=lambda s: s[0]):  # stable: arrival order within a stamp
+        if start_s <= t <= end_s:
+            last[t] = frame
+    return list(last.values())
+
+
 def analyse_episode(report: EpisodeReport, segment: dict, task, half_size_m: float, table_z_m: float,
                     lift_threshold_m: float, hold_s: float = 0.3, video_dir: Path | None = None,
                     camera_rate_hz: float = 30.0, asked: str | None = None) -> EpisodeOutcome:
@@ -409,7 +422,7 @@ def analyse_episode(report: EpisodeReport, segment: dict, task, half_size_m: flo
         errors.extend(e for _, e in pairs)
     errors = np.array(errors)
     video = None
-    frames = [f for t, f in sorted(segment["frames"], key=lambda s: s[0]) if start_s <= t <= end_s]
+    frames = video_frames(segment["frames"], start_s, end_s)
     if video_dir is not None and frames:
         tag = "" if asked is None else f"_asked_{asked}"
         path = video_dir / f"episode_{report.index:03d}_seed_{report.seed}{tag}.mp4"
