@@ -19,14 +19,15 @@
 #   4. copy the model files to OUT_CKPT and write builtin.json (scripts/ship_builtin.py).
 #
 # Usage: scripts/train_builtin.sh [WORK_DIR]     (default artifacts/builtin_repro)
-# The shipped FR3 checkpoint (2026-12-07) is this default recipe, recorded as two runs of 200 (seeds 0-199
-# and, with SEED0=200 STAGES=record into a second WORK_DIR, 200-399; trained with EXTRA_DATA=<that>/data):
-# one run of 400 gives the same kind of data (the aim-error directions come from another random stream).
-# Environment knobs: EMBODIMENT (fr3), ACTION_SPACE (ee_pose), EPISODES (400), SEED0 (0), SIZE (64), STEPS (10000), BATCH (32), LR (5e-4),
+# The shipped FR3 checkpoint (2026-12-07, 41/50) was recorded as four runs of 200 (SEED0=0, 200, 400 with
+# MISS_FRACTION=0, and SEED0=600 with MISS_FRACTION=0.5, each STAGES=record into its own WORK_DIR), trained
+# 14,000 steps on all four (EXTRA_DATA=<the other three>/data): EPISODES=800 MISS_FRACTION=0.125 STEPS=14000
+# (the defaults) gives the same kind of data in one run (the random directions come from another stream).
+# Environment knobs: EMBODIMENT (fr3), ACTION_SPACE (ee_pose), EPISODES (800), SEED0 (0), SIZE (64), STEPS (14000), BATCH (32), LR (5e-4),
 # EARLY_FRAMES (15) / EARLY_WEIGHT (4: the first 1.5 s of every episode, where the instruction alone decides
 # which cube to go for, drawn 4x as often), GOAL_WEIGHT (1.0: the goal head's loss), EVAL_EPISODES (50),
 # MAX_EPISODES (all: train on the first N recorded episodes, for a learning curve), EXTRA_DATA (more dataset
-# folders to train on as well, space-separated: e.g. a second recording made with SEED0=200 into another WORK_DIR), AIM_ERROR (0.04), GOAL_NOISE (0.025), EVAL_SEED (90001), EVAL_TIMEOUT (20 simulated s), OUT_CKPT (vla_ros/policies/builtin/$EMBODIMENT), THREADS (2),
+# folders to train on as well, space-separated: e.g. a second recording made with SEED0=200 into another WORK_DIR), AIM_ERROR (0.04), MISS_FRACTION (0.125: episodes whose first grasp closes beside the cube on purpose, then recovers), GOAL_NOISE (0.025), EVAL_SEED (90001), EVAL_TIMEOUT (20 simulated s), OUT_CKPT (vla_ros/policies/builtin/$EMBODIMENT), THREADS (2),
 # STAGES ("record train eval ship"; e.g. STAGES="eval ship" reuses WORK_DIR/data and WORK_DIR/ckpt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,10 +35,10 @@ cd "$(dirname "$0")/.."
 WORK=${1:-artifacts/builtin_repro}
 EMBODIMENT=${EMBODIMENT:-fr3}
 ACTION_SPACE=${ACTION_SPACE:-ee_pose}
-EPISODES=${EPISODES:-400}
+EPISODES=${EPISODES:-800}
 SEED0=${SEED0:-0}
 SIZE=${SIZE:-64}
-STEPS=${STEPS:-10000}
+STEPS=${STEPS:-14000}
 BATCH=${BATCH:-32}
 LR=${LR:-5e-4}
 EARLY_FRAMES=${EARLY_FRAMES:-15}
@@ -45,7 +46,7 @@ EARLY_WEIGHT=${EARLY_WEIGHT:-4}
 GOAL_WEIGHT=${GOAL_WEIGHT:-1.0}
 GOAL_NOISE=${GOAL_NOISE:-0.025}
 AIM_ERROR=${AIM_ERROR:-0.04}
-MISS_FRACTION=${MISS_FRACTION:-0}
+MISS_FRACTION=${MISS_FRACTION:-0.125}
 EVAL_EPISODES=${EVAL_EPISODES:-50}
 EVAL_SEED=${EVAL_SEED:-90001}
 EVAL_TIMEOUT=${EVAL_TIMEOUT:-20}
