@@ -57,6 +57,11 @@ def _prefix(arm: ArmSpec) -> str:
     return f"{arm.namespace}/" if arm.namespace else ""
 
 
+def gripper_action_name(arm: ArmSpec) -> str:
+    """The action column of `arm`'s gripper command (in every space)."""
+    return _prefix(arm) + "gripper"
+
+
 def _arm_columns(arm: ArmSpec, space: str) -> tuple[str, ...]:
     """The non-gripper columns of one arm in `space`."""
     p = _prefix(arm)

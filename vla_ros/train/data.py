@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from vla_ros.core.action_spaces import SPACES, ActionAdapter, action_names
+from vla_ros.core.action_spaces import SPACES, ActionAdapter, action_names, gripper_action_name
 from vla_ros.core.embodiment import EmbodimentSpec
 from vla_ros.core.normalization import FeatureStats, NormStats
 
@@ -216,8 +216,7 @@ def missed_grasp_frames(gripper: np.ndarray) -> np.ndarray:
 
 def _gripper_column(conv: ChunkConverter) -> int:
     """The column of the first arm's gripper command in the dataset's action vectors."""
-    arm = conv.spec.arms[0]
-    name = f"{arm.namespace}/gripper" if arm.namespace else "gripper"
+    name = gripper_action_name(conv.spec.arms[0])
     if conv.order is not None:
         return conv.order[conv.recorded.index(name)]
     if name not in conv.names:
@@ -286,8 +285,8 @@ class TrainingSet:
     train_index: np.ndarray  # sample ids
     val_index: np.ndarray
     val_episodes: tuple[int, ...]
+    sample_in_episode: np.ndarray  # (N,) frame number within its episode (episodes may lose frames: skip_missed_grasps)
     goals: np.ndarray | None = None  # (N, 3) float64, NaN rows: no grasp in that episode (see episode_goals)
-    sample_in_episode: np.ndarray | None = None  # (N,) frame number within the episode (None: samples are whole episodes)
 
     @property
     def num_samples(self) -> int:
@@ -305,13 +304,7 @@ class TrainingSet:
 
     def frame_in_episode(self) -> np.ndarray:
         """(N,) each sample's frame number within its episode (0 = the episode's first frame)."""
-        if self.sample_in_episode is not None:
-            return self.sample_in_episode
-        ep = self.sample_episode
-        if ep.shape[0] == 0:
-            return np.zeros(0, dtype=np.int64)
-        starts = np.r_[0, np.flatnonzero(np.diff(ep)) + 1]
-        return np.arange(ep.shape[0]) - np.repeat(starts, np.diff(np.r_[starts, ep.shape[0]]))
+        return self.sample_in_episode
 
     def pixels(self, samples: np.ndarray) -> np.ndarray:
         """uint8 (B, cameras, size, size, 3)."""
@@ -432,5 +425,5 @@ def build_training_set(
     held = tuple(sorted(np.random.default_rng([seed, 7]).permutation(n_ep)[:k_val].tolist()))
     is_val = np.isin(cat[0], held)
     return TrainingSet(slots, image_size, tuple(converter.names), tasks, keys, cat[0], cat[1], cat[2], cat[3],
-                       cat[4], cat[5], merged, np.flatnonzero(~is_val), np.flatnonzero(is_val), held,
-                       np.concatenate(goal_rows) if goals else None, cat[6])
+                       cat[4], cat[5], merged, np.flatnonzero(~is_val), np.flatnonzero(is_val), held, cat[6],
+                       np.concatenate(goal_rows) if goals else None)
