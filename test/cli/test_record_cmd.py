@@ -51,3 +51,47 @@ def test_records_scripted_episodes_and_appends(tmp_path):
     assert ep.length == summary["frames"] and ep.length >= 60  # ~2.5 s at 30 fps
     assert ep.columns["action.source"].shape == (ep.length, 7)  # the scripted expert's ee_delta rows
     assert ep.frames("observation.images.wrist").shape == (ep.length, 224, 224, 3)
+
+
+@pytest.mark.slow
+def test_session_waits_for_an_external_recorder_to_become_active(tmp_path):
+    """An autostarting recorder offers start_episode from `configure` on and refuses it until `activate`
+    has run (a race a loaded CI machine lost): the session waits for the lifecycle state 'active'."""
+    import threading
+    import time
+
+    from rclpy.parameter import Parameter
+
+    from vla_ros.cli.record_cmd import RecordSession
+    from vla_ros.nodes.recorder_node import RecorderNode
+
+    session = RecordSession("fr3", str(tmp_path / "ds"), external_recorder=True)
+    try:
+        recorder = RecorderNode(context=session.context, parameter_overrides=[
+            Parameter("embodiment", value="fr3"), Parameter("dataset", value=str(tmp_path / "ds")),
+            Parameter("use_sim_time", value=True)])
+        session.add_node(recorder)
+        session.start()
+        with pytest.raises(RuntimeError, match="did not become active within 2 s .state 'unconfigured'"):
+            session.wait_recorder_active(timeout_wall_s=2.0)
+        recorder.trigger_configure()
+        assert session.call("start_episode").message == "recorder is not active"  # served, but inactive
+
+        activated = []
+
+        def activate_later():
+            time.sleep(1.0)
+            activated.append(time.monotonic())
+            recorder.trigger_activate()
+
+        thread = threading.Thread(target=activate_later)
+        thread.start()
+        session.wait_recorder_active(timeout_wall_s=30.0)
+        done = time.monotonic()
+        thread.join()
+        assert activated and done >= activated[0]
+        r = session.call("start_episode")
+        assert r.success, r.message
+        assert session.call("discard_episode").success
+    finally:
+        session.close()

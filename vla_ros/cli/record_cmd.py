@@ -219,6 +219,11 @@ class RecordSession:
             self.supervisor = _Supervisor(self.supervisor_node, 0.3, self.sim)
             self.clients = {name: self.supervisor_node.create_client(Trigger, f"recorder/{name}")
                             for name in ("start_episode", "save_episode", "discard_episode")}
+            self._recorder_state = None
+            if external_recorder:
+                from lifecycle_msgs.srv import GetState
+
+                self._recorder_state = self.supervisor_node.create_client(GetState, "recorder/get_state")
             self.executor = MultiThreadedExecutor(num_threads=5, context=self.context)
             for n in self.nodes:
                 self.executor.add_node(n)
@@ -278,6 +283,35 @@ class RecordSession:
             if time.monotonic() >= deadline:
                 raise RuntimeError(f"{client.srv_name} did not answer within {timeout_wall_s} s")
 
+    def wait_recorder_active(self, timeout_wall_s: float = 90.0) -> None:
+        """An external recorder that configures and activates itself (autostart) offers its services
+        from `configure` on: until its `activate` has run, start_episode is refused. Wait for the
+        lifecycle state 'active' (a no-op for the recorder this session runs itself)."""
+        if self._recorder_state is None:
+            return
+        from lifecycle_msgs.msg import State
+        from lifecycle_msgs.srv import GetState
+
+        client = self._recorder_state
+        deadline = time.monotonic() + timeout_wall_s
+        if not client.wait_for_service(timeout_sec=timeout_wall_s):
+            raise RuntimeError(f"service {client.srv_name} is not available: is the recorder running?")
+        label = "unknown"
+        while time.monotonic() < deadline:
+            future = client.call_async(GetState.Request())
+            give_up = min(time.monotonic() + 5.0, deadline)
+            while not future.done() and time.monotonic() < give_up:
+                time.sleep(0.005)
+            if future.done():
+                state = future.result().current_state
+                if state.id == State.PRIMARY_STATE_ACTIVE:
+                    return
+                label = state.label
+            else:
+                client.remove_pending_request(future)
+            time.sleep(0.05)
+        raise RuntimeError(f"the recorder did not become active within {timeout_wall_s:.0f} s (state '{label}')")
+
     def sim_time_s(self) -> float:
         return self.sim.hw.time_s
 
@@ -296,6 +330,7 @@ class RecordSession:
         # The controller's activation hold must reach the recorder before the episode starts: the
         # sim reset moved the arm, and the command in force before that hold is the last episode's.
         _wait_sim_time(self.sim, 0.1)
+        self.wait_recorder_active()
         r = self.call("start_episode")
         if not r.success:
             raise RuntimeError(f"recorder/start_episode refused: {r.message}")
