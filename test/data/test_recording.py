@@ -38,6 +38,24 @@ def test_command_sampler_follows_jtc_semantics():
     assert s.rejected == 1
 
 
+def test_command_sampler_takes_over_at_a_frame_time_equal_to_the_stamp():
+    """Frame times are computed (grid start + k / fps) and land a rounding error either side of a
+    nanosecond stamp: a trajectory stamped at the frame's time is in force at that frame either way
+    (a JTC starts it from the measured state at its stamp)."""
+    measured = lambda t: (np.array([0.9, 1.9]), np.zeros(2))  # noqa: E731
+    t_frame = 16.2 + 42 * (1 / 30)
+    assert t_frame != 17.6 and abs(t_frame - 17.6) < 1e-12  # 17.599999999999998
+    for frame_time in (t_frame, 17.6, np.nextafter(17.6, 20.0)):
+        s = CommandSampler(("a", "b"), "joint_trajectory")
+        s.add_trajectory(linear_command(17.0, [0.0, 10.0], [[0.0, 0.0], [10.0, 10.0]]), received_s=17.0)
+        s.add_trajectory(linear_command(17.6, [1.0], [[5.0, 5.0]]), received_s=17.6)
+        np.testing.assert_allclose(s.sample(frame_time, measured), [0.9, 1.9])  # the new one, at its start
+    s = CommandSampler(("a", "b"), "joint_trajectory")
+    s.add_trajectory(linear_command(17.0, [0.0, 10.0], [[0.0, 0.0], [10.0, 10.0]]), received_s=17.0)
+    s.add_trajectory(linear_command(17.6, [1.0], [[5.0, 5.0]]), received_s=17.6)
+    np.testing.assert_allclose(s.sample(17.6 - 1e-6, measured), [0.6, 0.6], atol=1e-5)  # a microsecond before: the old
+
+
 def make_assembler(source_space="joint_position", fps=10.0):
     spec = load_embodiment("fr3")
     layout = recording_layout(spec, source_space, camera_shapes={"front": (4, 6), "wrist": (4, 6)})

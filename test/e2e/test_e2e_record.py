@@ -113,7 +113,7 @@ def sent_commands(capture: Capture, spec, arm_name: str, times_s: np.ndarray) ->
     out = np.full((len(times_s), arm.num_joints), np.nan)
     k = 0
     for i, t in enumerate(times_s):
-        while k < len(events) and events[k][0] <= t:
+        while k < len(events) and events[k][0] <= t + 1e-9:  # a stamp at a frame's time is in force at it
             takeover, c = events[k]
             if jtc.receive(c, takeover) is None:
                 jtc.update(takeover, *measured(takeover))

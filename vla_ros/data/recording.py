@@ -40,6 +40,7 @@ from vla_ros.core.types import ActionChunk
 from vla_ros.data.format import vector_feature
 
 IMAGE_KEY_PREFIX = "observation.images."
+TIME_RESOLUTION_S = 1e-9  # ROS time stamps are whole nanoseconds
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,10 @@ class CommandSampler:
             hit = self._forward.latest_at(t_s)
             return None if hit is None else hit[1]
         jtc = self._jtc
-        while self._pending and self._pending[0][0] <= t_s:
+        # A trajectory stamped at a frame's time takes over at that frame. Frame times are computed
+        # (grid start + k / fps) and stamps are whole nanoseconds: compare at ROS time's resolution,
+        # or float rounding decides (17.799999999999997 < 17.8) and the row is a coin toss.
+        while self._pending and self._pending[0][0] <= t_s + TIME_RESOLUTION_S:
             takeover, _, command = self._pending.pop(0)
             reason = jtc.receive(command, takeover)
             if reason is not None:
@@ -315,7 +319,7 @@ class FrameAssembler:
     def _source_row(self, t_s: float) -> np.ndarray | None:
         best = None
         for c in self._chunks:
-            if c.stamp_s <= t_s + 1e-9:
+            if c.stamp_s <= t_s + TIME_RESOLUTION_S:
                 best = c
         if best is None:
             return None
