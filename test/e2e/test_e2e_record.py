@@ -199,14 +199,13 @@ def test_record_kill_restart_resume(tmp_path, embodiment):
         assert len(grid) == slots[-1] + 1  # the camera published once per slot (sim camera rate = fps)
         assert ep.length >= 0.7 * EPISODE_S * ds.fps, (e, ep.length)  # (the save cuts what has not arrived yet)
         reasons = meta["dropped_reasons"]
-        # (the first slots of the first episode precede any command; a starved recorder loses readings)
-        dropped = meta["dropped_frames"]
-        if e == 3:
-            # the episode right after the restart: until the new recorder process has discovered the policy's
-            # publisher (DDS discovery, ~0.6 s seen in a loaded full run) its first frames have no chunk:
-            # counted drops by the documented rule, not a recorder that could not keep up
-            counts = json.loads(reasons) if isinstance(reasons, str) and reasons else (reasons or {})
-            dropped -= counts.get("no action chunk from the source yet", 0)
+        # The policy is activated after the recording starts: the slots before its first chunk of the
+        # episode have no action.source and are counted drops by the documented rule (a few usually,
+        # ~0.6 s when the first inference is slow; after the restart also until the new recorder process
+        # has discovered the policy's publisher), not a recorder that could not keep up. The rest (a
+        # starved recorder loses readings) stays within 10 %.
+        counts = json.loads(reasons) if isinstance(reasons, str) and reasons else (reasons or {})
+        dropped = meta["dropped_frames"] - counts.get("no action chunk from the source yet", 0)
         assert dropped <= max(3, 0.1 * (slots[-1] + 1)), (e, reasons)
         t_abs = meta["start_stamp_s"] + slots / ds.fps
         # video: what was published at those capture times

@@ -161,6 +161,52 @@ def test_records_an_episode_with_the_sent_commands(graph, tmp_path):
     assert not (tmp_path / "ds" / ".recording" / "episode-000001").exists()
 
 
+def test_start_is_refused_until_every_stream_has_delivered(graph, tmp_path):
+    """An episode started before the cameras' and joint states' publishers are matched (a recorder
+    just (re)started, a driver down) could not assemble a row: refused, naming the silent topics."""
+    cell, make = graph
+    rec = make(tmp_path / "ds")
+    assert rec.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert rec.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    cell.step(3)  # clock and joint states, no camera frame yet
+    deadline = time.monotonic() + 10.0
+    r = cell.call("start_episode")
+    while "joint_states 'arm'" in r.message and time.monotonic() < deadline:  # until the first state arrived
+        cell.step(1)
+        r = cell.call("start_episode")
+    assert not r.success
+    assert r.message == ("no reading yet from: camera 'front' (cameras/front/image_raw), camera 'wrist' "
+                         "(cameras/wrist/image_raw); not starting (is the driver running, are the topics remapped right?)")
+    assert not (tmp_path / "ds" / ".recording" / "episode-000000").exists()
+    k = cell.frames_up_to(cell.t + 0.1, 0)
+    deadline = time.monotonic() + 10.0
+    while not (r := cell.call("start_episode")).success and time.monotonic() < deadline:
+        k = cell.frames_up_to(cell.t + 0.05, k)
+    assert r.success and "episode 0" in r.message
+    assert cell.call("discard_episode").success
+
+
+def test_start_with_a_source_space_waits_for_the_chunks_publisher(graph, tmp_path):
+    """action.source is the source's chunk at each row: with no publisher on action_chunk matched
+    every row would be dropped, so the start is refused until one is."""
+    cell, make = graph
+    rec = make(tmp_path / "ds", source_space="ee_delta")
+    assert rec.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert rec.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    k = cell.frames_up_to(cell.t + 0.2, 0)
+    deadline = time.monotonic() + 10.0
+    while "camera" in (r := cell.call("start_episode")).message and time.monotonic() < deadline:
+        k = cell.frames_up_to(cell.t + 0.05, k)
+    assert not r.success
+    assert r.message.startswith("no reading yet from: action chunks (/action_chunk: no publisher matched)")
+    cell.create_publisher(JointTrajectory, "action_chunk", 10)
+    deadline = time.monotonic() + 10.0
+    while not (r := cell.call("start_episode")).success and time.monotonic() < deadline:
+        k = cell.frames_up_to(cell.t + 0.05, k)
+    assert r.success and "episode 0" in r.message
+    assert cell.call("discard_episode").success
+
+
 def test_configure_refuses_a_missing_or_incompatible_dataset(graph, tmp_path):
     cell, make = graph
     assert make("").trigger_configure() == TransitionCallbackReturn.FAILURE

@@ -196,6 +196,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from rclpy.executors import SingleThreadedExecutor
 
+    from vla_ros.data.recording import NO_READING_YET
     from vla_ros.nodes.runtime import BackgroundSpinner
 
     executor = SingleThreadedExecutor(context=context)
@@ -209,6 +210,10 @@ def run(args: argparse.Namespace) -> dict:
         # of a server it has just discovered, and a repeated start would then date from the first one.
         call("discard_episode")
         r = call("start_episode")
+        deadline = time.monotonic() + 30.0
+        while not r.success and r.message.startswith(NO_READING_YET) and time.monotonic() < deadline:
+            time.sleep(0.2)  # a stream the recorder has not matched yet (DDS discovery)
+            r = call("start_episode")
         if not r.success:
             raise RuntimeError(f"start_episode refused: {r.message}")
         cpu0, wall0, img0 = _cpu_s(proc.pid), time.monotonic(), published["images"]

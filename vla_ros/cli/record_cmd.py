@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from vla_ros.cli.demo import DEFAULT_TIMEOUT_S, _Supervisor, _transition, _wait_sim_time, executor_stopped
 
+STREAMS_WAIT_S = 60.0  # wall seconds a session waits for a (re)started recorder to receive its streams
+
 
 @dataclass(frozen=True)
 class RecordedEpisode:
@@ -312,6 +314,22 @@ class RecordSession:
             time.sleep(0.05)
         raise RuntimeError(f"the recorder did not become active within {timeout_wall_s:.0f} s (state '{label}')")
 
+    def start_recording(self) -> str:
+        """recorder/start_episode, once the recorder is active and has its streams; its message.
+        A recorder that has only just started (or restarted) may not have them yet (DDS discovery
+        of the cameras' publishers): asked again for up to STREAMS_WAIT_S, then its reason raised."""
+        from vla_ros.data.recording import NO_READING_YET
+
+        self.wait_recorder_active()
+        r = self.call("start_episode")
+        deadline = time.monotonic() + STREAMS_WAIT_S
+        while not r.success and r.message.startswith(NO_READING_YET) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            r = self.call("start_episode")
+        if not r.success:
+            raise RuntimeError(f"recorder/start_episode refused: {r.message}")
+        return r.message
+
     def sim_time_s(self) -> float:
         return self.sim.hw.time_s
 
@@ -330,10 +348,7 @@ class RecordSession:
         # The controller's activation hold must reach the recorder before the episode starts: the
         # sim reset moved the arm, and the command in force before that hold is the last episode's.
         _wait_sim_time(self.sim, 0.1)
-        self.wait_recorder_active()
-        r = self.call("start_episode")
-        if not r.success:
-            raise RuntimeError(f"recorder/start_episode refused: {r.message}")
+        self.start_recording()
         start_s = self.sim_time_s()
         _transition(self.policy, "policy_node", "activate")
         self._active.append(self.policy)

@@ -20,7 +20,9 @@ Alignment rule (documented in the README):
   the gripper column is the newest gripper command at or before t_k, normalised.
 - `action.source` (when the source's action space is not joint positions) is the row of the
   newest chunk stamped at or before t_k that covers t_k (row i covers [stamp + i·period,
-  stamp + (i+1)·period)); past its end the last row.
+  stamp + (i+1)·period)); past its end the last row. Only chunks stamped at or after the episode's
+  start count: the last chunk of a policy deactivated before the episode (the previous episode's)
+  is not what the source commands now, so the slots before the source's first chunk are dropped.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from vla_ros.data.format import vector_feature
 
 IMAGE_KEY_PREFIX = "observation.images."
 TIME_RESOLUTION_S = 1e-9  # ROS time stamps are whole nanoseconds
+# How a recorder's start_episode refusal begins while a stream has delivered nothing (a session that
+# has just started the recorder may wait and ask again)
+NO_READING_YET = "no reading yet from"
 
 
 @dataclass(frozen=True)
@@ -230,6 +235,8 @@ class FrameAssembler:
         self.first_slot: int | None = None  # grid slot of the episode's first row (its timestamp 0)
         self.end_s: float | None = None  # set by close_at: no slot past it is decided
         self.report = EpisodeReport()
+        if start_s is not None:  # (add_chunk keeps out those arriving later)
+            self._chunks = [c for c in self._chunks if c.stamp_s >= start_s]
 
     def close_at(self, end_s: float) -> None:
         """The episode ends at end_s (the save request's time): polls made while the save waits for
@@ -298,6 +305,8 @@ class FrameAssembler:
         if set(chunk.names) != set(self.layout.source_names):
             self.report.foreign_chunks += 1
             return False
+        if self.start_s is not None and chunk.stamp_s < self.start_s:
+            return True  # from before the episode: not its source (the rule in the module docstring)
         order = [chunk.names.index(n) for n in self.layout.source_names]
         self._chunks.append(ActionChunk(self.layout.source_names, chunk.values[:, order], chunk.period_s,
                                         chunk.stamp_s))
@@ -363,6 +372,12 @@ class FrameAssembler:
                 return None
             values["action.source"] = np.asarray(row, np.float64)
         return AssembledFrame(k, t, values, images)
+
+    def silent_streams(self) -> list[tuple[str, str]]:
+        """The camera and joint-state streams that have delivered nothing yet, as ("camera" |
+        "joint_states", slot or arm name): an episode started now could not assemble a row."""
+        return ([("camera", slot) for slot, s in self.cameras.items() if not s.stamps]
+                + [("joint_states", arm) for arm, s in self.arms.items() if not s.stamps])
 
     def _streams_past(self, t_s: float) -> bool:
         """Every camera and joint-state stream has delivered a reading stamped at or after t_s."""

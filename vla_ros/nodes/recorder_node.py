@@ -44,7 +44,7 @@ from trajectory_msgs.msg import JointTrajectory
 from vla_ros.core.embodiment import EmbodimentSpec, load_embodiment
 from vla_ros.core.jtc import TrajectoryCommand, TrajectoryPoint
 from vla_ros.data.format import DatasetError
-from vla_ros.data.recording import FrameAssembler, RecordingLayout, recording_layout
+from vla_ros.data.recording import NO_READING_YET, FrameAssembler, RecordingLayout, recording_layout
 from vla_ros.data.writer import DatasetWriter, EpisodeBuffer
 from vla_ros.nodes import conversions as cv
 from vla_ros.nodes.runtime import ReleasingLifecycleNode
@@ -163,8 +163,9 @@ class RecorderNode(ReleasingLifecycleNode):
                 cb = lambda m, a=arm.name: self._on_gripper(a, m)  # noqa: E731
                 self._node_subs.append(self.create_subscription(Float64MultiArray, arm.gripper.command.topic, cb,
                                                            COMMAND_QOS, callback_group=data))
-        self._node_subs.append(self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, 50,
-                                                   callback_group=data))
+        self._chunk_sub = self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, 50,
+                                                   callback_group=data)
+        self._node_subs.append(self._chunk_sub)
         self._node_subs.append(self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS))
         services = MutuallyExclusiveCallbackGroup()
         for name, cb in (("start_episode", self._srv_start), ("save_episode", self._srv_save),
@@ -291,6 +292,20 @@ class RecorderNode(ReleasingLifecycleNode):
             if self.episode is not None:
                 response.success = False
                 response.message = f"already recording episode {self.episode.index}; save or discard it first"
+                return response
+            silent = self.assembler.silent_streams()
+            if silent:
+                topics = {**{c.slot: c.topic for c in self.spec.cameras},
+                          **{a.name: a.joint_states_topic for a in self.spec.arms}}
+                names = ", ".join(f"{kind} '{name}' ({topics.get(name, '?')})" for kind, name in silent)
+            elif self.layout.source_space is not None and self._chunk_sub.get_publisher_count() == 0:
+                # action.source needs the source's chunks: rows before its publisher is matched are lost
+                silent, names = True, f"action chunks ({self._chunk_sub.topic_name}: no publisher matched)"
+            if silent:
+                response.success = False
+                response.message = (f"{NO_READING_YET}: {names}; not starting (is the driver running, are the "
+                                    "topics remapped right?)")
+                self.get_logger().warning(response.message, throttle_duration_sec=5.0)
                 return response
             free_mb = self.disk_free_mb()
             if free_mb < float(self._p("min_free_mb")):
