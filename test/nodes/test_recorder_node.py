@@ -161,6 +161,15 @@ def test_records_an_episode_with_the_sent_commands(graph, tmp_path):
     assert not (tmp_path / "ds" / ".recording" / "episode-000001").exists()
 
 
+def start_once_streaming(cell, k: int) -> None:
+    """Stream frames until start_episode is accepted (within 10 s), then discard the episode."""
+    deadline = time.monotonic() + 10.0
+    while not (r := cell.call("start_episode")).success and time.monotonic() < deadline:
+        k = cell.frames_up_to(cell.t + 0.05, k)
+    assert r.success and "episode 0" in r.message
+    assert cell.call("discard_episode").success
+
+
 def test_start_is_refused_until_every_stream_has_delivered(graph, tmp_path):
     """An episode started before the cameras' and joint states' publishers are matched (a recorder
     just (re)started, a driver down) could not assemble a row: refused, naming the silent topics."""
@@ -178,12 +187,7 @@ def test_start_is_refused_until_every_stream_has_delivered(graph, tmp_path):
     assert r.message == ("no reading yet from: camera 'front' (cameras/front/image_raw), camera 'wrist' "
                          "(cameras/wrist/image_raw); not starting (is the driver running, are the topics remapped right?)")
     assert not (tmp_path / "ds" / ".recording" / "episode-000000").exists()
-    k = cell.frames_up_to(cell.t + 0.1, 0)
-    deadline = time.monotonic() + 10.0
-    while not (r := cell.call("start_episode")).success and time.monotonic() < deadline:
-        k = cell.frames_up_to(cell.t + 0.05, k)
-    assert r.success and "episode 0" in r.message
-    assert cell.call("discard_episode").success
+    start_once_streaming(cell, 0)
 
 
 def test_start_with_a_source_space_waits_for_the_chunks_publisher(graph, tmp_path):
@@ -200,11 +204,7 @@ def test_start_with_a_source_space_waits_for_the_chunks_publisher(graph, tmp_pat
     assert not r.success
     assert r.message.startswith("no reading yet from: action chunks (/action_chunk: no publisher matched)")
     cell.create_publisher(JointTrajectory, "action_chunk", 10)
-    deadline = time.monotonic() + 10.0
-    while not (r := cell.call("start_episode")).success and time.monotonic() < deadline:
-        k = cell.frames_up_to(cell.t + 0.05, k)
-    assert r.success and "episode 0" in r.message
-    assert cell.call("discard_episode").success
+    start_once_streaming(cell, k)
 
 
 def test_configure_refuses_a_missing_or_incompatible_dataset(graph, tmp_path):

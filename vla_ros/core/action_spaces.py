@@ -230,7 +230,7 @@ class ActionAdapter:
         self.gripper_joint_names = tuple(
             arm.qualified(arm.gripper.joint_name) for arm in spec.arms if arm.gripper is not None
         )
-        self._gripper_columns = tuple(_prefix(arm) + "gripper" for arm in spec.arms if arm.gripper is not None)
+        self._gripper_columns = tuple(gripper_action_name(arm) for arm in spec.arms if arm.gripper is not None)
         self._home_quaternion: dict[str, np.ndarray] = {}
         if self.space == "ee_pose":
             q_home = np.concatenate([np.asarray(a.home_rad, dtype=np.float64) for a in spec.arms])

@@ -58,6 +58,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
+from vla_ros.core.action_spaces import gripper_action_name
 from vla_ros.core.controller import ESTOP, HOLDING, ControllerConfig, ControllerCore, PositionOut, TrajectoryOut
 from vla_ros.core.embodiment import EmbodimentSpec, load_embodiment
 from vla_ros.core.kinematics import RobotKinematics
@@ -401,7 +402,7 @@ class ControllerNode(LifecycleNode):
     def _gripper_columns(self, chunk: ActionChunk) -> dict:
         out = {}
         for arm in self.spec.arms:
-            name = f"{arm.namespace}/gripper" if arm.namespace else "gripper"
+            name = gripper_action_name(arm)
             if name in chunk.names:
                 out[arm.name] = chunk.column(name)
         return out
