@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from vla_ros.policies.vla.policy import make_vla_policy
     from vla_ros.sim.scene import build_scene
     from vla_ros.sim.tasks import make_task
-    from vla_ros.train.data import ChunkConverter, DatasetSource, first_grasp_frame
+    from vla_ros.train.data import ChunkConverter, DatasetSource, grasp_frames
 
     spec = load_embodiment(args.embodiment)
     training = json.loads((Path(args.checkpoint) / "training.json").read_text())
@@ -78,8 +78,8 @@ def main(argv=None) -> int:
         C = infer(ep, frames, 0, ep.task).shape[0]  # the model's chunk length
         chunks, valid = converter.episode_chunks(ep, 1.0 / src.fps, C)
         cols = _xyz_cols(converter.names)
-        g = first_grasp_frame(ep.action[:, -1])
-        g = ep.length - 1 if g is None else g
+        closes = grasp_frames(ep.action[:, -1])  # the last: the grasp the demonstration ends holding
+        g = closes[-1] if closes else ep.length - 1
         t = max(g - (C - 1), 0)
         pred = infer(ep, frames, t, ep.task)
         target = chunks[t][:, cols]

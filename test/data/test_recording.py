@@ -172,18 +172,26 @@ def test_action_source_row_covering_the_frame_time():
     np.testing.assert_allclose(frames[5].values["action.source"], rows[2])  # t=0.5: row floor(0.25/0.1) = 2
     np.testing.assert_allclose(frames[12].values["action.source"], rows[7])  # past the end: the last row
     assert asm.report.foreign_chunks == 1
-    # the next episode: the last chunk of the one before (its policy since deactivated) is not its source
-    asm.reset_episode(1.6)
-    feed_from = 1.6
-    for k in range(int(feed_from * 30) + 1, int(2.2 * 30) + 1):
-        for slot in ("front", "wrist"):
-            asm.add_image(slot, k / 30, np.zeros((4, 6, 3), np.uint8))
-    for i in range(int(feed_from * 100) + 1, 221):
-        asm.add_joint_state("arm", i / 100, FR3 + ["fr3_finger_joint1"], [0.0] * 8, [0.0] * 8)
-    assert asm.add_chunk(ActionChunk(names, rows + 100.0, 0.1, 1.85))
-    assert asm.add_chunk(ActionChunk(names, rows - 100.0, 0.1, 1.55))  # late, stamped before the start: unused
-    frames = {round(f.stamp_s * 10): f for f in asm.flush(2.2)}  # (10 fps: slots 1.6, 1.7, ...)
-    assert asm.report.dropped == {"no action chunk from the source yet": 3}  # 1.6, 1.7, 1.8 s
+    # The next episode: the chunks received before its start (the last one of the episode before, its
+    # policy since deactivated) are not its source; its source's first chunk, stamped at its observation
+    # a little before the start, is.
+    def next_episode(start_s, end_s, chunks):
+        asm.reset_episode(start_s)
+        for k in range(int(start_s * 30) + 1, int(end_s * 30) + 1):
+            for slot in ("front", "wrist"):
+                asm.add_image(slot, k / 30, np.zeros((4, 6, 3), np.uint8))
+        for i in range(int(start_s * 100) + 1, int(end_s * 100) + 1):
+            asm.add_joint_state("arm", i / 100, FR3 + ["fr3_finger_joint1"], [0.0] * 8, [0.0] * 8)
+        for c in chunks:
+            assert asm.add_chunk(c)
+        return {round(f.stamp_s * 10): f for f in asm.flush(end_s)}  # (10 fps: slots 1.6, 1.7, ...)
+
+    frames = next_episode(1.6, 2.2, [ActionChunk(names, rows + 100.0, 0.1, 1.85)])
+    assert asm.report.dropped == {"no action chunk from the source yet": 3}  # 1.6, 1.7, 1.8 s: not the 0.25 s chunk
     assert min(frames) == 19
     np.testing.assert_allclose(frames[19].values["action.source"], rows[0] + 100.0)
     np.testing.assert_allclose(frames[21].values["action.source"], rows[2] + 100.0)  # floor(0.25 / 0.1)
+    frames = next_episode(2.3, 2.8, [ActionChunk(names, rows - 100.0, 0.1, 2.25)])
+    assert asm.report.dropped == {} and min(frames) == 23
+    np.testing.assert_allclose(frames[23].values["action.source"], rows[0] - 100.0)  # stamped before the start
+    np.testing.assert_allclose(frames[26].values["action.source"], rows[3] - 100.0)

@@ -20,9 +20,10 @@ Alignment rule (documented in the README):
   the gripper column is the newest gripper command at or before t_k, normalised.
 - `action.source` (when the source's action space is not joint positions) is the row of the
   newest chunk stamped at or before t_k that covers t_k (row i covers [stamp + i·period,
-  stamp + (i+1)·period)); past its end the last row. Only chunks stamped at or after the episode's
-  start count: the last chunk of a policy deactivated before the episode (the previous episode's)
-  is not what the source commands now, so the slots before the source's first chunk are dropped.
+  stamp + (i+1)·period)); past its end the last row. Only chunks received after the episode's start
+  count: the last chunk of a policy deactivated before the episode (the previous episode's) is not
+  what the source commands now. The source's first chunk of the episode may be stamped a little
+  before the start (its observation was) and covers the start; slots before it are dropped.
 """
 
 from __future__ import annotations
@@ -235,8 +236,8 @@ class FrameAssembler:
         self.first_slot: int | None = None  # grid slot of the episode's first row (its timestamp 0)
         self.end_s: float | None = None  # set by close_at: no slot past it is decided
         self.report = EpisodeReport()
-        if start_s is not None:  # (add_chunk keeps out those arriving later)
-            self._chunks = [c for c in self._chunks if c.stamp_s >= start_s]
+        if start_s is not None:  # chunks received before the start are not this episode's source
+            self._chunks = []
 
     def close_at(self, end_s: float) -> None:
         """The episode ends at end_s (the save request's time): polls made while the save waits for
@@ -305,8 +306,6 @@ class FrameAssembler:
         if set(chunk.names) != set(self.layout.source_names):
             self.report.foreign_chunks += 1
             return False
-        if self.start_s is not None and chunk.stamp_s < self.start_s:
-            return True  # from before the episode: not its source (the rule in the module docstring)
         order = [chunk.names.index(n) for n in self.layout.source_names]
         self._chunks.append(ActionChunk(self.layout.source_names, chunk.values[:, order], chunk.period_s,
                                         chunk.stamp_s))
