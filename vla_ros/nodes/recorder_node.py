@@ -293,15 +293,14 @@ class RecorderNode(ReleasingLifecycleNode):
                 response.success = False
                 response.message = f"already recording episode {self.episode.index}; save or discard it first"
                 return response
-            silent = self.assembler.silent_streams()
-            if silent:
-                topics = {**{c.slot: c.topic for c in self.spec.cameras},
-                          **{a.name: a.joint_states_topic for a in self.spec.arms}}
-                names = ", ".join(f"{kind} '{name}' ({topics.get(name, '?')})" for kind, name in silent)
-            elif self.layout.source_space is not None and self._chunk_sub.get_publisher_count() == 0:
+            topics = {**{("camera", c.slot): c.topic for c in self.spec.cameras},
+                      **{("joint_states", a.name): a.joint_states_topic for a in self.spec.arms}}
+            names = ", ".join(f"{kind} '{name}' ({topics[(kind, name)]})"
+                              for kind, name in self.assembler.silent_streams())
+            if not names and self.layout.source_space is not None and self._chunk_sub.get_publisher_count() == 0:
                 # action.source needs the source's chunks: rows before its publisher is matched are lost
-                silent, names = True, f"action chunks ({self._chunk_sub.topic_name}: no publisher matched)"
-            if silent:
+                names = f"action chunks ({self._chunk_sub.topic_name}: no publisher matched)"
+            if names:
                 response.success = False
                 response.message = (f"{NO_READING_YET}: {names}; not starting (is the driver running, are the "
                                     "topics remapped right?)")
