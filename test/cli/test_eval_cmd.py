@@ -152,9 +152,26 @@ def test_the_reset_sample_stamped_like_the_last_one_before_it_starts_the_window(
     segment = {"objects": [(11.9, _scene(z_red=0.12)), (11.968, _scene(z_red=0.12)), (11.968, _scene()),
                            (12.0, _scene()), (14.0, _scene(z_green=0.08))],
                "states": {}, "commands": {}, "home": {}, "joint_names": {}, "forward": {}, "frames": []}
-    report = EpisodeReport(0, 7, "pick up the green cube", True, 2.0, 3.0, start_sim_s=12.0)
+    report = EpisodeReport(0, 7, "pick up the green cube", True, 2.0, 3.0)  # no start: from the reset
     o = analyse_episode(report, segment, _Task(), H, 0.0, 0.05, hold_s=0.3)
     assert o.lifted == "green_cube" and o.lift_time_s == pytest.approx(14.0 - 11.968)
+
+
+def test_the_lift_is_timed_from_the_episodes_start_on_the_sims_clock():
+    # The demo started the episode 0.1 s (simulated) after the reset. An ask-each-colour run
+    # reported a 1.17 s lift, timed from a reset the stream search found too late; here a sample
+    # of another scene inside the episode (blue 5 cm off, then back) makes it land late. Timed
+    # from the report's start, the lift reads like the sim's success time, and the previous
+    # episode's samples (red lifted, stamped at the reset's instant) stay out of the window.
+    pushed = _scene()
+    pushed["blue_cube"] = _pose(0.55, -0.1, H)
+    segment = {"objects": [(11.968, _scene(z_red=0.12)), (11.968, _scene()), (12.068, _scene()),
+                           (13.0, pushed), (15.9, _scene()), (17.0, _scene(z_blue=0.08))],
+               "states": {}, "commands": {}, "home": {}, "joint_names": {}, "forward": {}, "frames": []}
+    report = EpisodeReport(0, 7, "pick up the green cube", False, 6.0, 3.0, start_sim_s=12.068)
+    o = analyse_episode(report, segment, _Task(), H, 0.0, 0.05, asked="blue_cube")
+    assert o.lifted == "blue_cube" and o.success
+    assert o.time_to_success_s == pytest.approx(17.0 - 12.068)
 
 
 def test_the_video_has_one_frame_per_simulated_instant_the_newest():

@@ -405,11 +405,20 @@ def analyse_episode(report: EpisodeReport, segment: dict, task, half_size_m: flo
     objects = sorted(segment["objects"], key=lambda s: s[0])
     start = episode_start_index(objects, initial)
     start_s = objects[start][0] if start is not None else (objects[0][0] if objects else 0.0)
-    end_s = episode_end_s(report, start_s, hold_s if report.success else 0.0) + 0.2
-    # From the reset's first sample on, by index: the sim publishes the reset scene at the same
-    # simulated time as the last sample before it (time does not advance in a reset), so a window
-    # by time alone began with the previous episode's lifted cube.
-    window = [s for s in objects[start or 0:] if start_s <= s[0] <= end_s + 1e-6]
+    # The demo read the episode's start from the sim's clock (0.1 s of simulated time after the
+    # reset): the time to the lift counts from there, like the report's episode time, and a window
+    # by time from there holds none of the previous episode's samples. The reset found in the
+    # stream stands in only where the report has no start (counted from it, an ask-each-colour run
+    # reported a 1.17 s lift).
+    begin_s = start_s if report.start_sim_s is None else report.start_sim_s
+    end_s = episode_end_s(report, begin_s, hold_s if report.success else 0.0) + 0.2
+    if report.start_sim_s is not None:
+        window = [s for s in objects if begin_s <= s[0] <= end_s + 1e-6]
+    else:
+        # From the reset's first sample on, by index: the sim publishes the reset scene at the same
+        # simulated time as the last sample before it (time does not advance in a reset), so a
+        # window by time alone began with the previous episode's lifted cube.
+        window = [s for s in objects[start or 0:] if start_s <= s[0] <= end_s + 1e-6]
     lift = first_lift(window, lift_threshold_m, half_size_m, table_z_m)
     lifted = None if lift is None else lift[0]
     errors = []
@@ -437,7 +446,7 @@ def analyse_episode(report: EpisodeReport, segment: dict, task, half_size_m: flo
         report=report,
         asked=target,
         lifted=lifted,
-        lift_time_s=None if lift is None else lift[1] - start_s,
+        lift_time_s=None if lift is None else lift[1] - begin_s,
         judged=judged,
         cube_xy_m={n: (float(p[0]), float(p[1])) for n, p in initial.items()},
         tracking_rms_rad=float(np.sqrt(np.mean(errors ** 2))) if errors.size else None,
