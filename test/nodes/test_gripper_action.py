@@ -106,6 +106,23 @@ def test_grasp_on_nothing_fails_and_is_reported_then_open_moves(harness):
 
 
 @needs_msgs
+def test_a_goal_in_flight_when_the_physics_stops_is_aborted_not_left_waiting(harness):
+    # The grasp can no longer finish once the physics stops (end of a demo, a sim fault): its goal
+    # used to wait for it forever, so the executor's shutdown timed out (30 s), the nodes were left
+    # undestroyed and their /clock publisher made the next simulation on the domain stop itself.
+    c = harness.client
+    c.update(0.1)
+    assert c.goals_sent == 1
+    harness.sim.stop()
+    assert wait(lambda: c.results, 5.0), "the grasp goal never ended"
+    decision, ok, message = c.results[-1]
+    assert decision == "close" and not ok and "simulation stopped" in message, message
+    t0 = time.monotonic()
+    assert harness.spinner.stop(timeout_s=5.0)  # no callback left running
+    assert time.monotonic() - t0 < 2.0
+
+
+@needs_msgs
 def test_an_object_slipping_out_of_a_held_grasp_is_reported_once(harness):
     from sensor_msgs.msg import JointState
 

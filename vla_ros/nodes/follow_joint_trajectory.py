@@ -31,6 +31,7 @@ from rclpy.node import Node
 
 from vla_ros.core.jtc import TrajectoryCommand, TrajectoryPoint, validate_trajectory
 from vla_ros.nodes import conversions as cv
+from vla_ros.nodes.gripper_action import SIM_STOPPED_MESSAGE
 from vla_ros.nodes import ros_msgs
 
 ERROR_CODE_NAMES = {0: "SUCCESSFUL", -1: "INVALID_GOAL", -2: "INVALID_JOINTS", -3: "OLD_HEADER_TIMESTAMP",
@@ -189,6 +190,7 @@ class FollowJointTrajectoryServer:
         self._active: dict[str, Any] | None = None
         self.aborted = 0
         self.last_error = ""
+        self._stopped = threading.Event()  # the physics stopped: goals in flight cannot finish
         self._server = ActionServer(node, self._cm.action.FollowJointTrajectory, action_name, self._execute,
                                     goal_callback=self._on_goal, cancel_callback=lambda h: CancelResponse.ACCEPT,
                                     callback_group=ReentrantCallbackGroup())
@@ -246,6 +248,9 @@ class FollowJointTrajectoryServer:
 
         self._run(start)
         while not state["done"].wait(0.05):
+            if self._stopped.is_set():
+                self._finish(state, -1, SIM_STOPPED_MESSAGE)
+                break
             fb = state["feedback"]
             if fb is not None:
                 goal_handle.publish_feedback(fb)
@@ -312,5 +317,10 @@ class FollowJointTrajectoryServer:
             self.node.get_logger().error(f"arm '{self.arm}': FollowJointTrajectory goal aborted: {self.last_error}")
         state["done"].set()
 
+    def shutdown(self) -> None:
+        """The physics stopped: abort the goal in flight and any that arrive later."""
+        self._stopped.set()
+
     def destroy(self) -> None:
+        self.shutdown()
         self._server.destroy()

@@ -56,6 +56,7 @@ FRANKA_DEFAULT_EPSILON_M = 0.005  # franka_gripper_node's default_grasp_epsilon 
 FRANKA_DEFAULT_SPEED_M_S = 0.1  # franka_gripper_node's default_speed (gripper_action)
 # A held object has slipped out when the fingers close this far below min_object_width_m: the reported
 # width jitters by a fraction of a millimetre (a fully closed hand reads -0.0000 m), which is not a slip.
+SIM_STOPPED_MESSAGE = "the simulation stopped (sim_node is shutting down)"
 SLIP_MARGIN_M = 0.001
 
 
@@ -342,6 +343,9 @@ class FrankaGripperServer:
         self.fingers = finger_joint_names(self.actions, arm.gripper.joint_name)
         self._js_pub = node.create_publisher(JointState, f"{base}/joint_states", 10)
         self.silent = False  # tests: a gripper node that stopped publishing / answering
+        # Set when the physics stops: an operation in flight can no longer finish, so its goal is
+        # aborted (it used to wait for the physics forever, holding the executor's shutdown 30 s).
+        self._stopped = threading.Event()
 
     # ------------------------------------------------------------------ physics thread
     def step(self) -> None:
@@ -358,6 +362,9 @@ class FrankaGripperServer:
     def _run_operation(self, goal_handle, op, feedback_cls) -> Any:
         self._run(lambda: self.sim.start(op))
         while not op.done.wait(0.05):
+            if self._stopped.is_set():
+                op.finish(False, SIM_STOPPED_MESSAGE)
+                break
             if goal_handle.is_cancel_requested:
                 self._run(lambda: self.sim.cancel(op))
                 op.done.wait(2.0)
@@ -416,7 +423,12 @@ class FrankaGripperServer:
                           stalled=op.kind == "grasp" and op.success, reached_goal=op.success)
         return self._finish(goal_handle, op, result)
 
+    def shutdown(self) -> None:
+        """The physics stopped: abort the operations in flight and any that arrive later."""
+        self._stopped.set()
+
     def destroy(self) -> None:
+        self.shutdown()
         for s in self._servers:
             s.destroy()
         self.node.destroy_publisher(self._js_pub)

@@ -309,6 +309,11 @@ class SimRealInterfaces:
         response.message = "joint reflex triggered" if request.data else "error recovery done"
         return response
 
+    def shutdown(self) -> None:
+        """The physics stopped (sim_node.stop): end the action goals waiting for it."""
+        for server in (*self.grippers.values(), *self.trajectories.values()):
+            server.shutdown()
+
     def destroy(self) -> None:
         for g in self.grippers.values():
             g.destroy()

@@ -277,6 +277,9 @@ class SimNode(Node):
             self._thread.join(timeout=10.0)
             self._thread = None
             sys.setswitchinterval(self._saved_switch_interval_s)
+        # action goals waiting for the physics would wait forever (and hold the executor's shutdown)
+        if getattr(self, "real_interfaces", None) is not None:
+            self.real_interfaces.shutdown()
 
     def destroy_node(self) -> None:
         self.stop()
