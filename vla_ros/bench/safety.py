@@ -1,8 +1,8 @@
 """`vla-ros bench safety`: the safety envelope under load (issue 11).
 
-Measurements, all on the wall clock, FR3 (JTC output). The controller node runs in its own process
-(as deployed); the bench's peer, here, plays the driver (joint_states at 100 Hz, the JTC topic) and
-the policy (chunks):
+Measurements, all on the wall clock, FR3 (JTC output). Three processes, as deployed: the controller
+node; the policy (max-size chunks, in the load phases); and the bench's peer, here, which plays the
+driver (joint_states at 100 Hz, the JTC topic) and the e-stop button:
 - decide: chunks per second ControllerCore decides (accept, merge, fit; `submit_chunk`) at each
   size (joint_position chunks, a slow sine at the config's policy period, up to max_chunk_points),
   and for refusals that the bounds catch before any work (an oversize chunk).
@@ -145,8 +145,9 @@ def takeover_jumps(messages, joints, cv) -> dict:
 
 class _Bench:
     """The controller node in its own process (as deployed: `controller_node` on a
-    MultiThreadedExecutor, chunk decisions in their own callback group), and a peer here that
-    plays the driver and the policy. The controller reports its inner timings over a pipe."""
+    MultiThreadedExecutor, chunk decisions in their own callback group), a peer here that plays
+    the driver and the e-stop, and in the load phases a chunk producer process (the policy). The
+    controller reports its inner timings over a pipe."""
 
     def __init__(self, spec, chunk_worker: bool = False) -> None:
         import rclpy
@@ -176,7 +177,6 @@ class _Bench:
         self.messages: list[tuple[float, object]] = []  # (arrival, JointTrajectory)
         self.peer.create_subscription(JointTrajectory, JTC_TOPIC, self._on_trajectory, 100)
         self.state_pub = self.peer.create_publisher(JointState, self.arm.joint_states_topic, 10)
-        self.chunk_pub = self.peer.create_publisher(JointTrajectory, "action_chunk", 10)
         self.estop_pub = self.peer.create_publisher(Bool, "estop", 10)
         self.release = self.peer.create_client(Trigger, "controller/release_estop")
         self.Bool, self.Trigger = Bool, Trigger
@@ -230,16 +230,6 @@ class _Bench:
             self.trajectories.append((self.now(), self.cv.time_to_s(msg.header.stamp)))
             self.messages.append((self.trajectories[-1][0], msg))
 
-    def send_chunk(self) -> None:
-        from vla_ros.core.action_spaces import action_names
-        from vla_ros.core.types import ActionChunk
-
-        steps, period = self.max_chunk_points, self.max_chunk_period_s
-        names = action_names(self.spec, "joint_position")
-        now = self.now()
-        values = np.hstack([sine_rows(self.home, now - self.t0, steps, period), np.ones((steps, 1))])
-        self.chunk_pub.publish(self.cv.chunk_to_msg(ActionChunk(names, values, period, now)))
-
     def estop_latency(self) -> float | None:
         t_pub = self.now()
         self.estop_pub.publish(self.Bool(data=True))
@@ -259,20 +249,20 @@ class _Bench:
         return (arrival - t_pub) if ok and arrival is not None else None
 
     def phase(self, estops: int, chunk_rate_hz: float, load: int) -> dict:
-        stop = threading.Event()
-        feeder = None
+        ctx = mp.get_context("spawn")  # never fork a process with DDS threads running
+        mp_stop = ctx.Event()
         procs = []
+        feeder = None
         if chunk_rate_hz > 0:
-            def feed():  # on a fixed schedule: the rate is what was asked, however long a publish takes
-                due = time.monotonic()
-                while not stop.is_set():
-                    self.send_chunk()
-                    due = max(due + 1.0 / chunk_rate_hz, time.monotonic() - 1.0 / chunk_rate_hz)
-                    stop.wait(max(0.0, due - time.monotonic()))
-            feeder = threading.Thread(target=feed, daemon=True)
-        mp_stop = mp.Event()
+            # The chunk producer in its own process, as the policy node is deployed: built and
+            # serialized in this process, a 1000-point chunk held this interpreter's lock for
+            # milliseconds, and the e-stop's publish and the hold's arrival were timed behind it.
+            publishing = ctx.Event()
+            feeder = ctx.Process(target=_chunk_producer_process, daemon=True, name="bench_chunks",
+                                 args=(mp_stop, publishing, self.spec.name, self.namespace, chunk_rate_hz,
+                                       self.max_chunk_points, self.max_chunk_period_s, self.t0))
         for _ in range(load):
-            p = mp.Process(target=_busy, args=(mp_stop,), daemon=True)
+            p = ctx.Process(target=_busy, args=(mp_stop,), daemon=True)
             p.start()
             procs.append(p)
         before = self.stats()
@@ -281,6 +271,10 @@ class _Bench:
         t0 = time.perf_counter()
         if feeder is not None:
             feeder.start()
+            procs.append(feeder)
+            if not publishing.wait(60.0):
+                mp_stop.set()
+                raise RuntimeError("the bench's chunk producer did not reach the controller within 60 s")
         time.sleep(0.5)
         latencies, missed = [], 0
         try:
@@ -292,12 +286,11 @@ class _Bench:
                     latencies.append(lat)
                 time.sleep(0.3 if chunk_rate_hz > 0 else 0.05)  # chunks get decided between e-stops
         finally:
-            stop.set()
             mp_stop.set()
-            if feeder is not None:
-                feeder.join(timeout=5.0)
             for p in procs:
-                p.join(timeout=5.0)
+                p.join(timeout=10.0)
+                if p.is_alive():
+                    p.kill()
         elapsed = time.perf_counter() - t0
         after = self.stats()
         with self.lock:
@@ -336,6 +329,43 @@ class _Bench:
         if self.spinner.stop():
             self.peer.destroy_node()
         rclpy.try_shutdown(context=self.context)
+
+
+def _chunk_producer_process(stop, publishing, embodiment: str, namespace: str, rate_hz: float, steps: int,
+                            period_s: float, t0: float) -> None:
+    """The bench's policy: `steps`-point joint chunks (a slow sine) on `action_chunk` at `rate_hz`,
+    on a fixed schedule (the rate is what was asked, however long a publish takes); sets
+    `publishing` once the controller's subscription is matched and the first chunk is out."""
+    import rclpy
+    from rclpy.node import Node
+    from trajectory_msgs.msg import JointTrajectory
+
+    from vla_ros.core.action_spaces import action_names
+    from vla_ros.core.embodiment import load_embodiment
+    from vla_ros.core.types import ActionChunk
+    from vla_ros.nodes import conversions as cv
+
+    spec = load_embodiment(embodiment)
+    home = np.asarray(spec.arms[0].home_rad, dtype=np.float64)
+    names = action_names(spec, "joint_position")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = Node("safety_bench_chunks", namespace=namespace, context=context)
+    try:
+        pub = node.create_publisher(JointTrajectory, "action_chunk", 10)
+        while pub.get_subscription_count() == 0 and not stop.wait(0.01):
+            pass
+        due = time.monotonic()
+        while not stop.is_set():
+            now = node.get_clock().now().nanoseconds * 1e-9
+            values = np.hstack([sine_rows(home, now - t0, steps, period_s), np.ones((steps, 1))])
+            pub.publish(cv.chunk_to_msg(ActionChunk(names, values, period_s, now)))
+            publishing.set()
+            due = max(due + 1.0 / rate_hz, time.monotonic() - 1.0 / rate_hz)
+            stop.wait(max(0.0, due - time.monotonic()))
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 def _controller_process(conn, embodiment: str, namespace: str, chunk_worker: bool = False) -> None:
