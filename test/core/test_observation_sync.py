@@ -172,3 +172,12 @@ def test_input_validation():
         SyncConfig(camera_slots=("a",), tolerance_s=0.0)
     with pytest.raises(ValueError, match="stamp must be finite"):
         s.add_image("front", float("nan"), _img(0))
+
+
+def test_a_non_finite_joint_position_is_refused_and_not_kept():
+    s = _sync(camera_slots=())
+    with pytest.raises(ValueError, match="non-finite position for j2"):
+        s.add_joint_state("", 1.0, ["j1", "j2"], [0.0, float("nan")])
+    assert s.assemble(now_s=1.0).refusal.code == "missing"  # nothing kept: no observation
+    s.add_joint_state("", 1.0, ["j1", "j2"], [0.0, 0.5])
+    assert s.assemble(now_s=1.0).ok

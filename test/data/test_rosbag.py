@@ -42,7 +42,7 @@ def q_at(t: float) -> np.ndarray:
     return np.linspace(0.1, 0.7, 7) + 0.2 * (t - T0)
 
 
-def write_bag(path, storage, namespace="", compressed=False):
+def write_bag(path, storage, namespace="", compressed=False, hostile=False):
     ns = f"/{namespace}" if namespace else ""
     with Writer(path, version=9, storage_plugin=storage) as w:
         def conn(topic, kind):
@@ -86,6 +86,17 @@ def write_bag(path, storage, namespace="", compressed=False):
                 img = camera_image(k if s == "front" else k + 7)
                 put(t + 0.004, c, msg("sensor_msgs/msg/Image", header=header(t), height=224, width=224,
                                       encoding="rgb8", is_bigendian=0, step=224 * 3, data=img.reshape(-1)))
+        if hostile:  # what a driver fault or a truncated write leaves in a bag, between the good messages
+            names = FR3 + ["fr3_finger_joint1"]
+            for t, position in ((T0 + 0.505, np.full(8, np.nan)), (T0 + 1.005, np.array([0.1, 0.2]))):
+                put(t, js, msg("sensor_msgs/msg/JointState", header=header(t), name=names, position=position,
+                               velocity=np.zeros(0), effort=np.zeros(0)))
+            put(T0 + 0.7, cams["front"], msg("sensor_msgs/msg/Image", header=header(T0 + 0.7), height=224, width=224,
+                                             encoding="rgb8", is_bigendian=0, step=224 * 3,
+                                             data=np.zeros(100, np.uint8)))
+            put(T0 + 0.8, grip, msg("std_msgs/msg/Float64MultiArray",
+                                    layout=msg("std_msgs/msg/MultiArrayLayout", dim=[], data_offset=0),
+                                    data=np.array([np.nan])))
         for t, c, m in sorted(events, key=lambda e: e[0]):
             w.write(c, int(round(t * 1e9)), TS.serialize_cdr(m, m.__msgtype__))
 
@@ -134,3 +145,18 @@ def test_bag_without_the_embodiments_topics_is_refused(tmp_path):
         convert_bag(tmp_path / "bag", "fr3", tmp_path / "ds")
     with pytest.raises(BagError, match="no such bag"):
         convert_bag(tmp_path / "nothing", "fr3", tmp_path / "ds")
+
+
+def test_malformed_messages_in_a_bag_are_left_out_and_counted(tmp_path):
+    # A NaN joint state, a short position array and a truncated image used to abort the
+    # conversion (or put NaN into observation.state): now each is left out and counted.
+    write_bag(tmp_path / "bag", StoragePlugin.MCAP, hostile=True)
+    r = convert_bag(tmp_path / "bag", "fr3", tmp_path / "ds")
+    assert r["ignored_messages"] == {"/joint_states": 2, "/cameras/front/image_raw": 1}
+    assert "non-finite position for fr3_joint1" in r["ignored_first_errors"]["/joint_states"]
+    assert r["dropped"] == 0
+    ep = LeRobotDataset(tmp_path / "ds").episode(0)
+    assert ep.length == 61
+    nearest = T0 + np.round(ep.timestamps * 100) / 100
+    np.testing.assert_allclose(ep.state[:, :7], np.array([q_at(x) for x in nearest]), atol=1e-6)
+    np.testing.assert_allclose(ep.action[:, 7], 0.5, atol=1e-6)  # the NaN gripper command left out

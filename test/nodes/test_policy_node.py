@@ -40,12 +40,13 @@ class FakePolicy:
     thread_safe = True  # only the last observation/events are shared, for the tests to read
 
     def __init__(self, embodiment, latency_s: float = 0.0, steps: int = 5, period_s: float = 0.05,
-                 privileged: bool = False):
+                 privileged: bool = False, nan_rows: int = 0):
         self.needs_privileged = bool(privileged)
         self.action_names = tuple(embodiment.joint_names) + ("gripper",)
         self.period_s = float(period_s)
         self.steps = int(steps)
         self.latency_s = float(latency_s)
+        self.nan_rows = int(nan_rows)  # a broken model: NaN in column 2 of the first rows
         self.observations: list[Observation] = []
         self.started = threading.Event()
         self.finished = threading.Event()
@@ -61,6 +62,7 @@ class FakePolicy:
         values = np.zeros((self.steps, len(self.action_names)))
         values[:, 0] = len(observation.instruction)
         values[:, 1] = observation.joint_positions[0] if len(observation.joint_positions) else 0.0
+        values[: self.nan_rows, 2] = np.nan
         self.finished.set()
         self.started.clear()
         return ActionChunk(self.action_names, values, self.period_s, observation.stamp_s)
@@ -232,6 +234,30 @@ def test_missing_then_stale_camera_gives_no_chunk_and_says_why(harness):
     assert h.chunks == [] and [o for o in FakePolicy.last.observations if o.stamp_s > 0] == []  # only warm-up
     warn = [d.status[0] for d in h.diagnostics if "stale" in d.status[0].message][-1]
     assert warn.level == cv.DIAGNOSTIC_LEVELS["warn"]
+
+
+def test_non_finite_joint_states_are_ignored_and_no_chunk_is_computed_from_them(harness):
+    h = harness()
+    h.start()
+    h.stream(q0=float("nan"))
+    assert h.wait_for(lambda: any("joint" in d.status[0].message and "nothing yet" in d.status[0].message
+                                  for d in h.diagnostics)), [d.status[0].message for d in h.diagnostics[-3:]]
+    assert h.chunks == [] and h.spinner.is_alive()
+    h.stop_stream()
+    h.stream(q0=0.25)  # healthy again: chunks from the new readings only
+    assert h.wait_for(lambda: len(h.chunks) >= 2)
+    assert all(cv.msg_to_chunk(m).values[0, 1] == 0.25 for _, m in h.chunks)
+
+
+def test_a_chunk_with_non_finite_values_is_not_published(harness):
+    h = harness(policy_kwargs='{"nan_rows": 2}')
+    h.start()
+    h.stream()
+    assert h.wait_for(lambda: h.node.stats.inference_failures >= 2)
+    assert "non-finite action values in rows [0, 1] of 5" in h.node.stats.last_error
+    assert h.chunks == [] and h.spinner.is_alive()
+    assert h.wait_for(lambda: any(d.status[0].level == cv.DIAGNOSTIC_LEVELS["error"] and
+                                  "non-finite" in d.status[0].message for d in h.diagnostics))
 
 
 def test_changed_instruction_is_used_by_the_next_chunk(harness):

@@ -18,7 +18,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vla_ros.data import LeRobotDataset
 from vla_ros.nodes import conversions as cv
@@ -159,6 +159,53 @@ def test_records_an_episode_with_the_sent_commands(graph, tmp_path):
     assert cell.call("discard_episode").success
     assert LeRobotDataset(tmp_path / "ds").num_episodes == 1
     assert not (tmp_path / "ds" / ".recording" / "episode-000001").exists()
+
+
+def test_hostile_input_on_every_topic_is_refused_and_the_episode_is_saved_clean(graph, tmp_path):
+    # Each message below used to raise out of its callback (IndexError on a short position array
+    # or forward command: the executor, and with it the episode in progress, died) or put NaN into
+    # observation.state. Now each is logged and ignored; the episode around them is saved clean.
+    cell, make = graph
+    rec = make(tmp_path / "ds")
+    cell.step(5)
+    assert rec.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert rec.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    cell.jtc.publish(cv.make_joint_trajectory(FR3, np.array([q_at(T0), q_at(T0 + 10)]), np.array([0.0, 10.0]),
+                                              stamp_s=T0))
+    cell.grip.publish(cv.make_float64_multi_array([0.04]))
+    k = cell.frames_up_to(T0 + 0.2, 0)
+    deadline = time.monotonic() + 10.0
+    while not (r := cell.call("start_episode")).success and time.monotonic() < deadline:
+        k = cell.frames_up_to(cell.t + 0.05, k)
+    assert r.success, r.message
+    k = cell.frames_up_to(cell.t + 0.5, k)
+    names = FR3 + ["fr3_finger_joint1"]
+    short = JointState(name=names, position=[0.1, 0.2])  # 8 names, 2 positions
+    short.header.stamp = cv.s_to_time(cell.t)
+    cell.js.publish(short)
+    cell.js.publish(cv.make_joint_state(names, np.full(8, np.nan), stamp_s=cell.t + 0.001))
+    cell.js.publish(cv.make_joint_state(["elbow"], [0.0], stamp_s=cell.t + 0.002))
+    ragged = JointTrajectory(joint_names=FR3)
+    ragged.header.stamp = cv.s_to_time(cell.t + 5.0)
+    ragged.points = [JointTrajectoryPoint(positions=[0.0] * 3, time_from_start=cv.s_to_duration(0.1))]
+    cell.jtc.publish(ragged)
+    cell.grip.publish(cv.make_float64_multi_array([float("nan")]))
+    cell.grip.publish(Float64MultiArray())
+    for slot, pub in cell.cams.items():
+        pub.publish(cv.array_to_image(np.zeros((10, 10, 3), np.uint8), "rgb8", stamp_s=cell.t))  # wrong size
+        broken = cv.array_to_image(np.zeros((224, 224, 3), np.uint8), "rgb8", stamp_s=cell.t)
+        broken.data = broken.data[:100]
+        pub.publish(broken)
+    k = cell.frames_up_to(cell.t + 1.0, k)
+    r = cell.call("save_episode")
+    assert r.success, r.message
+    ep = LeRobotDataset(tmp_path / "ds").episode(0)
+    assert ep.length >= 40 and np.all(np.isfinite(ep.state)) and np.all(np.isfinite(ep.action))
+    meta = LeRobotDataset(tmp_path / "ds").episode_meta(0)
+    t = meta["start_stamp_s"] + np.round(ep.timestamps * 30) / 30
+    np.testing.assert_allclose(ep.action[:, :7], np.array([q_at(x) for x in t]), atol=1e-6)  # the ramp, untouched
+    np.testing.assert_allclose(ep.action[:, 7], 1.0)
+    assert rec.image_errors == 4
 
 
 def start_once_streaming(cell, k: int) -> None:

@@ -54,6 +54,9 @@ def dataset_run(args: argparse.Namespace) -> int:
             except BagError as err:
                 print(f"vla-ros dataset from-bag: {err}", file=sys.stderr)
                 return 2
+            for topic, n in report["ignored_messages"].items():
+                print(f"vla-ros dataset from-bag: warning: {n} malformed message(s) on {topic} left out (first: "
+                      f"{report['ignored_first_errors'][topic]})", file=sys.stderr)
             print(json.dumps(report))
             return 0
     except DatasetError as err:

@@ -166,6 +166,10 @@ class ObservationSync:
         q = np.asarray(positions, dtype=np.float64).reshape(-1)
         if q.shape[0] != len(names):
             raise ValueError(f"joint source '{source}': {len(names)} names but {q.shape[0]} positions")
+        bad = [n for n, v in zip(names, q) if not np.isfinite(v)]
+        if bad:
+            # not kept: the source goes stale and no observation is assembled from it
+            raise ValueError(f"joint source '{source}': non-finite position for {', '.join(bad)}; reading ignored")
         self._joints[source].add(_finite_stamp(stamp_s, f"joint source '{source}'"), (names, q), self.config.retention_s)
 
     def set_instruction(self, text: str) -> None:

@@ -275,6 +275,9 @@ class FrameAssembler:
     def add_joint_state(self, arm: str, stamp_s: float, names: Sequence[str], positions, velocities=None) -> None:
         arm_spec = self.spec.arm(arm)
         names = list(names)
+        if len(positions) != len(names):
+            raise ValueError(f"joint_states of arm '{arm}' have {len(names)} names but {len(positions)} positions; "
+                             "reading ignored")
         try:
             q = np.array([positions[names.index(j)] for j in arm_spec.joint_names], dtype=np.float64)
             qd = (np.array([velocities[names.index(j)] for j in arm_spec.joint_names], dtype=np.float64)
@@ -284,6 +287,14 @@ class FrameAssembler:
                 g = float(arm_spec.gripper.from_joint(positions[names.index(arm_spec.gripper.joint_name)]))
         except ValueError as err:
             raise KeyError(f"joint_states of arm '{arm}' lack a joint: {err}") from err
+        bad = [j for j, v in zip(arm_spec.joint_names, q) if not np.isfinite(v)]
+        if g is not None and not np.isfinite(g):
+            bad.append(arm_spec.gripper.joint_name)
+        if bad:
+            # never a NaN in observation.state: the reading is not kept (its frames are dropped as
+            # having no state if no other reading is near)
+            raise ValueError(f"joint_states of arm '{arm}': non-finite position for {', '.join(bad)}; reading ignored")
+        qd = np.where(np.isfinite(qd), qd, 0.0)  # drivers leave unmeasured velocities NaN
         self.arms[arm].add(float(stamp_s), (q, qd, g))
 
     def add_trajectory(self, arm: str, command: TrajectoryCommand, received_s: float) -> None:
@@ -291,8 +302,11 @@ class FrameAssembler:
 
     def add_forward_command(self, arm: str, positions, received_s: float) -> None:
         arm_spec = self.spec.arm(arm)
-        values = np.asarray(positions, dtype=np.float64)
+        values = np.asarray(positions, dtype=np.float64).reshape(-1)
         names = arm_spec.command.joint_names
+        if values.shape[0] != len(names) or not np.all(np.isfinite(values)):
+            raise ValueError(f"forward command of arm '{arm}': expected {len(names)} finite values, got "
+                             f"{values.tolist()[:16]}; ignored")
         self.samplers[arm].add_forward(values[[names.index(j) for j in arm_spec.joint_names]], received_s)
 
     def add_gripper_command(self, arm: str, joint_position: float, received_s: float) -> None:

@@ -128,28 +128,21 @@ def convert_bag(bag: str | Path, embodiment: str, out: str | Path, *, instructio
         try:
             conns = [c for c in reader.connections if c.topic in routes]
             newest = bag_start
+            ignored: dict[str, int] = {}  # topic -> malformed messages left out
+            first_errors: dict[str, str] = {}
             for conn, t_ns, raw in reader.messages(connections=conns):
                 kind, key = routes[conn.topic]
-                msg = typestore.deserialize_cdr(raw, conn.msgtype)
                 t_bag = t_ns * 1e-9
-                if kind == "image":
-                    asm.add_image(key, _stamp_s(msg.header), image_msg_to_rgb8(msg, conn.msgtype))
-                elif kind == "state":
-                    asm.add_joint_state(key, _stamp_s(msg.header), list(msg.name), list(msg.position),
-                                        list(msg.velocity))
-                elif kind == "trajectory":
-                    points = tuple(TrajectoryPoint(_duration_s(p.time_from_start), tuple(p.positions),
-                                                   tuple(p.velocities), tuple(p.accelerations)) for p in msg.points)
-                    asm.add_trajectory(key, TrajectoryCommand(tuple(msg.joint_names), points, _stamp_s(msg.header)),
-                                       t_bag)
-                elif kind == "forward":
-                    asm.add_forward_command(key, np.asarray(msg.data, dtype=float), t_bag)
-                elif kind == "gripper":
-                    if len(msg.data):
-                        asm.add_gripper_command(key, float(msg.data[0]), t_bag)
-                elif kind == "chunk":
-                    _add_chunk(asm, msg, spec.policy_period_s)
-                elif kind == "instruction" and not instruction:
+                try:
+                    msg = typestore.deserialize_cdr(raw, conn.msgtype)
+                    _route(asm, kind, key, msg, conn.msgtype, t_bag, spec.policy_period_s)
+                except (ValueError, KeyError, IndexError) as err:
+                    # a malformed message (NaN positions, a short array, a broken image) is left
+                    # out and counted, as the live recorder does; the frames around it still count
+                    ignored[conn.topic] = ignored.get(conn.topic, 0) + 1
+                    first_errors.setdefault(conn.topic, str(err).strip("'\""))
+                    continue
+                if kind == "instruction" and not instruction:
                     task = str(msg.data)
                 newest = max(newest, t_bag)
                 for f in asm.poll(newest - 0.5):  # readings stamped up to 0.5 s late still count
@@ -171,7 +164,26 @@ def convert_bag(bag: str | Path, embodiment: str, out: str | Path, *, instructio
         reader.close()
     return {"dataset": str(out), "bag": str(folder), "episode": int(row["episode_index"]), "frames": int(row["length"]),
             "dropped": int(report.dropped_total), "dropped_reasons": dict(report.dropped), "task": task,
-            "total_episodes": writer.num_episodes}
+            "total_episodes": writer.num_episodes, "ignored_messages": ignored, "ignored_first_errors": first_errors}
+
+
+def _route(asm: FrameAssembler, kind: str, key: str, msg, msgtype: str, t_bag: float, default_period_s: float) -> None:
+    """One bag message into the assembler (raises ValueError / KeyError on a malformed one)."""
+    if kind == "image":
+        asm.add_image(key, _stamp_s(msg.header), image_msg_to_rgb8(msg, msgtype))
+    elif kind == "state":
+        asm.add_joint_state(key, _stamp_s(msg.header), list(msg.name), list(msg.position), list(msg.velocity))
+    elif kind == "trajectory":
+        points = tuple(TrajectoryPoint(_duration_s(p.time_from_start), tuple(p.positions),
+                                       tuple(p.velocities), tuple(p.accelerations)) for p in msg.points)
+        asm.add_trajectory(key, TrajectoryCommand(tuple(msg.joint_names), points, _stamp_s(msg.header)), t_bag)
+    elif kind == "forward":
+        asm.add_forward_command(key, np.asarray(msg.data, dtype=float), t_bag)
+    elif kind == "gripper":
+        if len(msg.data) and np.isfinite(msg.data[0]):
+            asm.add_gripper_command(key, float(msg.data[0]), t_bag)
+    elif kind == "chunk":
+        _add_chunk(asm, msg, default_period_s)
 
 
 def _add_chunk(asm: FrameAssembler, msg, default_period_s: float) -> None:

@@ -324,7 +324,11 @@ class PolicyNode(ReleasingLifecycleNode):
             return
         with self._lock:
             if self._sync is not None:
-                self._sync.add_image(slot, self._stamp_s(msg.header), rgb)
+                try:
+                    self._sync.add_image(slot, self._stamp_s(msg.header), rgb)
+                except ValueError as err:
+                    self.get_logger().error(str(err), throttle_duration_sec=5.0)
+                    return
                 self.stats.image_messages += 1
 
     def _on_joint_state(self, source: str, prefix: str, msg: JointState) -> None:
@@ -337,7 +341,11 @@ class PolicyNode(ReleasingLifecycleNode):
         names = [prefix + n for n in msg.name]
         with self._lock:
             if self._sync is not None:
-                self._sync.add_joint_state(source, self._stamp_s(msg.header), names, np.asarray(msg.position))
+                try:
+                    self._sync.add_joint_state(source, self._stamp_s(msg.header), names, np.asarray(msg.position))
+                except ValueError as err:  # e.g. a NaN position: ignored, the source goes stale
+                    self.get_logger().error(str(err), throttle_duration_sec=5.0)
+                    return
                 self.stats.joint_state_messages += 1
 
     def _on_instruction(self, msg: String) -> None:
@@ -405,6 +413,10 @@ class PolicyNode(ReleasingLifecycleNode):
             chunk = policy.infer(job.observation)
             if not isinstance(chunk, ActionChunk):
                 raise TypeError(f"policy.infer returned {type(chunk).__name__}, expected ActionChunk")
+            bad_rows = np.flatnonzero(~np.isfinite(chunk.values).all(axis=1))
+            if bad_rows.size:
+                raise ValueError(f"policy.infer returned non-finite action values in rows {bad_rows[:10].tolist()} "
+                                 f"of {chunk.num_steps}; chunk not published")
         except Exception as err:  # noqa: BLE001 - a failing inference is reported and retried, never kills the node
             with self._lock:
                 self.stats.inference_failures += 1

@@ -228,18 +228,28 @@ class RecorderNode(ReleasingLifecycleNode):
             try:
                 self.assembler.add_joint_state(arm, cv.time_to_s(msg.header.stamp), msg.name, list(msg.position),
                                                list(msg.velocity))
-            except KeyError as err:
-                self.get_logger().error(str(err), throttle_duration_sec=5.0)
+            except (KeyError, ValueError) as err:
+                self.get_logger().error(str(err).strip("'\""), throttle_duration_sec=5.0)
 
     def _on_trajectory(self, arm: str, msg: JointTrajectory) -> None:
+        # An invalid trajectory is rejected by the sampler's JTC (as the real one would) when it
+        # takes over: counted, its rows keep the previous command.
+        try:
+            command = trajectory_command(msg)
+        except ValueError as err:
+            self.get_logger().error(f"arm '{arm}': trajectory not readable: {err}", throttle_duration_sec=5.0)
+            return
         with self._lock:
             if self.assembler is not None:
-                self.assembler.add_trajectory(arm, trajectory_command(msg), self.now_s())
+                self.assembler.add_trajectory(arm, command, self.now_s())
 
     def _on_forward(self, arm: str, msg: Float64MultiArray) -> None:
         with self._lock:
             if self.assembler is not None:
-                self.assembler.add_forward_command(arm, cv.float64_multi_array_values(msg), self.now_s())
+                try:
+                    self.assembler.add_forward_command(arm, cv.float64_multi_array_values(msg), self.now_s())
+                except ValueError as err:
+                    self.get_logger().error(str(err), throttle_duration_sec=5.0)
 
     def _on_gripper(self, arm: str, msg: Float64MultiArray) -> None:
         values = cv.float64_multi_array_values(msg)
