@@ -181,3 +181,15 @@ def test_a_non_finite_joint_position_is_refused_and_not_kept():
     assert s.assemble(now_s=1.0).refusal.code == "missing"  # nothing kept: no observation
     s.add_joint_state("", 1.0, ["j1", "j2"], [0.0, 0.5])
     assert s.assemble(now_s=1.0).ok
+
+
+def test_an_instruction_longer_than_the_limit_is_refused_and_the_previous_stays():
+    from vla_ros.core.observation_sync import MAX_INSTRUCTION_CHARS
+
+    s = _sync()
+    s.set_instruction("pick up the red cube")
+    s.set_instruction("y" * MAX_INSTRUCTION_CHARS)  # at the limit: taken
+    assert len(s.instruction) == MAX_INSTRUCTION_CHARS
+    with pytest.raises(ValueError, match=f"instruction of {MAX_INSTRUCTION_CHARS + 1} characters refused"):
+        s.set_instruction("z" * (MAX_INSTRUCTION_CHARS + 1))
+    assert s.instruction == "y" * MAX_INSTRUCTION_CHARS

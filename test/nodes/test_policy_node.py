@@ -260,6 +260,20 @@ def test_a_chunk_with_non_finite_values_is_not_published(harness):
                                   "non-finite" in d.status[0].message for d in h.diagnostics))
 
 
+def test_an_oversized_instruction_is_refused_and_the_previous_one_stays(harness):
+    h = harness()
+    h.start()
+    h.instruct("ab")
+    h.stream()
+    assert h.wait_for(lambda: any(cv.msg_to_chunk(m).values[0, 0] == 2.0 for _, m in h.chunks))
+    h.instruct("x" * 1_000_000)
+    t_sent = time.time()
+    assert h.wait_for(lambda: any(t > t_sent + 0.5 for t, _ in h.chunks))
+    assert all(cv.msg_to_chunk(m).values[0, 0] == 2.0 for _, m in h.chunks)
+    h.instruct("abc")  # a normal one is taken again
+    assert h.wait_for(lambda: cv.msg_to_chunk(h.chunks[-1][1]).values[0, 0] == 3.0)
+
+
 def test_changed_instruction_is_used_by_the_next_chunk(harness):
     h = harness()
     h.start()

@@ -34,6 +34,19 @@ from vla_ros.core.types import Observation
 
 RefusalCode = Literal["missing", "stale", "unsynchronised", "no_privileged", "future"]
 
+# Longer instructions are refused (the previous one stays): tokenizing a megabyte on every inference
+# would stall the policy, and no model reads past a few hundred tokens.
+MAX_INSTRUCTION_CHARS = 2000
+
+
+def check_instruction(text: str) -> str:
+    """The instruction as given, or ValueError when it is longer than MAX_INSTRUCTION_CHARS."""
+    text = str(text)
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        raise ValueError(f"instruction of {len(text)} characters refused (at most {MAX_INSTRUCTION_CHARS}): "
+                         f"{text[:60]!r}...; the previous instruction stays")
+    return text
+
 
 @dataclass(frozen=True)
 class SyncConfig:
@@ -174,7 +187,7 @@ class ObservationSync:
 
     def set_instruction(self, text: str) -> None:
         """The latest instruction wins; it is used from the next assembled observation on."""
-        self._instruction = str(text)
+        self._instruction = check_instruction(text)
 
     @property
     def instruction(self) -> str:

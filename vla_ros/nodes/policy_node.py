@@ -351,7 +351,11 @@ class PolicyNode(ReleasingLifecycleNode):
     def _on_instruction(self, msg: String) -> None:
         with self._lock:
             if self._sync is not None:
-                self._sync.set_instruction(msg.data)
+                try:
+                    self._sync.set_instruction(msg.data)
+                except ValueError as err:
+                    self.get_logger().error(str(err), throttle_duration_sec=5.0)
+                    return
         self.get_logger().info(f"instruction: '{msg.data}' (used from the next chunk)")
 
     def _on_objects(self, msg: MarkerArray) -> None:

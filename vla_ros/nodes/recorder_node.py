@@ -43,6 +43,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from vla_ros.core.embodiment import EmbodimentSpec, load_embodiment
 from vla_ros.core.jtc import TrajectoryCommand, TrajectoryPoint
+from vla_ros.core.observation_sync import check_instruction
 from vla_ros.data.format import DatasetError
 from vla_ros.data.recording import NO_READING_YET, FrameAssembler, RecordingLayout, recording_layout
 from vla_ros.data.writer import DatasetWriter, EpisodeBuffer
@@ -269,7 +270,10 @@ class RecorderNode(ReleasingLifecycleNode):
                 self.assembler.add_chunk(chunk)
 
     def _on_instruction(self, msg: String) -> None:
-        self._instruction = str(msg.data)
+        try:
+            self._instruction = check_instruction(msg.data)
+        except ValueError as err:
+            self.get_logger().error(str(err), throttle_duration_sec=5.0)
 
     # ------------------------------------------------------------------ assembly
     def _assemble(self) -> None:
