@@ -153,6 +153,26 @@ def test_gripper_command_topic(graph):
     assert probe.joint_states[-1].position[-1] == pytest.approx(0.01, abs=1e-3)
 
 
+def test_a_command_that_raises_on_the_physics_thread_is_logged_and_the_physics_goes_on(graph):
+    # Last resort behind the topic checks: the physics thread used to die on it (the world stood
+    # still under a live graph). Here a queued command that raises, as a NaN forward command did.
+    sim, probe = graph
+
+    def broken() -> None:
+        raise ValueError("forward command for arm 'arm' contains non-finite values: [nan]")
+
+    errors = sim.command_errors
+    sim._commands.put(broken)
+    assert _wait(lambda: sim.command_errors == errors + 1, 10.0)
+    t = _sim_now(sim)
+    assert _wait(lambda: _sim_now(sim) > t + 0.2, 30.0), "the physics stopped"
+    # and commands after it are applied
+    probe.gripper_pub.publish(cv.make_float64_multi_array([0.02]))
+    t = _sim_now(sim)
+    assert _wait(lambda: cv.time_to_s(probe.joint_states[-1].header.stamp) > t + 0.8)
+    assert probe.joint_states[-1].position[-1] == pytest.approx(0.02, abs=1e-3)
+
+
 def test_reset_is_seeded_and_republishes_the_instruction(graph):
     sim, probe = graph
     assert probe.reset_client.wait_for_service(timeout_sec=5.0)
@@ -340,3 +360,41 @@ def test_an_established_simulation_logs_a_newcomer_on_its_clock_and_goes_on(own_
         assert spinner.is_alive() and sim.fault == "" and sim.hw.time_s > t0
     finally:
         _close(context, sim, spinner, intruder)
+
+
+def test_a_non_finite_forward_command_is_refused_at_the_topic(tmp_path):
+    import yaml
+
+    from vla_ros.core.embodiment import config_dir, urdf_dir
+
+    raw = yaml.safe_load((config_dir() / "fr3.yaml").read_text())
+    raw["arms"]["arm"]["command"] = {"kind": "forward_position", "topic": "forward_position_controller/commands"}
+    raw["urdf"]["file"] = str(urdf_dir() / raw["urdf"]["file"])
+    path = tmp_path / "fr3_forward.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    sim = SimNode(context=context, namespace="fwd_mode", parameter_overrides=[
+        Parameter("embodiment", value=str(path)), Parameter("clock_mode", value="wall")])
+    probe = Node("fwd_probe", context=context, namespace="fwd_mode")
+    states = []
+    probe.create_subscription(JointState, "joint_states", states.append, 10)
+    pub = probe.create_publisher(Float64MultiArray, "forward_position_controller/commands", 10)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(sim)
+    executor.add_node(probe)
+    spinner = Spinner(executor)
+    try:
+        assert _wait(lambda: pub.get_subscription_count() > 0 and len(states) > 5)
+        target = ARM.home_rad + 0.05
+        pub.publish(cv.make_float64_multi_array(np.append(target[:6], np.nan)))
+        pub.publish(cv.make_float64_multi_array(target))
+        n = len(states)
+        assert _wait(lambda: len(states) > n + 60)  # ~0.6 s
+        assert sim.command_errors == 0  # refused at the topic, never queued
+        np.testing.assert_allclose(cv.joint_state_positions(states[-1], ARM.joint_names), target, atol=3e-3)
+    finally:
+        assert spinner.stop(timeout_s=60.0)
+        sim.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)

@@ -188,6 +188,7 @@ class SimNode(Node):
         self._rtf_window: list[tuple[float, float]] = []
         self.last_rejection = ""
         self.rejections = 0
+        self.command_errors = 0  # commands that raised on the physics thread (logged, not applied)
 
         self._clock_pub = self.create_publisher(Clock, "/clock", 10) if self.clock_mode == "sim" else None
         self._js_pubs = {a.name: self.create_publisher(JointState, a.joint_states_topic, SENSOR_PUB_QOS) for a in self.spec.arms}
@@ -351,7 +352,13 @@ class SimNode(Node):
                 command = self._commands.get_nowait()
             except queue.Empty:
                 return
-            command()
+            try:
+                command()
+            except Exception as err:  # noqa: BLE001 - last resort: one bad command must not end the physics
+                # (the thread would die and the simulated world stand still under a live graph)
+                self.command_errors += 1
+                self.get_logger().error(f"command not applied: {type(err).__name__}: {err}",
+                                        throttle_duration_sec=2.0)
 
     # ------------------------------------------------------------------ publishing
     def _publish_joint_states(self, t: float) -> None:
@@ -425,9 +432,10 @@ class SimNode(Node):
     def _on_forward(self, arm: ArmSpec, msg: Float64MultiArray) -> None:
         values = cv.float64_multi_array_values(msg)
         names = arm.command.joint_names
-        if values.shape[0] != len(names):
+        if values.shape[0] != len(names) or not np.all(np.isfinite(values)):
             self.get_logger().error(
-                f"arm '{arm.name}': forward command has {values.shape[0]} values, expected {len(names)} ({list(names)}); ignored"
+                f"arm '{arm.name}': forward command {values.tolist()[:16]} must be {len(names)} finite values "
+                f"({list(names)}); ignored"
             )
             return
         ordered = values[[names.index(j) for j in arm.joint_names]]
