@@ -807,3 +807,34 @@ def test_estop_storm_with_chunks_in_flight(rig):
     for msg in rig.commands:
         q = np.array([p.positions for p in msg.points])
         assert np.all(q >= lim.lower_rad) and np.all(q <= lim.upper_rad)
+
+
+def test_parameter_changes_are_refused_while_configured_as_ros2_param_set_makes_them(ros, fr3):
+    # Read at configure: a change while configured used to be accepted ("Set parameter successful")
+    # and do nothing. Through the node's set_parameters service, as `ros2 param set` calls it.
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    rig = Rig(*fr3)
+    try:
+        client = rig.peer.create_client(SetParameters, "/controller/set_parameters")
+        assert rig.spin_until(client.service_is_ready, 10.0)
+
+        def set_int(name, value):
+            request = SetParameters.Request(parameters=[ParameterMsg(name=name, value=ParameterValue(
+                type=ParameterType.PARAMETER_INTEGER, integer_value=value))])
+            future = client.call_async(request)
+            assert rig.spin_until(future.done, 10.0)
+            return future.result().results[0]
+
+        assert set_int("max_chunk_points", 500).successful  # unconfigured: taken, read at configure
+        rig.start()
+        assert rig.node.core.config.max_chunk_points == 500
+        r = set_int("max_chunk_points", 5)
+        assert not r.successful
+        assert r.reason.startswith("max_chunk_points: read at configure and this node is active; deactivate")
+        assert "ros2 lifecycle set /controller cleanup" in r.reason
+        assert rig.node.get_parameter("max_chunk_points").value == 500
+        assert rig.node.set_parameters([rclpy.parameter.Parameter("use_sim_time", value=False)])[0].successful
+    finally:
+        rig.close()

@@ -263,3 +263,15 @@ def test_configure_refuses_a_missing_or_incompatible_dataset(graph, tmp_path):
     ok = make(tmp_path / "ds30")
     assert ok.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert make(tmp_path / "ds30", fps=15).trigger_configure() == TransitionCallbackReturn.FAILURE
+
+
+def test_the_task_may_change_between_episodes_other_parameters_only_unconfigured(graph, tmp_path):
+    cell, make = graph
+    rec = make(tmp_path / "ds")
+    assert rec.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert rec.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert rec.set_parameters([Parameter("instruction", value="stack the cubes")])[0].successful
+    assert rec.task() == "stack the cubes"
+    r = rec.set_parameters([Parameter("fps", value=15)])[0]
+    assert not r.successful and r.reason.startswith("fps: read at configure and this node is active")
+    assert rec.get_parameter("fps").value == 30

@@ -69,6 +69,7 @@ from vla_ros.nodes.chunk_worker import ChunkWorker
 from vla_ros.nodes.follow_joint_trajectory import Tolerances
 from vla_ros.nodes.real_interfaces import ControllerRealInterfaces, check_message_packages
 from vla_ros.nodes.ros_msgs import MessagesUnavailable
+from vla_ros.nodes.runtime import refuse_parameter_changes_once_configured
 from vla_ros.nodes.trajectory_cdr import TooManyPoints
 
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -152,6 +153,7 @@ class ControllerNode(LifecycleNode):
                                        "interpreter lock meanwhile; false: in the node's chunk thread"))
         d("chunk_worker_timeout_s", 2.0, _desc("a worker that does not answer within this is restarted and the "
                                                "chunk refused (the arm holds)"))
+        refuse_parameter_changes_once_configured(self)
         self._lock = threading.RLock()
         self._chunk_group = MutuallyExclusiveCallbackGroup()
         self._estop_group = MutuallyExclusiveCallbackGroup()

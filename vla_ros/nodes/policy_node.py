@@ -50,7 +50,7 @@ from vla_ros.core.inference_timing import INFERENCE_MODES, InferenceScheduler, L
 from vla_ros.core.observation_sync import ObservationSync, SyncConfig, privileged_objects
 from vla_ros.core.types import ActionChunk, Observation
 from vla_ros.nodes import conversions as cv
-from vla_ros.nodes.runtime import ReleasingLifecycleNode
+from vla_ros.nodes.runtime import ReleasingLifecycleNode, refuse_parameter_changes_once_configured
 from vla_ros.policies.base import Policy, make_policy
 
 INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -138,6 +138,7 @@ class PolicyNode(ReleasingLifecycleNode):
         d("autostart", True, _desc("configure and activate at start-up; false: wait for a lifecycle manager "
                                    "(bringup.launch.py passes false and drives the transitions itself)"))
 
+        refuse_parameter_changes_once_configured(self)
         self.spec: EmbodimentSpec | None = None
         self.policy: Policy | None = None
         self.stats = PolicyNodeStats()

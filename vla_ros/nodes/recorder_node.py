@@ -48,7 +48,7 @@ from vla_ros.data.format import DatasetError
 from vla_ros.data.recording import NO_READING_YET, FrameAssembler, RecordingLayout, recording_layout
 from vla_ros.data.writer import DatasetWriter, EpisodeBuffer
 from vla_ros.nodes import conversions as cv
-from vla_ros.nodes.runtime import ReleasingLifecycleNode
+from vla_ros.nodes.runtime import ReleasingLifecycleNode, refuse_parameter_changes_once_configured
 
 INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 COMMAND_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -96,6 +96,8 @@ class RecorderNode(ReleasingLifecycleNode):
         d("status_rate_hz", 2.0, _desc("rate of ~/status"))
         d("assemble_rate_hz", 20.0, _desc("rate at which finished frame slots are assembled"))
         d("autostart", True, _desc("configure and activate at start-up (no lifecycle manager)"))
+        # the task and the free-space floor are read at each start_episode
+        refuse_parameter_changes_once_configured(self, live=("instruction", "min_free_mb"))
         self.spec: EmbodimentSpec | None = None
         self.layout: RecordingLayout | None = None
         self.writer: DatasetWriter | None = None

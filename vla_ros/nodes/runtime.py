@@ -108,6 +108,26 @@ def lifecycle_state(node: LifecycleNode) -> str:
     return node._state_machine.current_state[1]
 
 
+def refuse_parameter_changes_once_configured(node: LifecycleNode, live: tuple[str, ...] = ()) -> None:
+    """Parameters are read at configure: a change while the node is configured would be accepted
+    and silently do nothing (`ros2 param set` says "Set parameter successful"). Refused instead,
+    with what to do; `live` names the parameters the node reads as it runs (and use_sim_time)."""
+    from rcl_interfaces.msg import SetParametersResult
+
+    allowed = {"use_sim_time", *live}
+
+    def check(params) -> SetParametersResult:
+        state = lifecycle_state(node)
+        fixed = [p.name for p in params if p.name not in allowed]
+        if fixed and state in ("inactive", "active"):
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(fixed)}: read at configure and this node is {state}; deactivate and clean it up "
+                f"(ros2 lifecycle set {node.get_fully_qualified_name()} cleanup), set it, then configure again"))
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(check)
+
+
 def declare_autostart(node: Node, default: bool = True) -> bool:
     """The `autostart` parameter (declared here when the node class does not declare it)."""
     if not node.has_parameter("autostart"):

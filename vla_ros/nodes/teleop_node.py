@@ -51,7 +51,7 @@ from vla_ros.core.teleop import (
     load_teleop_config,
 )
 from vla_ros.nodes import conversions as cv
-from vla_ros.nodes.runtime import ReleasingLifecycleNode
+from vla_ros.nodes.runtime import ReleasingLifecycleNode, refuse_parameter_changes_once_configured
 
 
 def _desc(text: str) -> ParameterDescriptor:
@@ -74,6 +74,7 @@ class TeleopNode(ReleasingLifecycleNode):
         d("max_stamp_offset_s", 0.5, _desc("input stamped further than this from this node's clock is refused (s)"))
         d("diagnostics_period_s", 1.0, _desc("period of the diagnostics status (s)"))
         d("autostart", True, _desc("configure and activate at start-up (no lifecycle manager)"))
+        refuse_parameter_changes_once_configured(self)
         self._lock = threading.RLock()
         self.spec: EmbodimentSpec | None = None
         self.config: CartesianTeleopConfig | LeaderConfig | None = None
