@@ -114,6 +114,15 @@ def graph(tmp_path):
         rclpy.try_shutdown(context=context)
 
 
+def command_the_ramp(cell) -> int:
+    """The controller's command: a ramp stamped T0 (positions only: linear) and an open gripper;
+    camera frames up to T0 + 0.2 s. Returns the next frame number."""
+    cell.jtc.publish(cv.make_joint_trajectory(FR3, np.array([q_at(T0), q_at(T0 + 10)]), np.array([0.0, 10.0]),
+                                              stamp_s=T0))
+    cell.grip.publish(cv.make_float64_multi_array([0.04]))
+    return cell.frames_up_to(T0 + 0.2, 0)
+
+
 def test_records_an_episode_with_the_sent_commands(graph, tmp_path):
     cell, make = graph
     rec = make(tmp_path / "ds")
@@ -122,11 +131,7 @@ def test_records_an_episode_with_the_sent_commands(graph, tmp_path):
     assert rec.trigger_activate() == TransitionCallbackReturn.SUCCESS
     cell.instruction.publish(String(data="wave hello"))
     assert not cell.call("save_episode").success  # nothing recorded yet
-    # the controller's command: a ramp stamped T0 (positions only: linear) and an open gripper
-    cell.jtc.publish(cv.make_joint_trajectory(FR3, np.array([q_at(T0), q_at(T0 + 10)]), np.array([0.0, 10.0]),
-                                              stamp_s=T0))
-    cell.grip.publish(cv.make_float64_multi_array([0.04]))
-    k = cell.frames_up_to(T0 + 0.2, 0)
+    k = command_the_ramp(cell)
     r = cell.call("start_episode")
     assert r.success and "episode 0" in r.message
     assert not cell.call("start_episode").success  # already recording
@@ -170,10 +175,7 @@ def test_hostile_input_on_every_topic_is_refused_and_the_episode_is_saved_clean(
     cell.step(5)
     assert rec.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert rec.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    cell.jtc.publish(cv.make_joint_trajectory(FR3, np.array([q_at(T0), q_at(T0 + 10)]), np.array([0.0, 10.0]),
-                                              stamp_s=T0))
-    cell.grip.publish(cv.make_float64_multi_array([0.04]))
-    k = cell.frames_up_to(T0 + 0.2, 0)
+    k = command_the_ramp(cell)
     deadline = time.monotonic() + 10.0
     while not (r := cell.call("start_episode")).success and time.monotonic() < deadline:
         k = cell.frames_up_to(cell.t + 0.05, k)
