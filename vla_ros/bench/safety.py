@@ -271,12 +271,12 @@ class _Bench:
             if not publishing.wait(60.0):
                 mp_stop.set()
                 raise RuntimeError("the bench's chunk producer did not reach the controller within 60 s")
-        time.sleep(0.5)
         # measured from here: the producer's start-up (a process importing rclpy) is not chunk load
         before = self.stats()
         with self.lock:
             self.messages.clear()
         t0 = time.perf_counter()
+        time.sleep(0.5)
         latencies, missed = [], 0
         try:
             for _ in range(estops):
