@@ -38,7 +38,6 @@ import queue
 import sys
 import threading
 import time
-import traceback
 from typing import Any, Callable
 
 import numpy as np
@@ -70,7 +69,6 @@ SENSOR_PUB_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 OBJECTS_HISTORY_DEPTH = 600  # sim/objects writer history (see SimNode.__init__)
 CLOCK_MODES = ("sim", "wall")
 
-PHYSICS_STOP_WARN_S = 2.0  # a physics thread still running this long after stop() is reported
 PHYSICS_SWITCH_INTERVAL_S = 5e-4  # GIL switch interval while the physics thread runs (see SimNode.start)
 # /clock ownership (see SimNode._check_clock_owner): a sim that finds another publisher on its clock
 # topic within this many wall seconds of its first check (its executor's first turn with the physics
@@ -277,14 +275,7 @@ class SimNode(Node):
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=PHYSICS_STOP_WARN_S)
-            if self._thread.is_alive():
-                # (seen once in a full test run: sim_node outlived launch's 5 s after Ctrl-C) say where
-                frame = sys._current_frames().get(self._thread.ident)
-                where = "".join(traceback.format_stack(frame)[-6:]) if frame is not None else "unknown"
-                self.get_logger().error(f"the physics thread has not stopped {PHYSICS_STOP_WARN_S} s after the "
-                                        f"stop request; it is at:\n{where}")
-                self._thread.join(timeout=10.0 - PHYSICS_STOP_WARN_S)
+            self._thread.join(timeout=10.0)
             self._thread = None
             sys.setswitchinterval(self._saved_switch_interval_s)
         # action goals waiting for the physics would wait forever (and hold the executor's shutdown)
